@@ -1,0 +1,1 @@
+"""REST API (Flask app served by waitress)."""

@@ -1,0 +1,65 @@
+"""`control:` section: state machine timers, control law and the limit chain (DESIGN.md §3-4)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from config.common import Section
+from ems.model import Mode, Quantity, State
+
+__all__ = ["ControlConfig", "Law"]
+
+
+class Law(StrEnum):
+    INTEGRATING = "integrating"
+
+
+class ControlConfig(Section):
+    enabled: bool = Field(False, description="opt-in 1 of 2: let a non-zero command reach the inverter")
+    dry_run: bool = Field(True, description="opt-in 2 of 2 (must be false): when true, commands are computed and logged but 0 W is written")
+    period_s: float = Field(1.0, gt=0.05, le=10, description="control cycle period, s")
+    start_mode: Mode = Field(Mode.SELF_CONSUMPTION, description="run mode requested at start-up (IDLE, SELF_CONSUMPTION, CHARGE_ONLY, DISCHARGE_ONLY, EXTERNAL)")
+    required_sources: tuple[Quantity, ...] = Field(
+        (Quantity.GRID_POWER_W, Quantity.ESS_POWER_W, Quantity.SOC_PCT),
+        description="measurements whose staleness is a FAULT cause",
+    )
+    fault_timeout_s: float = Field(3.0, gt=0, le=600, description="a required source with no good reading for this long is stale -> FAULT, s")
+    recover_s: float = Field(10.0, ge=0, le=3600, description="every FAULT cause must be clear this long before leaving FAULT, s")
+    worker_stall_s: float = Field(10.0, gt=0, le=600, description="a worker with no heartbeat for this long is stalled -> FAULT, s")
+    target_grid_w: float = Field(0.0, ge=-1e6, le=1e6, description="self-consumption target grid power (+ import), W")
+    law: Law = Field(Law.INTEGRATING, description="self-consumption control law")
+    gain: float = Field(0.6, gt=0, le=2, description="integrating law gain: cmd = prev_cmd + gain * (grid - target)")
+    deadband_w: float = Field(10.0, ge=0, le=10000, description="no correction while |grid - target| is below this, W")
+    charge_power_w: float = Field(2000.0, ge=0, le=1e6, description="CHARGE_ONLY charge power, W")
+    discharge_power_w: float = Field(2000.0, ge=0, le=1e6, description="DISCHARGE_ONLY discharge power, W")
+    external_fallback: State = Field(State.STANDBY, description="state after an external set-point's TTL lapses: STANDBY or SELF_CONSUMPTION")
+    external_max_ttl_s: float = Field(3600.0, gt=0, le=86400, description="longest TTL accepted for an external set-point, s")
+    max_charge_w: float = Field(5000.0, ge=0, le=1e6, description="limit 1: inverter charge rating, W")
+    max_discharge_w: float = Field(5000.0, ge=0, le=1e6, description="limit 1: inverter discharge rating, W")
+    use_bms_limits: bool = Field(True, description="limit 2: apply BMS CCL/DCL x voltage and enable flags when the BMS reports them")
+    soc_min_pct: float = Field(10.0, ge=0, le=100, description="limit 3: no discharge at or below, %")
+    soc_max_pct: float = Field(95.0, ge=0, le=100, description="limit 3: no charge at or above, %")
+    soc_hysteresis_pct: float = Field(2.0, ge=0, le=20, description="limit 3: a blocked direction reopens this far inside the window, %")
+    force_charge_w: float = Field(1000.0, ge=0, le=1e6, description="limit 3: charge power when the BMS requests a force charge, W")
+    max_import_w: float | None = Field(None, ge=0, le=1e7, description="limit 4: the battery never makes grid import exceed this (null = off), W")
+    max_export_w: float | None = Field(None, ge=0, le=1e7, description="limit 4: the battery never makes grid export exceed this (null = off), W")
+    ramp_w_per_s: float | None = Field(None, gt=0, le=1e7, description="limit 5: max rise of |command| per second; reductions are immediate (null = off), W/s")
+    shutdown_timeout_s: float = Field(3.0, gt=0, le=30, description="on SIGTERM, wait this long for the inverter to take 0 W, s")
+    summary_interval_s: float = Field(60.0, ge=0, le=3600, description="periodic summary log line interval (0 = off), s")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ControlConfig:
+        if self.soc_min_pct >= self.soc_max_pct:
+            raise ValueError(f"soc_min_pct: must be < control.soc_max_pct (got {self.soc_min_pct:g} >= {self.soc_max_pct:g})")
+        if self.external_fallback not in (State.STANDBY, State.SELF_CONSUMPTION):
+            raise ValueError(f"external_fallback: must be STANDBY or SELF_CONSUMPTION (got {self.external_fallback})")
+        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
+            raise ValueError("soc_hysteresis_pct: the hysteresis bands overlap; widen the SOC window or narrow the hysteresis")
+        return self
+
+    @property
+    def live(self) -> bool:
+        """Both opt-ins given: non-zero commands may reach the inverter."""
+        return self.enabled and not self.dry_run

@@ -1,0 +1,1 @@
+"""Edges to the outside world: device protocols, storage, uplink, logging. Unit conversion lives here."""

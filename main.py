@@ -1,0 +1,109 @@
+"""EMS controller entry point (DESIGN.md §7).
+
+    python main.py --config FILE [--log-format json|console] [--log-level LEVEL] [--check-config]
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 for a bad config or command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Protocol
+
+import structlog
+
+from config import ConfigError, EMSConfig, load_config
+from ems.clock import Clock, SystemClock
+from ems.context import EMSContext
+from ems.controller import Controller, CycleReport
+from interfaces.logs import configure_logging
+
+__all__ = ["Service", "build_services", "main"]
+
+log = structlog.get_logger("main")
+
+
+class Service(Protocol):
+    """A daemon thread the process starts, supervises and stops (workers, API server, ...)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def stop(self, timeout_s: float = 2.0) -> None: ...
+
+
+def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Service]:
+    """Every enabled part, in start order. Each subsystem adds itself here, guarded by its `enabled`."""
+    services: list[Service] = []
+    return services
+
+
+def build_cycle_hooks(cfg: EMSConfig, ctx: EMSContext) -> list[Callable[[CycleReport], None]]:
+    """Called after every control cycle (e.g. the systemd watchdog ping)."""
+    return []
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="main.py", description="On-site EMS controller")
+    p.add_argument("--config", required=True, help="YAML config file (see config/ems.example.yaml)")
+    p.add_argument("--log-format", choices=("json", "console"), help="override logging.format (default: console on a TTY, JSON otherwise)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level")
+    p.add_argument("--check-config", action="store_true", help="validate the config, print the result and exit (0 ok, 2 bad)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        print(f"config error: {args.config}: {len(exc.problems)} problem(s); not starting", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"config ok: {args.config} (control enabled={cfg.control.enabled} dry_run={cfg.control.dry_run})")
+        return 0
+    configure_logging(fmt=args.log_format or cfg.logging.format.value, level=args.log_level or cfg.logging.level)
+    return run(cfg, config_path=args.config)
+
+
+def run(cfg: EMSConfig, *, config_path: str) -> int:
+    clock = SystemClock()
+    ctx = EMSContext(clock=clock, start_mode=cfg.control.start_mode, max_ttl_s=cfg.control.external_max_ttl_s)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    log.info("ems_starting", config=config_path, site=cfg.site.id, enabled=cfg.control.enabled, dry_run=cfg.control.dry_run)
+    if not cfg.control.live:
+        log.warning("control_not_live", enabled=cfg.control.enabled, dry_run=cfg.control.dry_run,
+                    hint="commands are computed and logged; 0 W is written until control.enabled=true and control.dry_run=false")
+    services = build_services(cfg, ctx, clock)
+    for svc in services:
+        svc.start()
+    controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock, workers=services, on_cycle=build_cycle_hooks(cfg, ctx))
+    try:
+        controller.run(stop)
+    finally:
+        for svc in reversed(services):
+            svc.stop(timeout_s=1.0)
+    log.info("ems_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
