@@ -1,0 +1,1 @@
+"""Simulated site (plant model, Modbus servers, ...) for `make run`, tests and replay."""
