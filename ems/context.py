@@ -143,9 +143,9 @@ class EMSContext:
     # ---- events and operator requests ----------------------------------------------------
     def record_event(self, kind: str, **data: object) -> int:
         with self._lock:
-            return self._append_event(kind, data)
+            return self._append_event(kind, **data)
 
-    def _append_event(self, kind: str, data: Mapping[str, object]) -> int:
+    def _append_event(self, kind: str, /, **data: object) -> int:
         self._event_seq += 1
         rec = EventRecord(self._event_seq, kind, self._clock.monotonic(), self._clock.wall().timestamp(), MappingProxyType(dict(data)))
         self._events.append(rec)

@@ -1,0 +1,96 @@
+"""Config: typed, validated, env overrides, secrets only from env/file, bad files exit 2 naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_config, parse_config
+from config.common import SecretRef
+from tests.helpers.common import PYTHON, REPO_ROOT
+
+
+def problems(raw: dict[str, object], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, env or {})
+    return [str(p) for p in info.value.problems]
+
+
+def test_defaults_are_safe() -> None:
+    cfg = parse_config({}, {})
+    assert cfg.control.enabled is False and cfg.control.dry_run is True and cfg.control.live is False
+
+
+def test_unknown_key_is_rejected_with_its_path() -> None:
+    assert problems({"control": {"soc_mni_pct": 5}}) == ["control.soc_mni_pct: unknown key (check the spelling; see config/ems.example.yaml)"]
+
+
+def test_wrong_type_names_key_and_value() -> None:
+    (p,) = problems({"control": {"period_s": "fast"}})
+    assert p.startswith("control.period_s: ") and "'fast'" in p
+
+
+def test_soc_window_order_is_checked() -> None:
+    assert problems({"control": {"soc_min_pct": 90, "soc_max_pct": 80}}) == ["control.soc_min_pct: must be < control.soc_max_pct (got 90 >= 80)"]
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    assert len(problems({"control": {"gain": -1, "deadband_w": "x"}, "site": {"id": "bad id!"}})) == 3
+
+
+def test_environment_overrides_nested_keys_with_yaml_values() -> None:
+    cfg = parse_config({"control": {"soc_min_pct": 20}}, {"EMS_CONTROL__SOC_MIN_PCT": "15", "EMS_CONTROL__ENABLED": "true", "EMS_TOKEN": "ignored"})
+    assert cfg.control.soc_min_pct == 15.0 and cfg.control.enabled is True
+
+
+def test_bad_environment_override_names_the_key() -> None:
+    assert problems({}, {"EMS_CONTROL__NOPE": "1"}) == ["control.nope: unknown key (check the spelling; see config/ems.example.yaml)"]
+
+
+def test_secret_from_env_or_file_never_inline(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    assert SecretRef(env="EMS_T").resolve({"EMS_T": "abc"}).value == "abc"
+    assert SecretRef(file=token_file).resolve({}).value == "s3cret"
+    with pytest.raises(ValueError, match="only from the environment or a file"):
+        SecretRef.model_validate("plain-token")
+    with pytest.raises(ValueError, match="EMS_MISSING is not set"):
+        SecretRef(env="EMS_MISSING").resolve({})
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml", {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("control:\n  enabled: [true\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML \(line"):
+        load_config(bad, {})
+
+
+def test_example_config_loads_and_documents_every_control_key() -> None:
+    cfg = load_config(REPO_ROOT / "config" / "ems.example.yaml", {})
+    text = (REPO_ROOT / "config" / "ems.example.yaml").read_text()
+    for key in type(cfg.control).model_fields:
+        assert f"  {key}:" in text, f"control.{key} missing from config/ems.example.yaml"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("control:\n  enabeld: true\n", "config error: control.enabeld: unknown key"),
+        ("control:\n  recover_s: soon\n", "config error: control.recover_s: Input should be a valid number"),
+        ("control:\n  soc_min_pct: 90\n  soc_max_pct: 80\n", "config error: control.soc_min_pct: must be < control.soc_max_pct (got 90 >= 80)"),
+        (None, "config error: cannot read config file"),
+    ],
+    ids=["unknown-key", "wrong-type", "soc-order", "missing-file"],
+)
+def test_main_exits_2_with_key_path_and_reason(tmp_path: Path, yaml_text: str | None, expected: str) -> None:
+    path = tmp_path / "ems.yaml"
+    if yaml_text is not None:
+        path.write_text(yaml_text)
+    r = subprocess.run([PYTHON, "main.py", "--config", str(path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert expected in r.stderr, r.stderr
+    assert "not starting" in r.stderr
