@@ -1,0 +1,199 @@
+"""The CAN BMS worker (DESIGN.md §1, STYLE S6): receive, decode through the DBC, update the context.
+
+One daemon thread. It blocks in `bus.recv(timeout)` so it sees its stop flag at least every
+`can.receive_timeout_s`. Each good frame lands in the context with its monotonic receive time:
+SOC/SOH, pack voltage/current/temperature, CCL/DCL/CVL/DVL, the 0x35C request flags (1.0/0.0)
+and the 0x359 protection/warning flags. Protections become FAULT causes in the core
+(`bms_protection:<name>`); warnings are logged once when raised and exposed in the flags and in
+the `bms` status. Malformed frames are counted (`can_frames_<kind>`, `can_frames_malformed`),
+logged at most once per `malformed_log_interval_s` per frame id, and skipped. A bus error closes
+the bus; it is reopened after `reopen_s`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import can
+
+from config.can import CanConfig, CurrentPositive
+from ems.clock import Clock
+from ems.context import EMSContext
+from interfaces.can.bus import open_bus
+from interfaces.can.codec import KEEPALIVE_ID, BmsFrame, Codec, FrameError
+from interfaces.worker import Worker
+
+__all__ = ["CORE_FRAME_IDS", "CanWorker"]
+
+CORE_FRAME_IDS = frozenset({0x351, 0x356})  # the BMS is "heard" while these arrive (PROTOCOLS.md advice)
+_MAX_LOG_IDS = 4096  # bound on the per-id rate-limit table (random ids must not grow it forever)
+
+
+class CanWorker(Worker):
+    expected_errors = (OSError, TimeoutError, ValueError, can.CanError)
+
+    def __init__(
+        self,
+        *,
+        cfg: CanConfig,
+        ctx: EMSContext,
+        clock: Clock,
+        bus_factory: Callable[[], can.BusABC] | None = None,
+        name: str = "can",
+    ) -> None:
+        super().__init__(name=name, ctx=ctx, clock=clock, period_s=cfg.receive_timeout_s)
+        self._cfg = cfg
+        sign = 1.0 if cfg.current_positive is CurrentPositive.CHARGE else -1.0
+        self._codec = Codec(current_sign=sign)
+        self._open = bus_factory if bus_factory is not None else (lambda: open_bus(cfg))
+        self._bus: can.BusABC | None = None
+        self._ignore = frozenset(cfg.ignore_ids)
+        self._next_keepalive_s = clock.monotonic()
+        self._last_core_s = clock.monotonic()
+        self._silent = False
+        self._protections: frozenset[str] = frozenset()
+        self._warnings: frozenset[str] = frozenset()
+        self._info: dict[str, object] = {}
+        self._log_at_s: dict[int, float] = {}
+        self._suppressed: dict[int, int] = {}
+
+    # ---- loop ----------------------------------------------------------------------------
+    def wait_next(self) -> bool:
+        if self._bus is None:  # opening failed or the bus broke: back off before reopening
+            return self._stop_event.wait(self._cfg.reopen_s)
+        return self._stop_event.is_set()  # recv() already blocked
+
+    def iterate(self) -> None:
+        if self._bus is None:
+            self._bus = self._open()
+            self.log.info("can_bus_opened", interface=self._cfg.interface.value, channel=self._cfg.channel)
+        try:
+            self._receive_one(self._bus)
+        except (can.CanError, OSError):
+            self._close_bus()
+            raise
+
+    def on_stop(self) -> None:
+        self._close_bus()
+
+    def _close_bus(self) -> None:
+        bus, self._bus = self._bus, None
+        if bus is None:
+            return
+        try:
+            bus.shutdown()
+        except (can.CanError, OSError) as exc:
+            self.log.debug("can_bus_close_failed", error=repr(exc))
+        self.log.info("can_bus_closed", channel=self._cfg.channel)
+
+    def _receive_one(self, bus: can.BusABC) -> None:
+        now = self._clock.monotonic()
+        timeout_s = self._cfg.receive_timeout_s
+        period = self._cfg.keepalive_period_s
+        if period is not None:
+            if now >= self._next_keepalive_s:
+                bus.send(can.Message(arbitration_id=KEEPALIVE_ID, is_extended_id=False, data=self._codec.encode_keepalive()))
+                self._ctx.count("can_keepalives_sent")
+                self._next_keepalive_s = now + period
+            timeout_s = min(timeout_s, max(0.0, self._next_keepalive_s - now))
+        msg = bus.recv(timeout_s)
+        now = self._clock.monotonic()
+        if msg is not None:
+            self._handle(msg, now)
+        self._check_silence(now)
+
+    # ---- one frame -----------------------------------------------------------------------
+    def _handle(self, msg: can.Message, now: float) -> None:
+        if msg.is_error_frame:
+            self._ctx.count("can_error_frames")
+            return
+        if msg.is_remote_frame or (msg.arbitration_id in self._ignore and not msg.is_extended_id):
+            self._ctx.count("can_frames_ignored")
+            return
+        try:
+            frame = self._codec.decode(msg.arbitration_id, bytes(msg.data), is_extended_id=msg.is_extended_id)
+        except FrameError as exc:
+            self._malformed(msg.arbitration_id, exc, now)
+            return
+        self._apply(frame, now)
+
+    def _malformed(self, frame_id: int, exc: FrameError, now: float) -> None:
+        self._ctx.count(f"can_frames_{exc.kind}")
+        total = self._ctx.count("can_frames_malformed")
+        last = self._log_at_s.get(frame_id)
+        if last is not None and now - last < self._cfg.malformed_log_interval_s:
+            self._suppressed[frame_id] = self._suppressed.get(frame_id, 0) + 1
+            return
+        if len(self._log_at_s) >= _MAX_LOG_IDS:
+            self._log_at_s.clear()
+            self._suppressed.clear()
+        self._log_at_s[frame_id] = now
+        self.log.warning(
+            "can_frame_malformed",
+            frame_id=f"0x{frame_id:X}",
+            kind=exc.kind,
+            detail=str(exc)[:200],
+            suppressed_since_last=self._suppressed.pop(frame_id, 0),
+            malformed_total=total,
+        )
+
+    def _apply(self, frame: BmsFrame, now: float) -> None:
+        self._ctx.count("can_frames_decoded")
+        if frame.measurements:
+            self._ctx.update_measurements(frame.measurements, at_s=now)
+        changed = False
+        if frame.protections is not None and frame.warnings is not None:
+            changed = self._update_flags(frame.protections, frame.warnings, now)
+        if frame.info:
+            changed = self._update_info(frame.info) or changed
+        if frame.frame_id in CORE_FRAME_IDS:
+            self._last_core_s = now
+            if self._silent:
+                self._silent = False
+                changed = True
+                self.log.info("bms_heard", frame_id=f"0x{frame.frame_id:X}")
+            self.succeeded()
+        if changed:
+            self._publish_status()
+
+    def _update_flags(self, protections: frozenset[str], warnings: frozenset[str], now: float) -> bool:
+        self._ctx.update_bms_flags(protections=protections, warnings=warnings, at_s=now)
+        changed = False
+        for level, old, new in (("protection", self._protections, protections), ("warning", self._warnings, warnings)):
+            for flag in sorted(new - old):
+                changed = True
+                (self.log.error if level == "protection" else self.log.warning)(f"bms_{level}_raised", flag=flag)
+                self._ctx.record_event("alarm", source="bms", level=level, flag=flag, raised=True)
+            for flag in sorted(old - new):
+                changed = True
+                self.log.info(f"bms_{level}_cleared", flag=flag)
+                self._ctx.record_event("alarm", source="bms", level=level, flag=flag, raised=False)
+        self._protections, self._warnings = protections, warnings
+        return changed
+
+    def _update_info(self, info: Mapping[str, object]) -> bool:
+        changed = {k: v for k, v in info.items() if self._info.get(k) != v}
+        if changed:
+            self._info.update(changed)
+            if "name" in changed:
+                self.log.info("bms_identified", name=changed["name"])
+        return bool(changed)
+
+    def _publish_status(self) -> None:
+        self._ctx.set_status(
+            "bms",
+            {
+                **self._info,
+                "protections": sorted(self._protections),
+                "warnings": sorted(self._warnings),
+                "silent": self._silent,
+            },
+        )
+
+    def _check_silence(self, now: float) -> None:
+        silent_s = now - self._last_core_s
+        if not self._silent and silent_s > self._cfg.stale_after_s:
+            self._silent = True
+            self.log.warning("bms_silent", silent_s=round(silent_s, 1), frames="0x351,0x356")
+            self.failed("bms_silent", detail=f"no 0x351/0x356 frame for {silent_s:.1f} s")
+            self._publish_status()
