@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from config.api import ApiConfig
 from config.can import CanConfig
@@ -44,3 +44,12 @@ class EMSConfig(Section):
     store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite persistence")
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="cloud uplink")
     api: ApiConfig = Field(default_factory=ApiConfig, description="REST API")
+
+    @model_validator(mode="after")
+    def _can_sources_required(self) -> EMSConfig:
+        """With the CAN BMS on, a silent BMS must be a FAULT: its fields are required sources."""
+        if self.can.enabled:
+            missing = [q.value for q in self.can.required_sources if q not in self.control.required_sources]
+            if missing:
+                raise ValueError(f"control.required_sources: with can.enabled, add {', '.join(missing)} (a silent BMS must mean FAULT; see docs/can.md)")
+        return self
