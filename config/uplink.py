@@ -22,7 +22,9 @@ class UplinkConfig(Section):
     backoff_max_s: float = Field(600.0, gt=0, le=86400, description="longest retry delay (exponential backoff stops growing here), s")
     backoff_jitter_s: float = Field(2.0, ge=0, le=3600, description="random extra delay added to each retry (0..this), s")
     retry_after_max_s: float = Field(3600.0, gt=0, le=86400, description="a receiver's Retry-After is honoured up to this, s")
-    idle_poll_s: float = Field(5.0, gt=0, le=600, description="with nothing to send, look at the outbox this often (new batches also wake the sender), s")
+    idle_poll_s: float = Field(
+        5.0, gt=0, le=600, description="with nothing to send, look at the outbox this often (new batches also wake the sender), s"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> UplinkConfig:

@@ -1,0 +1,402 @@
+"""The store: the one SQLite writer (DESIGN.md §6).
+
+`sample_once()` (sampler thread, 1 Hz) turns a context snapshot into a sample and queues it;
+the queue is bounded and drops its oldest sample when full (counted: `store_queue_drops`).
+`flush()` (writer thread, every `flush_interval_s`) writes in ONE transaction: the queued
+samples, the context's new events, the sender's delivery marks, the minutes that have closed,
+the 5-minute windows that have closed (as outbox rows) and the outbox bound. Minutes and
+windows are computed from committed samples, so a crash loses at most the queued samples.
+`retention_step()` deletes a few old rows per table in its own short transaction.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from config.store import StoreConfig
+from ems.clock import Clock
+from ems.context import EMSContext
+from ems.model import EventRecord
+from interfaces.store.aggregate import (
+    FIELDS,
+    WINDOW_S,
+    MinuteAgg,
+    Sample,
+    batch_payload,
+    minute_aggregate,
+    sample_from_snapshot,
+    window_start,
+)
+from interfaces.store.schema import open_writer
+
+__all__ = ["FlushResult", "SampleQueue", "Store"]
+
+log = structlog.get_logger("interfaces.store")
+
+_MAX_MINUTES_PER_FLUSH = 1440  # catching up after a long stop happens over several flushes
+_MAX_WINDOWS_PER_FLUSH = 288
+_DAY_S = 86400.0
+
+
+class SampleQueue:
+    """Bounded FIFO shared by the sampler and the writer; a put on a full queue drops the oldest."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._items: deque[Sample] = deque()
+        self._lock = threading.Lock()
+
+    def put(self, item: Sample) -> bool:
+        """Queue `item`; True when the oldest sample had to be dropped for it."""
+        with self._lock:
+            dropped = len(self._items) >= self.maxlen
+            if dropped:
+                self._items.popleft()
+            self._items.append(item)
+        return dropped
+
+    def drain(self) -> list[Sample]:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def requeue(self, items: Sequence[Sample]) -> int:
+        """Put back items a failed flush took (in front, newest kept); returns how many were dropped."""
+        with self._lock:
+            merged = [*items, *self._items]
+            keep = merged[-self.maxlen :]
+            self._items = deque(keep)
+        return len(merged) - len(keep)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    row_id: int
+    status: str  # delivered | parked
+    attempts: int
+    at_ms: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    samples: int = 0
+    events: int = 0
+    marks: int = 0
+    minutes: int = 0
+    batches: tuple[tuple[int, str], ...] = ()  # (outbox id, batch id) added
+    outbox_dropped: int = 0
+    outbox_depth: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Store:
+    """Owns the writing connection. `sample_once` may run on another thread than `flush`."""
+
+    def __init__(self, *, cfg: StoreConfig, ctx: EMSContext, clock: Clock, site_id: str, outbox_enabled: bool) -> None:
+        self.cfg = cfg
+        self.path = cfg.path
+        self._ctx = ctx
+        self._clock = clock
+        self._site_id = site_id
+        self._outbox_enabled = outbox_enabled
+        self._conn = open_writer(cfg.path)
+        self._queue = SampleQueue(cfg.queue_max)
+        self._marks: deque[_Mark] = deque()
+        self._marks_lock = threading.Lock()
+        self._event_seq = 0
+        self._drops = 0
+        self._flush_lock = threading.Lock()
+        self.outbox_changed = threading.Event()  # set after a commit that added outbox rows (wakes the sender)
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        self._minute_cursor: int | None = meta.get("minute_cursor")
+        self._window_cursor: int | None = meta.get("window_cursor")
+        cols = ", ".join(FIELDS)
+        marks = ", ".join("?" * (len(FIELDS) + 3))
+        self._insert_sample = f"INSERT OR REPLACE INTO samples (ts_ms, state, mode, {cols}) VALUES ({marks})"
+        self._select_minute = f"SELECT state, {cols} FROM samples WHERE ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms"
+        log.info(
+            "store_opened", path=str(cfg.path), outbox=outbox_enabled, minute_cursor=self._minute_cursor, window_cursor=self._window_cursor
+        )
+
+    # ---- producers (any thread) ------------------------------------------------------------
+    def sample_once(self) -> Sample:
+        """Snapshot the context into one queued sample (never blocks on the database)."""
+        snap = self._ctx.snapshot()
+        sample = sample_from_snapshot(snap, wall_ts=self._clock.wall().timestamp(), stale_after_s=self.cfg.stale_after_s)
+        self.put(sample)
+        return sample
+
+    def put(self, sample: Sample) -> None:
+        if self._queue.put(sample):
+            self._count_drops(1)
+
+    def _count_drops(self, n: int) -> None:
+        if n <= 0:
+            return
+        self._drops += n
+        total = self._ctx.count("store_queue_drops", n)
+        if self._drops == n or total % 1000 < n:  # the first drop, then one line per 1000
+            log.warning("store_queue_overflowed", dropped_total=total, queue_max=self._queue.maxlen)
+
+    def mark_delivered(self, row_id: int, *, attempts: int) -> None:
+        self._add_mark(_Mark(row_id, "delivered", attempts, self._now_ms(), None))
+
+    def mark_parked(self, row_id: int, *, attempts: int, error: str) -> None:
+        self._add_mark(_Mark(row_id, "parked", attempts, self._now_ms(), error[:500]))
+
+    def _add_mark(self, mark: _Mark) -> None:
+        with self._marks_lock:
+            self._marks.append(mark)
+
+    def _now_ms(self) -> int:
+        return round(self._clock.wall().timestamp() * 1000)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # ---- the writer ------------------------------------------------------------------------
+    def flush(self) -> FlushResult:
+        """One transaction: samples, events, marks, closed minutes/windows, outbox bound, cursors."""
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> FlushResult:
+        now_s = self._clock.wall().timestamp()
+        samples = self._queue.drain()
+        event_seq0, minute0, window0 = self._event_seq, self._minute_cursor, self._window_cursor
+        events = self._take_events()
+        with self._marks_lock:
+            marks = list(self._marks)
+            self._marks.clear()
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if samples:
+                c.executemany(self._insert_sample, [(s.ts_ms, s.state, s.mode, *(s.values.get(f) for f in FIELDS)) for s in samples])
+            if events:
+                c.executemany(
+                    "INSERT INTO events (ts_ms, kind, seq, data) VALUES (?, ?, ?, ?)",
+                    [
+                        (round(e.wall_ts * 1000), e.kind, e.seq, json.dumps(dict(e.data), default=str, separators=(",", ":")))
+                        for e in events
+                    ],
+                )
+            for m in marks:
+                c.execute(
+                    "UPDATE outbox SET status = ?, attempts = attempts + ?, done_ms = ?, last_error = ? WHERE id = ? AND status = 'pending'",
+                    (m.status, m.attempts, m.at_ms, m.error, m.row_id),
+                )
+            n_minutes, done_until = self._close_minutes(now_s - self.cfg.finalize_lag_s)
+            batches = self._close_windows(done_until)
+            dropped = self._bound_outbox()
+            c.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(k, v) for k, v in (("minute_cursor", self._minute_cursor), ("window_cursor", self._window_cursor)) if v is not None],
+            )
+            depth = int(c.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0])
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            self._event_seq, self._minute_cursor, self._window_cursor = event_seq0, minute0, window0
+            self._count_drops(self._queue.requeue(samples))
+            with self._marks_lock:
+                self._marks.extendleft(reversed(marks))
+            raise
+        if dropped:
+            self._ctx.count("outbox_dropped", dropped)
+            self._ctx.record_event("uplink_outbox_dropped", rows=dropped, outbox_max_rows=self.cfg.outbox_max_rows)
+            log.warning("outbox_overflowed", dropped_rows=dropped, outbox_max_rows=self.cfg.outbox_max_rows)
+        if self._outbox_enabled:
+            self._ctx.set_status("outbox_depth", depth)
+        if batches or marks:
+            self.outbox_changed.set()
+        return FlushResult(len(samples), len(events), len(marks), n_minutes, tuple(batches), dropped, depth)
+
+    def _take_events(self) -> list[EventRecord]:
+        out: list[EventRecord] = []
+        while True:
+            chunk = self._ctx.events_since(self._event_seq, limit=1000)
+            if not chunk:
+                return out
+            lost = chunk[0].seq - self._event_seq - 1
+            if lost > 0:
+                self._ctx.count("store_events_lost", lost)
+                log.warning("store_events_lost", events=lost, after_seq=self._event_seq)
+            out.extend(chunk)
+            self._event_seq = chunk[-1].seq
+
+    def _close_minutes(self, limit_s: float) -> tuple[int, float]:
+        """Aggregate every minute with samples that ended before `limit_s`; returns (closed, done_until_s)."""
+        c = self._conn
+        closed = 0
+        done_until = limit_s
+        for _ in range(_MAX_MINUTES_PER_FLUSH):
+            start_ms = (self._minute_cursor + 60) * 1000 if self._minute_cursor is not None else 0
+            row = c.execute("SELECT ts_ms FROM samples WHERE ts_ms >= ? ORDER BY ts_ms LIMIT 1", (start_ms,)).fetchone()
+            if row is None:
+                break
+            m = int(row[0] // 60000) * 60
+            if m + 60 > limit_s:
+                done_until = m
+                break
+            rows = c.execute(self._select_minute, (m * 1000, (m + 60) * 1000)).fetchall()
+            agg = minute_aggregate(m, ((r[0], dict(zip(FIELDS, r[1:], strict=True))) for r in rows))
+            c.execute(
+                "INSERT OR REPLACE INTO minutes (ts, n, stats, states) VALUES (?, ?, ?, ?)",
+                (m, agg.n, json.dumps(agg.stats, separators=(",", ":")), json.dumps(agg.states, separators=(",", ":"))),
+            )
+            self._minute_cursor = m
+            closed += 1
+        else:
+            assert self._minute_cursor is not None
+            done_until = self._minute_cursor + 60
+        return closed, done_until
+
+    def _close_windows(self, done_until: float) -> list[tuple[int, str]]:
+        """Every 5-minute window whose minutes are all closed becomes one outbox row."""
+        c = self._conn
+        added: list[tuple[int, str]] = []
+        for _ in range(_MAX_WINDOWS_PER_FLUSH):
+            start = self._window_cursor + WINDOW_S if self._window_cursor is not None else 0
+            row = c.execute("SELECT ts FROM minutes WHERE ts >= ? ORDER BY ts LIMIT 1", (start,)).fetchone()
+            if row is None:
+                break
+            w = window_start(row[0])
+            if w + WINDOW_S > done_until:
+                break
+            if self._outbox_enabled:
+                mins = [
+                    MinuteAgg(ts, n, {f: tuple(v) for f, v in json.loads(stats).items()}, json.loads(states))  # type: ignore[misc]
+                    for ts, n, stats, states in c.execute(
+                        "SELECT ts, n, stats, states FROM minutes WHERE ts >= ? AND ts < ? ORDER BY ts", (w, w + WINDOW_S)
+                    )
+                ]
+                kinds = dict(
+                    c.execute(
+                        "SELECT kind, count(*) FROM events WHERE ts_ms >= ? AND ts_ms < ? GROUP BY kind", (w * 1000, (w + WINDOW_S) * 1000)
+                    ).fetchall()
+                )
+                payload = batch_payload(site_id=self._site_id, start_ts=w, minutes=mins, events_by_kind=kinds)
+                body = gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO outbox (batch_id, window_start, created_ms, body) VALUES (?, ?, ?, ?)",
+                    (payload["batch_id"], w, self._now_ms(), body),
+                )
+                if cur.rowcount == 1 and cur.lastrowid is not None:
+                    added.append((cur.lastrowid, str(payload["batch_id"])))
+            self._window_cursor = w
+        return added
+
+    def _bound_outbox(self) -> int:
+        c = self._conn
+        depth = int(c.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0])
+        excess = depth - self.cfg.outbox_max_rows
+        if excess <= 0:
+            return 0
+        c.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?)", (excess,))
+        return excess
+
+    # ---- retention -------------------------------------------------------------------------
+    def retention_step(self) -> dict[str, int]:
+        """Delete at most `step_rows` rows per table past their age, then (if still over the size
+        bound) the oldest samples, delivered outbox rows, minutes, events. One short transaction."""
+        r = self.cfg.retention
+        now = self._clock.wall().timestamp()
+        step = r.step_rows
+        c = self._conn
+        deleted: dict[str, int] = {}
+        with self._flush_lock:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                by_age = (
+                    (
+                        "samples",
+                        "DELETE FROM samples WHERE ts_ms IN (SELECT ts_ms FROM samples WHERE ts_ms < ? ORDER BY ts_ms LIMIT ?)",
+                        (now - r.samples_days * _DAY_S) * 1000,
+                    ),
+                    (
+                        "minutes",
+                        "DELETE FROM minutes WHERE ts IN (SELECT ts FROM minutes WHERE ts < ? ORDER BY ts LIMIT ?)",
+                        now - r.minutes_days * _DAY_S,
+                    ),
+                    (
+                        "events",
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts_ms < ? ORDER BY id LIMIT ?)",
+                        (now - r.events_days * _DAY_S) * 1000,
+                    ),
+                    (
+                        "outbox",
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status != 'pending' AND done_ms < ? ORDER BY id LIMIT ?)",
+                        (now - r.delivered_days * _DAY_S) * 1000,
+                    ),
+                )
+                for table, sql, cut in by_age:
+                    n = c.execute(sql, (cut, step)).rowcount
+                    if n:
+                        deleted[table] = n
+                if self._used_bytes() > r.max_db_mb * 1e6:
+                    # Only samples already aggregated into minutes; never undelivered outbox rows.
+                    cap_ms = (self._minute_cursor * 1000) if self._minute_cursor is not None else 0
+                    by_size = (
+                        (
+                            "samples",
+                            "DELETE FROM samples WHERE ts_ms IN (SELECT ts_ms FROM samples WHERE ts_ms < ? ORDER BY ts_ms LIMIT ?)",
+                            cap_ms,
+                        ),
+                        (
+                            "outbox",
+                            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status != 'pending' AND id > ? ORDER BY id LIMIT ?)",
+                            -1,
+                        ),
+                        (
+                            "minutes",
+                            "DELETE FROM minutes WHERE ts IN (SELECT ts FROM minutes WHERE ts < ? ORDER BY ts LIMIT ?)",
+                            self._window_cursor or 0,
+                        ),
+                        ("events", "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?)", -1),
+                    )
+                    for table, sql, arg in by_size:
+                        n = c.execute(sql, (arg, step)).rowcount
+                        if n:
+                            deleted[f"{table}_by_size"] = n
+                            break
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        if deleted:
+            log.debug("store_retention_applied", **{f"{k}_rows": v for k, v in deleted.items()})
+        return deleted
+
+    def _used_bytes(self) -> int:
+        c = self._conn
+        page = int(c.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(c.execute("PRAGMA page_count").fetchone()[0])
+        free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * page
+
+    def close(self) -> None:
+        with self._flush_lock:
+            try:
+                self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:
+                log.warning("store_optimize_failed", error=str(exc))
+            self._conn.close()
+        log.info("store_closed", path=str(self.path))

@@ -1,0 +1,47 @@
+"""The two persistence threads: a sampler (1 Hz snapshots into the bounded queue, never touches
+SQLite) and the writer (the only SQLite writer: one transaction per flush, retention steps)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ems.clock import Clock
+from ems.context import EMSContext
+from interfaces.store.store import Store
+from interfaces.worker import Worker
+
+__all__ = ["StoreSampler", "StoreWriter"]
+
+
+class StoreSampler(Worker):
+    def __init__(self, *, store: Store, ctx: EMSContext, clock: Clock) -> None:
+        super().__init__(name="store-sampler", ctx=ctx, clock=clock, period_s=store.cfg.sample_period_s)
+        self._store = store
+
+    def iterate(self) -> None:
+        self._store.sample_once()
+        self.succeeded()
+
+
+class StoreWriter(Worker):
+    expected_errors = (*Worker.expected_errors, sqlite3.Error)
+
+    def __init__(self, *, store: Store, ctx: EMSContext, clock: Clock) -> None:
+        super().__init__(name="store", ctx=ctx, clock=clock, period_s=store.cfg.flush_interval_s)
+        self._store = store
+        self._next_retention_s = clock.monotonic() + store.cfg.retention.interval_s
+
+    def iterate(self) -> None:
+        self._store.flush()
+        now = self._clock.monotonic()
+        if now >= self._next_retention_s:
+            self._next_retention_s = now + self._store.cfg.retention.interval_s
+            self._store.retention_step()
+        self.succeeded()
+
+    def on_stop(self) -> None:
+        try:
+            self._store.flush()  # what the sampler queued since the last flush
+        except sqlite3.Error as exc:
+            self.log.warning("store_final_flush_failed", error=str(exc))
+        self._store.close()
