@@ -1,13 +1,65 @@
-"""`api:` section: REST API served by waitress (issue: REST API)."""
+"""`api:` section: REST API served by waitress (issue 7, docs/api.md)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from enum import StrEnum
 
-from config.common import Section
+from pydantic import Field, model_validator
 
-__all__ = ["ApiConfig"]
+from config.common import SecretRef, Section
+
+__all__ = ["ApiConfig", "ApiToken", "Role"]
+
+
+class Role(StrEnum):
+    """Token roles, weakest first: each role may do what the weaker ones may."""
+
+    VIEWER = "viewer"  # protected reads (when `protect_reads` is true)
+    OPERATOR = "operator"  # + mode and set-point writes
+    ADMIN = "admin"  # + everything else (e.g. the effective config)
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+
+class ApiToken(Section):
+    name: str = Field(
+        "", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$", description="who the token is: recorded as `who` in the audit trail"
+    )
+    role: Role = Field(Role.VIEWER, description="viewer | operator | admin")
+    secret: SecretRef | None = Field(None, description="the bearer token itself: {env: NAME} or {file: PATH}, never inline")
+
+    @model_validator(mode="after")
+    def _has_secret(self) -> ApiToken:
+        if self.secret is None:
+            raise ValueError("secret: required ({env: NAME} or {file: PATH})")
+        return self
 
 
 class ApiConfig(Section):
-    enabled: bool = Field(False, description="start this part")
+    enabled: bool = Field(False, description="start the REST API server")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        max_length=255,
+        description="address to bind (loopback by default; put a TLS proxy in front for remote use)",
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port)")
+    threads: int = Field(4, ge=1, le=64, description="waitress worker threads")
+    max_body_bytes: int = Field(16384, ge=256, le=10_000_000, description="largest accepted request body; larger gets 413, bytes")
+    protect_reads: bool = Field(False, description="when true, reads (except health and the OpenAPI document) need a viewer token too")
+    tokens: tuple[ApiToken, ...] = Field((), description="bearer tokens, each with a name, a role and a secret reference")
+    max_page_rows: int = Field(1000, ge=10, le=100_000, description="largest page of measurements or events one request returns")
+    health_max_error_streak: int = Field(
+        3, ge=1, le=1000, description="a worker with this many consecutive failed units of work makes /health return 503"
+    )
+    controller_stale_s: float = Field(5.0, gt=0, le=600, description="no control cycle for this long makes /health return 503, s")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ApiConfig:
+        names = [t.name for t in self.tokens]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tokens: token names must be unique (repeated: {', '.join(dupes)})")
+        return self

@@ -1,0 +1,134 @@
+"""Prometheus metrics (`/metrics`): one CollectorRegistry per app, read from a context snapshot
+at scrape time (no background updates, no global registry). Names: docs/api.md "Metrics".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from config.control import ControlConfig
+from ems.clock import Clock
+from ems.context import EMSContext
+from ems.model import Mode, State
+
+__all__ = ["ApiMetrics"]
+
+# `ctx.set_status` keys with a metric of their own (set by the store / uplink workers).
+_STATUS_GAUGES = {
+    "outbox_depth": ("ems_outbox_depth", "uplink batches waiting in the outbox"),
+    "store_queue_depth": ("ems_store_queue_depth", "samples waiting in the persistence queue"),
+}
+_UPLINK_LAST_OK_KEY = "uplink_last_ok_ts"  # unix seconds of the last accepted upload
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock) -> None:
+        self._ctx = ctx
+        self._control = control
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        snap = self._ctx.snapshot()
+        now_s = snap.at_s
+        state = GaugeMetricFamily("ems_state", "1 for the current controller state", labels=["state"])
+        for s in State:
+            state.add_metric([s.value], 1.0 if snap.state is s else 0.0)
+        yield state
+        mode = GaugeMetricFamily("ems_requested_mode", "1 for the requested run mode", labels=["mode"])
+        for m in Mode:
+            mode.add_metric([m.value], 1.0 if snap.requested_mode is m else 0.0)
+        yield mode
+        yield GaugeMetricFamily("ems_state_age_seconds", "seconds in the current state", value=now_s - snap.state_since_s)
+        value = GaugeMetricFamily(
+            "ems_measurement",
+            "latest value per quantity, SI unit in the quantity name (grid + import, ess + discharge)",
+            labels=["quantity"],
+        )
+        age = GaugeMetricFamily("ems_measurement_age_seconds", "seconds since the latest value was received", labels=["quantity"])
+        for q, r in sorted(snap.measurements.items()):
+            if _finite(r.value):
+                value.add_metric([q.value], r.value)
+            age.add_metric([q.value], now_s - r.at_s)
+        yield value
+        yield age
+        flags = (
+            ("ems_control_enabled", self._control.enabled),
+            ("ems_control_dry_run", self._control.dry_run),
+            ("ems_control_live", self._control.live),
+        )
+        for name, flag in flags:
+            yield GaugeMetricFamily(name, f"control flag {name.removeprefix('ems_control_')} (1 = true)", value=1.0 if flag else 0.0)
+        if snap.command is not None:
+            yield GaugeMetricFamily(
+                "ems_command_computed_watts",
+                "command after every limit, before the dry-run/enable gate (+ discharge)",
+                value=snap.command.computed_w,
+            )
+            yield GaugeMetricFamily(
+                "ems_command_written_watts", "command that goes to the inverter (+ discharge)", value=snap.command.written_w
+            )
+            yield GaugeMetricFamily("ems_command_age_seconds", "seconds since the last control cycle", value=now_s - snap.command.at_s)
+        bound = GaugeMetricFamily("ems_limit_bound", "1 for each limit or gate that bound the last command", labels=["limit"])
+        for name in snap.limits_bound:
+            bound.add_metric([name], 1.0)
+        yield bound
+        faults = GaugeMetricFamily("ems_fault_active", "1 for each active FAULT cause", labels=["cause"])
+        for cause in snap.fault_causes:
+            faults.add_metric([cause], 1.0)
+        yield faults
+        yield CounterMetricFamily("ems_control_cycles", "control cycles run", value=snap.cycles)
+        yield CounterMetricFamily("ems_control_overruns", "control cycles missed because a cycle overran", value=snap.overruns)
+        errors = CounterMetricFamily("ems_worker_errors", "failed units of work per worker", labels=["worker"])
+        streak = GaugeMetricFamily("ems_worker_error_streak", "consecutive failed units of work per worker", labels=["worker"])
+        beat = GaugeMetricFamily("ems_worker_heartbeat_age_seconds", "seconds since the worker's last heartbeat", labels=["worker"])
+        for w in snap.workers:
+            errors.add_metric([w.name], w.errors_total)
+            streak.add_metric([w.name], w.error_streak)
+            if w.last_beat_s is not None:
+                beat.add_metric([w.name], now_s - w.last_beat_s)
+        yield errors
+        yield streak
+        yield beat
+        counters = CounterMetricFamily("ems_events", "named counters the parts keep (queue drops, rejected values, ...)", labels=["name"])
+        for name, n in sorted(snap.counters.items()):
+            counters.add_metric([name], n)
+        yield counters
+        yield from self._status_metrics(snap.status)
+
+    def _status_metrics(self, status: Mapping[str, object]) -> Iterator[GaugeMetricFamily]:
+        for key, (metric, help_text) in _STATUS_GAUGES.items():
+            v = status.get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool) and _finite(float(v)):
+                yield GaugeMetricFamily(metric, help_text, value=float(v))
+        last_ok = status.get(_UPLINK_LAST_OK_KEY)
+        if isinstance(last_ok, int | float) and not isinstance(last_ok, bool) and _finite(float(last_ok)):
+            yield GaugeMetricFamily(
+                "ems_uplink_age_seconds",
+                "seconds since the last accepted uplink batch",
+                value=self._clock.wall().timestamp() - float(last_ok),
+            )
+
+
+class ApiMetrics:
+    """The app's registry: snapshot metrics plus request counters and latencies."""
+
+    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_SnapshotCollector(ctx, control, clock))
+        self.requests = Counter("ems_api_requests", "HTTP requests served", ["method", "endpoint", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "ems_api_request_duration_seconds",
+            "time to serve a request",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )

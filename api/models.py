@@ -1,0 +1,274 @@
+"""Request and response models of the REST API (docs/api.md). The OpenAPI document is generated
+from these, and the handlers validate requests and build responses with the very same classes.
+
+Stable surface: the dashboard and the CLI are built on these shapes. Add optional fields freely;
+rename or remove only with a version bump of the API and a note in docs/api.md.
+Units follow DESIGN.md §2: W with + discharge / + import, s, %, unix seconds in `*_ts`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ems.model import Mode, Quantity, State
+
+__all__ = [
+    "ApiError",
+    "CommandInfo",
+    "ConfigResponse",
+    "ControlFlags",
+    "DeviceInfo",
+    "DevicesResponse",
+    "EventInfo",
+    "EventsQuery",
+    "EventsResponse",
+    "FieldError",
+    "HealthResponse",
+    "LimitInfo",
+    "MeasurementRow",
+    "MeasurementsQuery",
+    "MeasurementsResponse",
+    "ModeInfo",
+    "ModeRequest",
+    "ReadingInfo",
+    "ReleaseQuery",
+    "Resolution",
+    "SetpointInfo",
+    "SetpointRequest",
+    "StatusResponse",
+    "WorkerInfo",
+    "WriteResponse",
+]
+
+_MAX_POWER_W = 1e7
+_MAX_TS = 1e11  # unix seconds, year ~5000
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- errors ---------------------------------------------------------------------------------
+class FieldError(_Out):
+    field: str = Field(description="dotted name of the offending field ('body' for the body as a whole)")
+    reason: str = Field(description="why it was refused")
+
+
+class ApiError(_Out):
+    """Every 4xx/5xx answer: `message` names the field and the reason when there is one."""
+
+    error: str = Field(description="machine-readable code: bad_json, validation_failed, unauthorized, forbidden, not_found, ...")
+    message: str = Field(description="human-readable explanation, naming the field when there is one")
+    fields: list[FieldError] = Field(default_factory=list, description="one entry per offending field")
+
+
+# ---- shared pieces --------------------------------------------------------------------------
+class ControlFlags(_Out):
+    enabled: bool = Field(description="control.enabled: opt-in 1 of 2")
+    dry_run: bool = Field(description="control.dry_run: opt-in 2 of 2 (must be false)")
+    live: bool = Field(description="both opt-ins given: non-zero commands reach the inverter")
+
+
+class ReadingInfo(_Out):
+    value: float = Field(description="SI value, unit in the field name")
+    age_s: float = Field(description="seconds since it was received")
+    ts: float = Field(description="when it was received, unix seconds")
+    stale: bool = Field(description="older than control.fault_timeout_s")
+
+
+class CommandInfo(_Out):
+    seq: int = Field(description="command sequence number")
+    state: State
+    computed_w: float = Field(description="after every limit, before the dry-run/enable gate (+ discharge), W")
+    written_w: float = Field(description="what goes to the inverter (+ discharge), W")
+    reasons: list[str] = Field(description="limits that bound and state reasons")
+    age_s: float = Field(description="seconds since the controller published it")
+    acknowledged: bool = Field(description="the inverter writer took this command (or a newer one)")
+    written_seq: int | None = Field(description="last command seq the inverter writer acknowledged")
+
+
+class LimitInfo(_Out):
+    name: str = Field(description="limit or gate name, e.g. soc_min, bms_dcl, ramp, dry_run")
+    why: str = Field(description="what it means")
+
+
+class SetpointInfo(_Out):
+    power_w: float = Field(description="requested power (+ discharge), W")
+    remaining_s: float = Field(description="seconds until the TTL lapses (<= 0: lapsed)")
+    reason: str
+    source: str = Field(description="who set it (token name, mqtt, ...)")
+
+
+class WorkerInfo(_Out):
+    name: str
+    ok: bool = Field(description="neither stale nor failing")
+    stale: bool = Field(description="no heartbeat for control.worker_stall_s")
+    failing: bool = Field(description="error streak >= api.health_max_error_streak")
+    last_ok_age_s: float | None = Field(description="seconds since the last good unit of work (last good reading)")
+    last_beat_age_s: float | None = Field(description="seconds since the last heartbeat")
+    error_streak: int
+    errors_total: int
+    last_error: str | None
+
+
+# ---- health / status ------------------------------------------------------------------------
+class HealthResponse(_Out):
+    healthy: bool = Field(description="true with HTTP 200; false with HTTP 503")
+    state: State
+    problems: list[str] = Field(
+        description="why unhealthy: fault:<cause>, worker_stale:<name>, worker_failing:<name>, controller_stale, starting"
+    )
+    workers: list[WorkerInfo]
+    last_reading_age_s: float | None = Field(description="age of the freshest measurement, s")
+    controller_age_s: float | None = Field(description="seconds since the last control cycle")
+    cycles: int = Field(description="control cycles run")
+    overruns: int = Field(description="control cycles missed (overrun) so far")
+    uptime_s: float
+
+
+class StatusResponse(_Out):
+    site_id: str
+    state: State
+    state_age_s: float = Field(description="seconds in the current state")
+    requested_mode: Mode = Field(description="what an operator or aggregator asked for")
+    effective_mode: Mode = Field(description="what the controller is doing now (IDLE in STOP, STANDBY and FAULT)")
+    control: ControlFlags
+    measurements: dict[str, ReadingInfo] = Field(description="latest reading per quantity")
+    command: CommandInfo | None = Field(description="last published command (null before the first cycle)")
+    limits: list[LimitInfo] = Field(description="limits and gates that bound the last command, and why")
+    fault_causes: list[str]
+    bms_protections: list[str]
+    bms_warnings: list[str]
+    external_setpoint: SetpointInfo | None
+    workers: list[WorkerInfo]
+    cycles: int
+    overruns: int
+    uptime_s: float
+
+
+# ---- measurements / events ------------------------------------------------------------------
+class Resolution(StrEnum):
+    SECOND = "1s"
+    MINUTE = "1m"
+
+
+class MeasurementsQuery(_In):
+    from_ts: float | None = Field(
+        None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="start (inclusive), unix seconds; default: to_ts - 1 h"
+    )
+    to_ts: float | None = Field(None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="end (inclusive), unix seconds; default: now")
+    fields: list[Quantity] | None = Field(
+        None, max_length=len(Quantity), description="quantities to return (repeat the parameter); default: all"
+    )
+    resolution: Resolution = Field(Resolution.SECOND, description="1s samples or 1m aggregates (mean, min, max)")
+    limit: int = Field(500, ge=1, le=100_000, description="page size (capped at api.max_page_rows)")
+
+
+class MeasurementRow(_Out):
+    ts: float = Field(description="sample time (1s) or minute start (1m), unix seconds")
+    values: dict[str, float | None] = Field(description="value (1s) or mean (1m) per field")
+    min: dict[str, float | None] | None = Field(None, description="per-field minimum (1m only)")
+    max: dict[str, float | None] | None = Field(None, description="per-field maximum (1m only)")
+
+
+class MeasurementsResponse(_Out):
+    source: str = Field(description="store (history) or context (latest values only, no store configured)")
+    resolution: Resolution
+    fields: list[str]
+    from_ts: float
+    to_ts: float
+    rows: list[MeasurementRow] = Field(description="oldest first")
+    next_from_ts: float | None = Field(description="set when the page is full: pass as from_ts for the next page")
+
+
+class EventsQuery(_In):
+    kind: list[str] | None = Field(
+        None, max_length=20, description="event kinds to return: state, fault, audit, limit, alarm, ... (repeat); default all"
+    )
+    from_ts: float | None = Field(None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="start (inclusive), unix seconds")
+    to_ts: float | None = Field(None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="end (inclusive), unix seconds")
+    after_seq: int = Field(0, ge=0, le=2**62, description="only events with seq greater than this (paging)")
+    limit: int = Field(200, ge=1, le=100_000, description="page size (capped at api.max_page_rows)")
+
+
+class EventInfo(_Out):
+    seq: int
+    kind: str
+    ts: float = Field(description="unix seconds")
+    data: dict[str, Any] = Field(description="event fields, e.g. who/what/old/new/result for audit")
+
+
+class EventsResponse(_Out):
+    source: str = Field(description="store or context (recent events kept in memory)")
+    events: list[EventInfo] = Field(description="oldest first")
+    next_after_seq: int | None = Field(description="set when the page is full: pass as after_seq for the next page")
+
+
+# ---- writes ---------------------------------------------------------------------------------
+class ModeRequest(_In):
+    mode: Mode = Field(description="IDLE, SELF_CONSUMPTION, CHARGE_ONLY, DISCHARGE_ONLY or EXTERNAL")
+
+
+class SetpointRequest(_In):
+    power_w: float = Field(
+        ge=-_MAX_POWER_W,
+        le=_MAX_POWER_W,
+        allow_inf_nan=False,
+        description="requested power, + discharge / - charge, W (limits still apply)",
+    )
+    ttl_s: float = Field(
+        gt=0, le=86400, allow_inf_nan=False, description="validity; when it lapses the controller falls back (control.external_fallback), s"
+    )
+    reason: str = Field("", max_length=200, description="free text for the audit trail")
+
+
+class ReleaseQuery(_In):
+    mode: Mode | None = Field(None, description="mode to request after the release; default: control.external_fallback (STANDBY -> IDLE)")
+
+
+class ModeInfo(_Out):
+    requested_mode: Mode
+    effective_mode: Mode = Field(description="what the controller is doing now (IDLE in STOP, STANDBY and FAULT)")
+    state: State
+    external_setpoint: SetpointInfo | None
+    control: ControlFlags
+
+
+class WriteResponse(_Out):
+    accepted: bool
+    what: str = Field(description="mode, setpoint or release")
+    old: Any = Field(description="value before the request")
+    new: Any = Field(description="value after the request")
+    event_seq: int = Field(description="seq of the audit event")
+    requested_mode: Mode
+    control: ControlFlags
+    note: str = Field(description="how the request takes effect, e.g. that the inverter still gets 0 W while control is not live")
+
+
+# ---- devices / config -----------------------------------------------------------------------
+class DeviceInfo(_Out):
+    name: str
+    protocol: str | None = Field(description="modbus-tcp, modbus-rtu, can, mqtt, ... (as the worker reports it)")
+    address: str | None = Field(description="host:port/unit, serial port, CAN channel, topic, ...")
+    map: str | None = Field(description="point map / DBC / profile in use")
+    details: dict[str, Any] = Field(description="further identity the worker reports (model, serial, firmware, ...)")
+    last_seen_age_s: float | None = Field(description="seconds since the last good reading")
+    ok: bool
+    error_streak: int
+    last_error: str | None
+
+
+class DevicesResponse(_Out):
+    devices: list[DeviceInfo]
+
+
+class ConfigResponse(_Out):
+    config: dict[str, Any] = Field(description="effective config (after environment overrides), secrets redacted")
+    redacted: list[str] = Field(description="dotted keys whose values were replaced by '***'")
