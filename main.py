@@ -44,6 +44,10 @@ class Service(Protocol):
 def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Service]:
     """Every enabled part, in start order. Each subsystem adds itself here, guarded by its `enabled`."""
     services: list[Service] = []
+    if cfg.api.enabled:  # last: it serves what the parts above produce
+        from api.server import ApiServer
+
+        services.append(ApiServer(cfg=cfg, ctx=ctx, clock=clock))
     return services
 
 
