@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from config.common import SecretRef, Section
 from ems.model import Quantity
 
-__all__ = ["DiscoveryConfig", "IngestTopic", "MqttConfig", "TlsConfig", "UNITS"]
+__all__ = ["UNITS", "DiscoveryConfig", "IngestTopic", "MqttConfig", "TlsConfig"]
 
 # Accepted units per quantity suffix, as the factor to the SI unit of the quantity name (DESIGN §2).
 UNITS: dict[str, dict[str, float]] = {
@@ -55,7 +55,9 @@ class TlsConfig(Section):
 
 class DiscoveryConfig(Section):
     enabled: bool = Field(True, description="publish Home Assistant MQTT discovery configs (retained)")
-    prefix: str = Field("homeassistant", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_/-]+$", description="Home Assistant discovery prefix")
+    prefix: str = Field(
+        "homeassistant", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_/-]+$", description="Home Assistant discovery prefix"
+    )
     node_id: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_-]*$", description="discovery node id (empty = ems_<site.id>)")
     setpoint_ttl_s: float = Field(900.0, gt=0, le=86400, description="TTL sent with a set-point from the Home Assistant number entity, s")
 
@@ -63,8 +65,13 @@ class DiscoveryConfig(Section):
 class IngestTopic(Section):
     topic: str = Field(..., min_length=1, max_length=256, description="MQTT topic to subscribe to (no wildcards)")
     quantity: Quantity = Field(..., description="context field fed by this topic (e.g. pv_power_w, grid_power_w)")
-    json_path: str | None = Field(None, max_length=200, description="dotted path into a JSON payload (e.g. power.total); null = the payload is a plain number")
-    unit: str | None = Field(None, description="unit of the published number (W, kW, Wh, kWh, %, ratio, V, A, degC, Hz); converted to the quantity's SI unit (null = already SI)")
+    json_path: str | None = Field(
+        None, max_length=200, description="dotted path into a JSON payload (e.g. power.total); null = the payload is a plain number"
+    )
+    unit: str | None = Field(
+        None,
+        description="unit of the published number (W, kW, Wh, kWh, %, ratio, V, A, degC, Hz); converted to the quantity's SI unit (null = already SI)",
+    )
     invert: bool = Field(False, description="flip the sign (e.g. a meter that publishes export as positive)")
     accept_retained: bool = Field(False, description="also use retained messages (their age is unknown, so off by default)")
 

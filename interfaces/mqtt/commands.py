@@ -1,0 +1,158 @@
+"""MQTT commands: JSON schema, sequence gate, and the hand-over to the context (same path as REST).
+
+Payloads (JSON objects; unknown keys are errors):
+- `<base>/cmd/mode`     {"mode": "SELF_CONSUMPTION", "seq": 7?, "source": "ha"?}
+- `<base>/cmd/setpoint` {"power_w": 1500, "ttl_s": 300, "reason": "dr-event", "seq": 42, "source": "agg"?}
+- `<base>/cmd/release`  {"seq": 43, "mode": "SELF_CONSUMPTION"?, "source": "agg"?}
+
+`seq` orders commands per stream and sender (`source`; mode is one stream, set-point + release share
+another): a `seq` at or below the last accepted one is ignored (duplicate / out of order). Every command gets one reply on
+`<base>/cmd/result`: accepted, refused (by the context), ignored, or invalid (naming the field).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ems.context import EMSContext
+from ems.model import Mode
+
+__all__ = ["COMMANDS", "CommandError", "CommandHandler", "ModeCommand", "ReleaseCommand", "SeqGate", "SetpointCommand", "parse_command"]
+
+_MAX_POWER_W = 1e7
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    source: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.:@-]*$", description="who sends it (for the audit trail)")
+
+
+class ModeCommand(_Command):
+    mode: Mode = Field(..., description="requested run mode")
+    seq: int | None = Field(None, ge=0, description="optional ordering number")
+
+
+class SetpointCommand(_Command):
+    power_w: float = Field(..., ge=-_MAX_POWER_W, le=_MAX_POWER_W, allow_inf_nan=False, description="set-point, + discharge, W")
+    ttl_s: float = Field(..., gt=0, allow_inf_nan=False, description="the set-point lapses after this, s")
+    reason: str = Field(..., min_length=1, max_length=200, description="why (audit trail)")
+    seq: int = Field(..., ge=0, description="ordering number; duplicates and older ones are ignored")
+
+
+class ReleaseCommand(_Command):
+    seq: int = Field(..., ge=0, description="ordering number (the set-point stream)")
+    mode: Mode | None = Field(None, description="mode to request instead (null = the configured fallback)")
+
+
+COMMANDS: Mapping[str, type[_Command]] = {"mode": ModeCommand, "setpoint": SetpointCommand, "release": ReleaseCommand}
+_STREAM = {"mode": "mode", "setpoint": "setpoint", "release": "setpoint"}
+
+
+@dataclass(frozen=True, slots=True)
+class CommandError:
+    field: str  # dotted field name, or "payload" when the payload as a whole is bad
+    message: str
+    seq: int | None = None
+
+
+def _seq_of(data: object) -> int | None:
+    seq = data.get("seq") if isinstance(data, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def parse_command(kind: str, payload: bytes, *, max_ttl_s: float) -> _Command | CommandError:
+    """Validate one command payload; the error names the first bad field."""
+    try:
+        data: Any = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return CommandError("payload", f"not valid UTF-8 JSON: {exc}"[:200])
+    if not isinstance(data, dict):
+        return CommandError("payload", f"must be a JSON object, got {type(data).__name__}")
+    try:
+        cmd = COMMANDS[kind].model_validate_json(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "payload"
+        return CommandError(name, str(err["msg"])[:200], _seq_of(data))
+    if isinstance(cmd, SetpointCommand) and cmd.ttl_s > max_ttl_s:
+        return CommandError("ttl_s", f"must be <= {max_ttl_s:g}", cmd.seq)
+    return cmd
+
+
+@dataclass(slots=True)
+class SeqGate:
+    """Last accepted `seq` per stream. Pure bookkeeping, owned by the MQTT thread."""
+
+    last: dict[str, int] = field(default_factory=dict)
+
+    def verdict(self, stream: str, seq: int | None) -> str | None:
+        """None when `seq` may pass, else "duplicate" or "out_of_order"."""
+        last = self.last.get(stream)
+        if seq is None or last is None or seq > last:
+            return None
+        return "duplicate" if seq == last else "out_of_order"
+
+    def accept(self, stream: str, seq: int | None) -> None:
+        if seq is not None:
+            self.last[stream] = seq
+
+
+class CommandHandler:
+    """Parse, order and apply commands through the context's audited request methods."""
+
+    def __init__(self, *, ctx: EMSContext, max_ttl_s: float, release_mode: Mode) -> None:
+        self._ctx = ctx
+        self._max_ttl_s = max_ttl_s
+        self._release_mode = release_mode
+        self._gate = SeqGate()
+
+    def handle(self, kind: str, payload: bytes, *, retained: bool = False) -> dict[str, object]:
+        """Apply one command; returns the result message (also counted in the context)."""
+        if retained:
+            self._ctx.count("mqtt_cmd_invalid")
+            return {"command": kind, "status": "invalid", "seq": None, "field": "retain", "error": "retained commands are not accepted"}
+        parsed = parse_command(kind, payload, max_ttl_s=self._max_ttl_s)
+        if isinstance(parsed, CommandError):
+            self._ctx.count("mqtt_cmd_invalid")
+            return {"command": kind, "status": "invalid", "seq": parsed.seq, "field": parsed.field, "error": parsed.message}
+        seq: int | None = getattr(parsed, "seq", None)
+        stream = f"{_STREAM[kind]}:{parsed.source}"
+        why = self._gate.verdict(stream, seq)
+        if why is not None:
+            self._ctx.count("mqtt_cmd_ignored")
+            return {"command": kind, "status": "ignored", "seq": seq, "error": why, "last_seq": self._gate.last[stream]}
+        who = f"mqtt:{parsed.source}" if parsed.source else "mqtt"
+        if isinstance(parsed, ModeCommand):
+            res = self._ctx.request_mode(parsed.mode, who=who, via="mqtt")
+        elif isinstance(parsed, SetpointCommand):
+            res = self._ctx.set_external_setpoint(
+                power_w=parsed.power_w, ttl_s=parsed.ttl_s, reason=parsed.reason, who=who, via="mqtt", seq=parsed.seq
+            )
+        else:
+            assert isinstance(parsed, ReleaseCommand)
+            res = self._ctx.release_setpoint(who=who, via="mqtt", mode=parsed.mode or self._release_mode)
+        if not res.accepted:
+            self._ctx.count("mqtt_cmd_refused")
+            return {"command": kind, "status": "refused", "seq": seq, "error": res.message, "event_seq": res.event_seq}
+        self._gate.accept(stream, seq)
+        self._ctx.count("mqtt_cmd_accepted")
+        return {
+            "command": kind,
+            "status": "accepted",
+            "seq": seq,
+            "old": _jsonable(res.old),
+            "new": _jsonable(res.new),
+            "event_seq": res.event_seq,
+        }
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v if v is None or isinstance(v, str | int | float | bool) else str(v)

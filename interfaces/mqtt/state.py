@@ -1,0 +1,70 @@
+"""Retained state: one JSON document built from a context snapshot, published on change, rate-limited.
+
+Fields (SI units, signs as DESIGN §2; a measurement older than `stale_s` is null):
+`state`, `mode`, `grid_power_w`, `pv_power_w`, `ess_power_w`, `load_power_w` (grid + pv + ess),
+`soc_pct`, `command_w` (computed), `written_w` (sent to the inverter), `external_setpoint_w`,
+`fault_causes`, `limits`. The publish time is not part of the comparison, so an unchanged
+EMS publishes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ems.model import Quantity, Snapshot
+
+__all__ = ["StateGate", "state_payload"]
+
+Q = Quantity
+
+
+def _fresh(snap: Snapshot, q: Quantity, stale_s: float, digits: int) -> float | None:
+    r = snap.reading(q)
+    if r is None or snap.at_s - r.at_s > stale_s:
+        return None
+    return round(r.value, digits)
+
+
+def state_payload(snap: Snapshot, *, stale_s: float) -> dict[str, object]:
+    grid = _fresh(snap, Q.GRID_POWER_W, stale_s, 0)
+    pv = _fresh(snap, Q.PV_POWER_W, stale_s, 0)
+    ess = _fresh(snap, Q.ESS_POWER_W, stale_s, 0)
+    pv_known = snap.reading(Q.PV_POWER_W) is not None  # a site without a PV meter counts 0 W
+    load = None if grid is None or ess is None or (pv_known and pv is None) else round(grid + (pv or 0.0) + ess, 0)
+    cmd = snap.command
+    sp = snap.external_setpoint
+    return {
+        "state": snap.state.value,
+        "mode": snap.requested_mode.value,
+        "grid_power_w": grid,
+        "pv_power_w": pv,
+        "ess_power_w": ess,
+        "load_power_w": load,
+        "soc_pct": _fresh(snap, Q.SOC_PCT, stale_s, 1),
+        "command_w": None if cmd is None else round(cmd.computed_w, 0),
+        "written_w": None if cmd is None else round(cmd.written_w, 0),
+        "external_setpoint_w": None if sp is None or snap.at_s >= sp.expires_at_s else round(sp.power_w, 0),
+        "fault_causes": list(snap.fault_causes),
+        "limits": list(snap.limits_bound),
+    }
+
+
+@dataclass(slots=True)
+class StateGate:
+    """Publish when the document changed and `min_interval_s` has passed (or when forced)."""
+
+    min_interval_s: float
+    last: dict[str, object] | None = None
+    last_at_s: float | None = None
+
+    def due(self, doc: dict[str, object], now_s: float) -> bool:
+        if doc == self.last:
+            return False
+        return self.last_at_s is None or now_s - self.last_at_s >= self.min_interval_s
+
+    def sent(self, doc: dict[str, object], now_s: float) -> None:
+        self.last, self.last_at_s = doc, now_s
+
+    def force(self) -> None:
+        """After a reconnect: the next document goes out whatever it holds."""
+        self.last, self.last_at_s = None, None
