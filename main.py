@@ -44,6 +44,10 @@ class Service(Protocol):
 def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Service]:
     """Every enabled part, in start order. Each subsystem adds itself here, guarded by its `enabled`."""
     services: list[Service] = []
+    if cfg.can.enabled:
+        from interfaces.can.worker import CanWorker
+
+        services.append(CanWorker(cfg=cfg.can, ctx=ctx, clock=clock))
     if cfg.api.enabled:  # last: it serves what the parts above produce
         from api.server import ApiServer
 
