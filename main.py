@@ -48,6 +48,10 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
         from interfaces.can.worker import CanWorker
 
         services.append(CanWorker(cfg=cfg.can, ctx=ctx, clock=clock))
+    if cfg.mqtt.enabled:
+        from interfaces.mqtt import MqttWorker
+
+        services.append(MqttWorker(cfg=cfg.mqtt, ctx=ctx, clock=clock, site_id=cfg.site.id, site_name=cfg.site.name, control=cfg.control))
     if cfg.api.enabled:  # last: it serves what the parts above produce
         from api.server import ApiServer
 
