@@ -22,6 +22,7 @@ from ems.clock import Clock, SystemClock
 from ems.context import EMSContext
 from ems.controller import Controller, CycleReport
 from interfaces.logs import configure_logging
+from interfaces.systemd import SystemdNotifier, notify_stopping, stall_hook_from_env
 
 __all__ = ["Service", "build_services", "main"]
 
@@ -61,7 +62,11 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
 
 def build_cycle_hooks(cfg: EMSConfig, ctx: EMSContext) -> list[Callable[[CycleReport], None]]:
     """Called after every control cycle (e.g. the systemd watchdog ping)."""
-    return []
+    hooks: list[Callable[[CycleReport], None]] = [SystemdNotifier().on_cycle]  # READY, WATCHDOG while on time
+    stall = stall_hook_from_env()  # test only (EMS_TEST_STALL_FILE); after the ping, so a stall stops the pings
+    if stall is not None:
+        hooks.append(stall)
+    return hooks
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -97,6 +102,7 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("shutdown_requested", signal=signal.Signals(signum).name)
         stop.set()
+        notify_stopping()  # systemd: STOPPING=1 (no-op outside systemd)
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
