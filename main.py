@@ -45,6 +45,10 @@ class Service(Protocol):
 def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Service]:
     """Every enabled part, in start order. Each subsystem adds itself here, guarded by its `enabled`."""
     services: list[Service] = []
+    if cfg.modbus.enabled:
+        from interfaces.modbus.worker import ModbusWorker
+
+        services.append(ModbusWorker(cfg=cfg.modbus, ctx=ctx, clock=clock))
     if cfg.can.enabled:
         from interfaces.can.worker import CanWorker
 

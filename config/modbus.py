@@ -1,13 +1,54 @@
-"""`modbus:` section: Modbus TCP/RTU devices: ESS inverter and grid meter (issue: simulator/Modbus)."""
+"""`modbus:` section: Modbus TCP/RTU devices: ESS inverter and grid meter (docs/modbus.md)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from config.common import Section
 
-__all__ = ["ModbusConfig"]
+__all__ = ["ModbusConfig", "ModbusDeviceConfig", "Transport"]
+
+
+class Transport(StrEnum):
+    TCP = "tcp"
+    RTU = "rtu"
+
+
+class ModbusDeviceConfig(Section):
+    enabled: bool = Field(True, description="poll this device (when the modbus section is enabled)")
+    transport: Transport = Field(Transport.TCP, description="tcp (Modbus TCP) or rtu (serial RS-485)")
+    host: str = Field("127.0.0.1", min_length=1, description="tcp: device or gateway address")
+    port: int = Field(502, ge=1, le=65535, description="tcp: port")
+    serial_port: str = Field("/dev/ttyUSB0", min_length=1, description="rtu: serial device path")
+    baudrate: int = Field(9600, ge=300, le=921600, description="rtu: baud rate")
+    parity: Literal["N", "E", "O"] = Field("N", description="rtu: parity N, E or O")
+    stopbits: Literal[1, 2] = Field(1, description="rtu: stop bits")
+    device_id: int = Field(1, ge=0, le=247, description="Modbus unit / slave ID (RTU 1-247)")
+    map: str = Field("auto", min_length=1, description="point map: a name in interfaces/modbus/maps, a YAML path, or auto (SunSpec discovery picks it)")
+    word_order: Literal["map", "big", "little"] = Field("map", description="32-bit word order: map (as the point map says), big (high word first) or little")
+    poll_period_s: float = Field(1.0, gt=0.05, le=60, description="read the device every this many seconds, s")
+    timeout_s: float = Field(1.0, gt=0.05, le=30, description="request timeout, s")
+    retries: int = Field(0, ge=0, le=5, description="retries per request before it counts as failed")
+    ignore_points: tuple[str, ...] = Field((), description="readings not to publish (e.g. soc_pct when a CAN BMS reports it)")
 
 
 class ModbusConfig(Section):
     enabled: bool = Field(False, description="start this part")
+    ess: ModbusDeviceConfig = Field(
+        default_factory=lambda: ModbusDeviceConfig(map="auto"),
+        description="battery inverter: readings (ess_power_w, soc_pct, ...), command, enable and heartbeat",
+    )
+    meter: ModbusDeviceConfig = Field(default_factory=lambda: ModbusDeviceConfig(map="sdm630", device_id=2), description="grid meter: grid_power_w, ...")
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failure (tenacity exponential), s")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay, s")
+    command_max_age_s: float = Field(5.0, gt=0, le=600, description="after a reconnect, a command older than this is re-written as 0 W, s")
+    bad_value_log_interval_s: float = Field(60.0, ge=0, le=3600, description="log a rejected register at most once per point per this many seconds, s")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ModbusConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"reconnect_min_s: must be <= modbus.reconnect_max_s (got {self.reconnect_min_s:g} > {self.reconnect_max_s:g})")
+        return self
