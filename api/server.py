@@ -62,7 +62,8 @@ class ApiServer(threading.Thread):
                 host=api.host,
                 port=api.port,
                 threads=api.threads,
-                max_request_body_size=api.max_body_bytes,
+                # the app answers 413 (JSON, audited) up to this; waitress itself (plain text) beyond
+                max_request_body_size=4 * api.max_body_bytes + 65536,
                 ident="ems",
                 clear_untrusted_proxy_headers=True,
             )
