@@ -1,0 +1,317 @@
+"""One Modbus device as the EMS sees it: connection, SunSpec discovery, read plan, decode, writes.
+
+Owned and called only by the Modbus worker thread (no locking). Blocking pymodbus sync client with
+a short timeout; the worker decides when to (re)connect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.framer import FramerType
+
+from config.modbus import ModbusDeviceConfig, Transport
+from ems.model import Quantity
+from interfaces.modbus.pointmap import (
+    DecodeError,
+    EncodeError,
+    ModelSpec,
+    Point,
+    PointMap,
+    available_maps,
+    decode_raw,
+    encode_raw,
+    from_si,
+    load_map,
+    to_si,
+)
+
+__all__ = ["SUNSPEC_BASES", "DeviceLink", "LinkError", "Rejected"]
+
+SUNSPEC_BASES = (40000, 0, 50000)
+_SUNS = [0x5375, 0x6E53]
+_MAX_MODELS = 64
+_QUANTITIES = frozenset(q.value for q in Quantity)
+
+# pymodbus logs every failed connect at ERROR through stdlib logging; the worker logs edges itself.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+class LinkError(Exception):
+    """The device answered with a Modbus exception, or does not look like its map (discovery)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    point: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    address: int
+    count: int
+    points: tuple[tuple[int, Point, int | None], ...]  # (absolute address, point, absolute sf address)
+
+
+@dataclass(slots=True)
+class _Layout:
+    pmap: PointMap
+    models: dict[int, tuple[int, int]] = field(default_factory=dict)  # model id -> (address of ID register, L)
+    reads: tuple[_Read, ...] = ()
+    addresses: dict[str, tuple[int, Point, int | None]] = field(default_factory=dict)
+    sf_cache: dict[int, float] = field(default_factory=dict)
+
+
+class DeviceLink:
+    """A device on TCP or RTU with its point map; `connect()` discovers, `poll()` reads and decodes."""
+
+    def __init__(self, name: str, cfg: ModbusDeviceConfig) -> None:
+        self.name = name
+        self.cfg = cfg
+        self._client: ModbusTcpClient | ModbusSerialClient | None = None
+        self._layout: _Layout | None = None
+        self.identity: dict[str, str] = {}
+
+    # ---- connection ---------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._layout is not None
+
+    @property
+    def pmap(self) -> PointMap | None:
+        return None if self._layout is None else self._layout.pmap
+
+    @property
+    def models(self) -> dict[int, tuple[int, int]]:
+        return {} if self._layout is None else dict(self._layout.models)
+
+    def where(self) -> str:
+        c = self.cfg
+        return f"tcp://{c.host}:{c.port}" if c.transport is Transport.TCP else f"rtu://{c.serial_port}@{c.baudrate}"
+
+    def connect(self) -> None:
+        """Open the transport and discover the device. Raises OSError, ModbusException or LinkError."""
+        self.close()
+        c = self.cfg
+        client: ModbusTcpClient | ModbusSerialClient
+        if c.transport is Transport.TCP:
+            client = ModbusTcpClient(c.host, port=c.port, timeout=c.timeout_s, retries=c.retries)
+        else:
+            client = ModbusSerialClient(
+                c.serial_port,
+                framer=FramerType.RTU,
+                baudrate=c.baudrate,
+                parity=c.parity,
+                stopbits=c.stopbits,
+                timeout=c.timeout_s,
+                retries=c.retries,
+            )
+        if not client.connect():
+            client.close()
+            raise ConnectionError(f"{self.name}: cannot open {self.where()}")
+        self._client = client
+        try:
+            self._layout = self._discover()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        client, self._client, self._layout = self._client, None, None
+        if client is not None:
+            client.close()
+
+    # ---- raw I/O ------------------------------------------------------------------------------
+    def _read(self, address: int, count: int, *, function: str = "holding") -> list[int]:
+        if self._client is None:
+            raise ConnectionError(f"{self.name}: not connected")
+        if function == "input":
+            rr = self._client.read_input_registers(address, count=count, device_id=self.cfg.device_id)
+        else:
+            rr = self._client.read_holding_registers(address, count=count, device_id=self.cfg.device_id)
+        if rr.isError():
+            raise LinkError(f"{self.name}: read {address}+{count} refused: {rr}")
+        regs = list(rr.registers)
+        if len(regs) < count:
+            raise LinkError(f"{self.name}: read {address}+{count} returned {len(regs)} registers")
+        return regs[:count]
+
+    def _write(self, address: int, words: list[int]) -> None:
+        if self._client is None:
+            raise ConnectionError(f"{self.name}: not connected")
+        rr = self._client.write_registers(address, words, device_id=self.cfg.device_id)
+        if rr.isError():
+            raise LinkError(f"{self.name}: write {address}+{len(words)} refused: {rr}")
+
+    # ---- discovery ----------------------------------------------------------------------------
+    def _word_order(self, pmap: PointMap) -> str:
+        return pmap.word_order if self.cfg.word_order == "map" else self.cfg.word_order
+
+    def _discover(self) -> _Layout:
+        wanted = self.cfg.map
+        explicit = None if wanted == "auto" else load_map(wanted)
+        if explicit is not None and explicit.kind == "plain":
+            return self._plan(_Layout(explicit))
+        base = self._find_sunspec_base()
+        models = self._walk_models(base)
+        if explicit is not None:
+            pmap = explicit
+            missing = [m for m in pmap.requires_models if m not in models]
+            if missing:
+                raise LinkError(f"{self.name}: map {pmap.name} needs SunSpec models {missing}; device has {sorted(models)}")
+        else:
+            candidates = [load_map(n) for n in available_maps()]
+            fits = [m for m in candidates if m.kind == "sunspec" and m.requires_models and all(x in models for x in m.requires_models)]
+            if not fits:
+                raise LinkError(f"{self.name}: no SunSpec point map fits models {sorted(models)}")
+            pmap = fits[0]
+        for spec in pmap.models:
+            found = models.get(spec.id)
+            if found is not None and found[1] < max((p.offset + p.count - 2 for p in spec.points), default=0):
+                raise LinkError(f"{self.name}: model {spec.id} has L={found[1]}, shorter than map {pmap.name} needs")
+        layout = _Layout(pmap, models=models)
+        self._read_identity(layout)
+        return self._plan(layout)
+
+    def _find_sunspec_base(self) -> int:
+        for base in SUNSPEC_BASES:
+            try:
+                if self._read(base, 2) == _SUNS:
+                    return base
+            except LinkError:
+                continue
+        raise LinkError(f"{self.name}: no SunSpec marker at {', '.join(str(b) for b in SUNSPEC_BASES)}")
+
+    def _walk_models(self, base: int) -> dict[int, tuple[int, int]]:
+        models: dict[int, tuple[int, int]] = {}
+        addr = base + 2
+        for _ in range(_MAX_MODELS):
+            model_id, length = self._read(addr, 2)
+            if model_id == 0xFFFF:
+                break
+            models.setdefault(model_id, (addr, length))
+            addr += 2 + length
+            if addr > 0xFFFF:
+                break
+        return models
+
+    def _read_identity(self, layout: _Layout) -> None:
+        spec = layout.pmap.model(1)
+        found = layout.models.get(1)
+        self.identity = {}
+        if spec is None or found is None:
+            return
+        regs = self._read(found[0], min(found[1] + 2, 125))
+        for p in spec.points:
+            if p.offset + p.count <= len(regs):
+                try:
+                    raw = decode_raw(regs[p.offset : p.offset + p.count], p)
+                except DecodeError:
+                    continue
+                self.identity[p.name] = str(raw) if isinstance(raw, str) else f"{raw:g}"
+
+    def _plan(self, layout: _Layout) -> _Layout:
+        """Absolute addresses of every point and the reads that cover the polled readings."""
+        pmap = layout.pmap
+        specs: list[tuple[ModelSpec | None, int]] = []
+        if pmap.kind == "plain":
+            specs.append((None, 0))
+        else:
+            specs += [(m, layout.models[m.id][0]) for m in pmap.models if m.id in layout.models]
+        polled: list[tuple[int, Point, int | None]] = []
+        for spec, model_addr in specs:
+            for p in spec.points if spec is not None else pmap.points:
+                entry = (model_addr + p.offset, p, None if p.sf is None else model_addr + p.sf)
+                layout.addresses[p.name] = entry
+                if p.name in _QUANTITIES and p.name not in self.cfg.ignore_points and not p.writable:
+                    polled.append(entry)
+        layout.reads = _group(polled, pmap.max_read_registers)
+        for _addr, p, sf_addr in layout.addresses.values():  # scale factors of writable points, read once
+            if p.writable and sf_addr is not None:
+                layout.sf_cache[sf_addr] = float(decode_raw(self._read(sf_addr, 1), _SF_POINT))
+        return layout
+
+    # ---- polling and writing ------------------------------------------------------------------
+    def poll(self) -> tuple[dict[Quantity, float], list[Rejected]]:
+        """Read every polled point; returns good SI values and the rejected points (skipped)."""
+        layout = self._require()
+        pmap = layout.pmap
+        order = self._word_order(pmap)
+        values: dict[Quantity, float] = {}
+        rejected: list[Rejected] = []
+        for rd in layout.reads:
+            regs = self._read(rd.address, rd.count, function=pmap.function)
+            for addr, p, sf_addr in rd.points:
+                i = addr - rd.address
+                try:
+                    raw = decode_raw(regs[i : i + p.count], p, word_order=order)
+                    sf = 0.0 if sf_addr is None else float(decode_raw([regs[sf_addr - rd.address]], _SF_POINT))
+                    if isinstance(raw, str):
+                        raise DecodeError(f"{p.name}: string where a number was expected")
+                    values[Quantity(p.name)] = to_si(raw, p, sf=sf)
+                except DecodeError as exc:
+                    rejected.append(Rejected(p.name, str(exc)))
+        return values, rejected
+
+    def encode(self, name: str, value: float) -> tuple[int, list[int], float]:
+        """(address, words, value actually encoded) for writing `value` (SI) to point `name`.
+
+        The value is clamped to the point's min/max (a device limit, logged by the caller when it binds).
+        """
+        layout = self._require()
+        addr, p, sf_addr = layout.addresses[name]
+        v = value
+        if p.min is not None:
+            v = max(v, p.min)
+        if p.max is not None:
+            v = min(v, p.max)
+        sf = 0.0 if sf_addr is None else layout.sf_cache.get(sf_addr, 0.0)
+        try:
+            words = encode_raw(from_si(v, p, sf=sf), p, word_order=self._word_order(layout.pmap))
+        except EncodeError as exc:
+            raise LinkError(f"{self.name}: cannot encode {name}={value}: {exc}") from exc
+        return addr, words, v
+
+    def write_points(self, items: Sequence[tuple[int, list[int]]]) -> None:
+        """Write (address, words) items; adjacent ones go in one FC16 request, in address order."""
+        runs: list[tuple[int, list[int]]] = []
+        for addr, words in sorted(items):
+            if runs and runs[-1][0] + len(runs[-1][1]) == addr and len(runs[-1][1]) + len(words) <= 123:
+                runs[-1][1].extend(words)
+            else:
+                runs.append((addr, list(words)))
+        for addr, words in runs:
+            self._write(addr, words)
+
+    def _require(self) -> _Layout:
+        if self._layout is None or self._client is None:
+            raise ConnectionError(f"{self.name}: not connected")
+        return self._layout
+
+
+_SF_POINT = Point(name="sf", offset=0, type="sunssf")  # type: ignore[arg-type]
+
+
+def _group(points: list[tuple[int, Point, int | None]], max_count: int) -> tuple[_Read, ...]:
+    """Cover the points (and their scale factors) with as few reads of at most `max_count` registers."""
+    reads: list[_Read] = []
+    cur: list[tuple[int, Point, int | None]] = []
+    lo = hi = 0
+    for entry in sorted(points, key=lambda e: e[0]):
+        addr, p, sf_addr = entry
+        e_lo = min(addr, sf_addr if sf_addr is not None else addr)
+        e_hi = max(addr + p.count, (sf_addr + 1) if sf_addr is not None else 0)
+        if cur and max(hi, e_hi) - min(lo, e_lo) <= max_count:
+            lo, hi = min(lo, e_lo), max(hi, e_hi)
+            cur.append(entry)
+            continue
+        if cur:
+            reads.append(_Read(lo, hi - lo, tuple(cur)))
+        cur, lo, hi = [entry], e_lo, e_hi
+    if cur:
+        reads.append(_Read(lo, hi - lo, tuple(cur)))
+    return tuple(reads)

@@ -1,0 +1,242 @@
+"""Simulated Modbus devices: a register image laid out from a point map, served by pymodbus 3.16.
+
+`RegisterImage` builds the registers of one device from the same YAML point map the EMS reads
+(SunSpec: 'SunS' marker + model chain at `base`; plain: fixed addresses), encodes SI values into
+it and decodes the EMS's writes into `on_write(name, si_value)` calls.
+
+`DeviceServer` serves an image over Modbus TCP or RTU (pymodbus `SimDevice` + an `action` hook
+that copies the live image into each response and routes writes), and can be stopped, restarted
+or silenced (accepts requests, never answers) for rehearsals. It runs in an asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from interfaces.modbus.pointmap import DecodeError, EncodeError, Point, PointMap, PointType, decode_raw, encode_raw, from_si, to_si
+
+__all__ = ["SUNSPEC_BASE", "DeviceServer", "RegisterImage"]
+
+log = structlog.get_logger("simulators.modbus")
+SUNSPEC_BASE = 40000
+_SUNS = (0x5375, 0x6E53)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    address: int  # absolute PDU address
+    point: Point
+    sf_address: int | None  # absolute address of its scale-factor register
+
+
+class RegisterImage:
+    """Registers of one simulated device, laid out from `pmap`. Not thread-safe (one event loop)."""
+
+    def __init__(self, pmap: PointMap, *, base: int = SUNSPEC_BASE, on_write: Callable[[str, float], None] | None = None) -> None:
+        self.map = pmap
+        self._on_write = on_write
+        self._slots: dict[str, _Slot] = {}
+        if pmap.kind == "sunspec":
+            self.start = base
+            regs: list[int] = list(_SUNS)
+            for model in pmap.models:
+                model_addr = base + len(regs)
+                regs += [model.id, model.length] + [0] * model.length
+                for p in model.points:
+                    sf_addr = None if p.sf is None else model_addr + p.sf
+                    self._slots[p.name] = _Slot(model_addr + p.offset, p, sf_addr)
+            regs += [0xFFFF, 0]
+        else:
+            self.start = min(p.offset for p in pmap.points)
+            end = max(p.offset + p.count for p in pmap.points)
+            regs = [0] * (end - self.start)
+            for p in pmap.points:
+                self._slots[p.name] = _Slot(p.offset, p, None)
+        self.regs = regs
+        self._writable: set[int] = {s.address + i for s in self._slots.values() if s.point.writable for i in range(s.point.count)}
+        self._overrides: dict[int, int] = {}
+        for s in self._slots.values():
+            if s.point.server_value is not None:
+                self._put(s, s.point.server_value, raw=True)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.regs)
+
+    def address_of(self, name: str) -> int:
+        return self._slots[name].address
+
+    def _sf(self, slot: _Slot) -> float:
+        if slot.sf_address is None:
+            return 0.0
+        raw = self.regs[slot.sf_address - self.start]
+        return float(raw - 0x1_0000 if raw >= 0x8000 else raw)
+
+    def _put(self, slot: _Slot, value: float | str, *, raw: bool = False) -> None:
+        p = slot.point
+        if not raw and not isinstance(value, str) and p.type is not PointType.STRING:
+            value = from_si(value, p, sf=self._sf(slot))
+        words = encode_raw(value, p, word_order=self.map.word_order)
+        i = slot.address - self.start
+        self.regs[i : i + len(words)] = words
+
+    def set_values(self, values: Mapping[str, float | str]) -> None:
+        """Encode SI values by point name; names the map does not have are ignored.
+
+        A value that does not fit its register is clamped by type (e.g. an int16 saturates), like a
+        device would; strings are truncated.
+        """
+        for name, value in values.items():
+            slot = self._slots.get(name)
+            if slot is None or slot.point.server_value is not None:
+                continue
+            try:
+                self._put(slot, value)
+            except EncodeError:
+                self._put_saturated(slot, value)
+
+    def _put_saturated(self, slot: _Slot, value: float | str) -> None:
+        p = slot.point
+        if isinstance(value, str) or value != value:  # NaN: leave the register as it is
+            return
+        limits = {PointType.INT16: (-0x8000 + 1, 0x7FFF), PointType.UINT16: (0, 0xFFFE), PointType.INT32: (-0x7FFF_FFFF, 0x7FFF_FFFF)}
+        lo, hi = limits.get(p.type, (0, 0xFFFF))
+        raw = min(max(from_si(value, p, sf=self._sf(slot)), lo), hi)
+        self._put(slot, raw, raw=True)
+
+    def value(self, name: str) -> float | str:
+        """Decode a point (SI) from the image, as the EMS would see it."""
+        slot = self._slots[name]
+        i = slot.address - self.start
+        raw = decode_raw(self.regs[i : i + slot.point.count], slot.point, word_order=self.map.word_order)
+        return raw if isinstance(raw, str) else to_si(raw, slot.point, sf=self._sf(slot))
+
+    def override(self, name: str, words: list[int] | None) -> None:
+        """Serve fixed raw words for a point (garbage injection for tests); None removes it."""
+        slot = self._slots[name]
+        for i in range(slot.point.count):
+            if words is None:
+                self._overrides.pop(slot.address + i, None)
+            else:
+                self._overrides[slot.address + i] = words[i]
+
+    def read(self, address: int, count: int) -> list[int] | None:
+        """Registers address..address+count-1, or None when outside the image."""
+        if address < self.start or address + count > self.end:
+            return None
+        out = self.regs[address - self.start : address - self.start + count]
+        for a, w in self._overrides.items():
+            if address <= a < address + count:
+                out[a - address] = w
+        return out
+
+    def write(self, address: int, words: list[int]) -> bool:
+        """Apply a write from the EMS. False (-> illegal address) when any register is not writable."""
+        if any(address + i not in self._writable for i in range(len(words))):
+            return False
+        self.regs[address - self.start : address - self.start + len(words)] = words
+        for slot in self._slots.values():
+            p = slot.point
+            if p.writable and address <= slot.address and slot.address + p.count <= address + len(words):
+                try:
+                    si = self.value(p.name)
+                except DecodeError as exc:
+                    log.warning("sim_write_rejected", point=p.name, reason=str(exc))
+                    continue
+                if self._on_write is not None and not isinstance(si, str):
+                    self._on_write(p.name, si)
+        return True
+
+
+class DeviceServer:
+    """One simulated Modbus device (TCP or RTU) serving a `RegisterImage`; start/stop/silence at will."""
+
+    def __init__(
+        self,
+        name: str,
+        image: RegisterImage,
+        *,
+        transport: str = "tcp",
+        host: str = "127.0.0.1",
+        port: int = 502,
+        serial_port: str = "",
+        baudrate: int = 19200,
+        device_id: int = 1,
+    ) -> None:
+        self.name = name
+        self.image = image
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.serial_port = serial_port
+        self.baudrate = baudrate
+        self.device_id = device_id
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._silent = asyncio.Event()
+        self.requests = 0
+        self.writes = 0
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def silent(self) -> bool:
+        return self._silent.is_set()
+
+    def where(self) -> str:
+        return f"tcp://{self.host}:{self.port}" if self.transport == "tcp" else f"rtu://{self.serial_port}@{self.baudrate}"
+
+    def set_silent(self, on: bool) -> None:
+        """Silent: requests are accepted but never answered (the EMS sees timeouts)."""
+        if on:
+            self._silent.set()
+        else:
+            self._silent.clear()
+        log.info("sim_device_silenced" if on else "sim_device_unsilenced", device=self.name)
+
+    async def _action(
+        self, _fc: int, start_address: int, address: int, count: int, registers: list[int], set_values: list[int] | list[bool] | None
+    ) -> ExcCodes | None:
+        self.requests += 1
+        if self._silent.is_set():
+            await asyncio.Event().wait()  # never answers; cancelled when the server stops
+        if set_values:
+            self.writes += 1
+            return None if self.image.write(address, [int(v) for v in set_values]) else ExcCodes.ILLEGAL_ADDRESS
+        words = self.image.read(address, count)
+        if words is None:
+            return ExcCodes.ILLEGAL_ADDRESS
+        registers[address - start_address : address - start_address + count] = words
+        return None
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        device = SimDevice(
+            id=self.device_id,
+            simdata=[SimData(self.image.start, count=len(self.image.regs), values=0, datatype=DataType.REGISTERS)],
+            action=self._action,
+        )
+        server: ModbusTcpServer | ModbusSerialServer
+        if self.transport == "tcp":
+            server = ModbusTcpServer(device, address=(self.host, self.port))
+        else:
+            server = ModbusSerialServer(device, framer=FramerType.RTU, port=self.serial_port, baudrate=self.baudrate)
+        await server.serve_forever(background=True)
+        self._server = server
+        log.info("sim_device_started", device=self.name, where=self.where(), device_id=self.device_id, map=self.image.map.name)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()
+            log.info("sim_device_stopped", device=self.name, where=self.where())
