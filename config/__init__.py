@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from config.common import SecretRef
 from config.schema import EMSConfig
 
-__all__ = ["ConfigError", "ConfigProblem", "EMSConfig", "ENV_PREFIX", "load_config", "parse_config"]
+__all__ = ["ENV_PREFIX", "ConfigError", "ConfigProblem", "EMSConfig", "load_config", "parse_config"]
 
 ENV_PREFIX = "EMS_"
 _KEY_IN_MSG = re.compile(r"^([a-z_][a-z0-9_]*): (.*)$", re.DOTALL)

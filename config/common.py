@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Section", "SecretRef"]
+__all__ = ["SecretRef", "Section"]
 
 
 class Section(BaseModel):

@@ -11,8 +11,10 @@ from enum import StrEnum
 from types import MappingProxyType
 
 __all__ = [
+    "LOCAL_MODES",
     "BmsFlags",
     "Command",
+    "EventRecord",
     "ExternalSetpoint",
     "Mode",
     "Quantity",
@@ -20,8 +22,6 @@ __all__ = [
     "Snapshot",
     "State",
     "WorkerHealth",
-    "EventRecord",
-    "LOCAL_MODES",
 ]
 
 

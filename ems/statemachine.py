@@ -16,7 +16,7 @@ from config.control import ControlConfig
 from ems.inputs import Inputs
 from ems.model import LOCAL_MODES, Mode, State
 
-__all__ = ["Event", "MachineState", "TRANSITIONS", "Transition", "classify", "fault_causes", "render_markdown", "step"]
+__all__ = ["TRANSITIONS", "Event", "MachineState", "Transition", "classify", "fault_causes", "render_markdown", "step"]
 
 
 class Event(StrEnum):

@@ -35,7 +35,7 @@ def wait_for(predicate: Callable[[], T], *, timeout_s: float = 10.0, interval_s:
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - keep polling; report the last one on timeout
+        except Exception as exc:
             last_exc = exc
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))

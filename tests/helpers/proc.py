@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,10 +32,8 @@ class LoggedProcess:
         for line in self.proc.stderr:
             with self._cond:
                 self.raw.append(line)
-                try:
+                with contextlib.suppress(ValueError):
                     self.events.append(json.loads(line))
-                except ValueError:
-                    pass
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()

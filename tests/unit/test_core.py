@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from hypothesis import given, settings
@@ -40,10 +41,10 @@ def test_integrating_law_settles_a_load_step_within_the_deadband() -> None:
 
 
 def test_no_sustained_oscillation_after_a_step() -> None:
-    grids, cmds = _run_step_load({}, tau_s=1.0, load_w=[0.0] * 3 + [2500.0] * 60)
-    deltas = [b - a for a, b in zip(cmds[20:], cmds[21:], strict=False)]
+    _grids, cmds = _run_step_load({}, tau_s=1.0, load_w=[0.0] * 3 + [2500.0] * 60)
+    deltas = [b - a for a, b in itertools.pairwise(cmds[20:])]
     assert all(abs(d) < 1e-6 for d in deltas), "command still moving 20 cycles after the step"
-    reversals = sum(1 for a, b in zip(cmds, cmds[1:], strict=False) if (a > 0 > b) or (a < 0 < b))
+    reversals = sum(1 for a, b in itertools.pairwise(cmds) if (a > 0 > b) or (a < 0 < b))
     assert reversals == 0
 
 
