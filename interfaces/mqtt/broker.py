@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BrokerError", "BrokerTls", "LocalBroker", "find_mosquitto", "start_demo_broker", "start_local_broker"]
+from config.mqtt import MqttConfig
+
+__all__ = ["BrokerError", "BrokerTls", "LocalBroker", "find_mosquitto", "start_broker_for", "start_local_broker"]
 
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin")
 
@@ -57,7 +59,9 @@ class LocalBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, *, workdir: Path, port: int, users: Mapping[str, str], acl: str, tls: BrokerTls | None = None) -> None:
+    def __init__(
+        self, *, workdir: Path, port: int, users: Mapping[str, str], acl: str, tls: BrokerTls | None = None, allow_anonymous: bool = False
+    ) -> None:
         tools = find_mosquitto()
         if tools is None:
             raise BrokerError("mosquitto not found (Debian: apt-get install mosquitto)")
@@ -73,7 +77,7 @@ class LocalBroker:
         acl_file.write_text(acl, encoding="utf-8")
         lines = [
             f"listener {port} {self.host}",
-            "allow_anonymous false",
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             f"password_file {pw_file}",
             f"acl_file {acl_file}",
             "persistence false",
@@ -145,17 +149,21 @@ class LocalBroker:
             return ""
 
 
-def start_local_broker(*, workdir: Path, users: Mapping[str, str], acl: str, port: int = 0, tls: BrokerTls | None = None) -> LocalBroker:
+def start_local_broker(
+    *, workdir: Path, users: Mapping[str, str], acl: str, port: int = 0, tls: BrokerTls | None = None, allow_anonymous: bool = False
+) -> LocalBroker:
     """Write the config into `workdir`, start mosquitto on 127.0.0.1:`port` (0 = a free port), return it."""
-    broker = LocalBroker(workdir=workdir, port=port or free_port(), users=users, acl=acl, tls=tls)
+    broker = LocalBroker(workdir=workdir, port=port or free_port(), users=users, acl=acl, tls=tls, allow_anonymous=allow_anonymous)
     broker.start()
     return broker
 
 
-def start_demo_broker(
-    *, workdir: Path, port: int, username: str, password: str, extra_users: Mapping[str, str] | None = None
-) -> LocalBroker:
-    """The `make run` broker: the EMS user (and any extra users) may use every topic."""
-    users = {username: password, **(extra_users or {})}
-    acl = "".join(f"user {u}\ntopic readwrite #\n\n" for u in users)
-    return start_local_broker(workdir=workdir, users=users, acl=acl, port=port)
+def start_broker_for(cfg: MqttConfig, *, workdir: Path, extra_users: Mapping[str, str] | None = None) -> LocalBroker:
+    """The `make run` demo broker, on 127.0.0.1:`cfg.port`, letting the EMS user (from `cfg`, password
+    resolved) and any `extra_users` (e.g. the simulators' publisher) use every topic. With no
+    `cfg.username`, anonymous clients are let in instead. Raises BrokerError (mosquitto missing, port busy)."""
+    users = dict(extra_users or {})
+    if cfg.username is not None:
+        users[cfg.username] = "" if cfg.password is None or cfg.password.value is None else cfg.password.value
+    acl = "topic readwrite #\n\n" + "".join(f"user {u}\ntopic readwrite #\n\n" for u in users)
+    return start_local_broker(workdir=workdir, users=users, acl=acl, port=cfg.port, allow_anonymous=cfg.username is None)

@@ -15,10 +15,10 @@ from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Mode
 from interfaces.mqtt import LocalBroker, MqttWorker
-from interfaces.mqtt.broker import BrokerTls
+from interfaces.mqtt.broker import BrokerTls, start_broker_for
 from interfaces.mqtt.worker import make_client
-from tests.helpers.common import wait_for
-from tests.helpers.mosquitto import SITE, Probe, mosquitto, tls_broker  # noqa: F401  (fixture)
+from tests.helpers.common import free_port, wait_for
+from tests.helpers.mosquitto import SITE, Probe, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
 
 BASE = f"ems/{SITE}"
 NODE = f"ems_{SITE}"
@@ -212,4 +212,24 @@ def test_tls_connects_with_a_verified_broker_certificate_and_refuses_an_unknown_
     finally:
         good.worker.stop(timeout_s=3)
         bad.worker.stop(timeout_s=3)
+        broker.stop()
+
+
+@pytest.mark.parametrize("with_user", [True, False])
+def test_demo_broker_started_from_the_ems_config_lets_the_worker_in(tmp_path: Path, with_user: bool) -> None:
+    require_mosquitto()
+    port = free_port()
+    raw: dict[str, Any] = {"enabled": True, "port": port, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
+    if with_user:
+        raw |= {"username": "ems", "password": {"env": "T_MQTT_PW"}}
+    cfg = parse_config({"site": {"id": SITE}, "mqtt": raw}, {"T_MQTT_PW": "demo-pw"})
+    broker = start_broker_for(cfg.mqtt, workdir=tmp_path / "demo-broker", extra_users={"sim": "sim-pw"})
+    try:
+        assert broker.port == port
+        e = Ems(cfg)
+        try:
+            wait_for(lambda: e.link() == "up", what="the worker on the demo broker")
+        finally:
+            e.worker.stop(timeout_s=3)
+    finally:
         broker.stop()
