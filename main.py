@@ -66,8 +66,9 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
 
 def build_cycle_hooks(cfg: EMSConfig, ctx: EMSContext) -> list[Callable[[CycleReport], None]]:
     """Called after every control cycle (e.g. the systemd watchdog ping)."""
-    hooks: list[Callable[[CycleReport], None]] = [SystemdNotifier().on_cycle]  # READY, WATCHDOG while on time
-    stall = stall_hook_from_env()  # test only (EMS_TEST_STALL_FILE); after the ping, so a stall stops the pings
+    notifier = SystemdNotifier()
+    hooks: list[Callable[[CycleReport], None]] = [notifier.on_cycle]  # READY, WATCHDOG while on time
+    stall = stall_hook_from_env(notifier=notifier)  # test only (EMS_TEST_STALL_FILE); after the ping, so a stall stops the pings
     if stall is not None:
         hooks.append(stall)
     return hooks

@@ -135,8 +135,13 @@ def notify_stopping(environ: Mapping[str, str] | None = None) -> None:
         n.close()
 
 
-def stall_hook_from_env(environ: Mapping[str, str] | None = None) -> Callable[[CycleReport], None] | None:
-    """TEST ONLY: a cycle hook that blocks the control loop while `$EMS_TEST_STALL_FILE` exists."""
+def stall_hook_from_env(
+    environ: Mapping[str, str] | None = None, notifier: SystemdNotifier | None = None
+) -> Callable[[CycleReport], None] | None:
+    """TEST ONLY: a cycle hook that blocks the control loop while `$EMS_TEST_STALL_FILE` exists.
+
+    With a `notifier`, it marks the stall in the notify stream (STATUS=test stall started/ended),
+    so a test reading that stream can tell exactly which pings fell inside the stall."""
     env = os.environ if environ is None else environ
     raw = env.get(STALL_ENV)
     if not raw:
@@ -158,10 +163,14 @@ def stall_hook_from_env(environ: Mapping[str, str] | None = None) -> Callable[[C
         if not path.exists():
             return
         log.warning("test_stall_started", path=str(path))
+        if notifier is not None:
+            notifier.notify("STATUS=test stall started")
         polls = 0
         while path.exists() and polls < STALL_MAX_S / _STALL_POLL_S:
             pause.wait(_STALL_POLL_S)
             polls += 1
         log.warning("test_stall_ended", path=str(path), stalled_s=round(polls * _STALL_POLL_S, 2))
+        if notifier is not None:
+            notifier.notify("STATUS=test stall ended")
 
     return stall
