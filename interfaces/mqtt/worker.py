@@ -182,7 +182,7 @@ class MqttWorker(Worker):
             self.log.exception("mqtt_message_failed", topic=msg.topic)
 
     def _command(self, client: mqtt.Client, kind: str, msg: mqtt.MQTTMessage) -> None:
-        result = self._commands.handle(kind, msg.payload, retained=bool(msg.retain))
+        result = self._commands.handle(kind, bytes(msg.payload), retained=bool(msg.retain))
         client.publish(self.topics.cmd_result, json.dumps(result), qos=1, retain=False)
         status = result["status"]
         if status == "accepted":
@@ -207,7 +207,7 @@ class MqttWorker(Worker):
             self._ctx.count("mqtt_ingest_retained_ignored")
             return
         try:
-            value = decode(rule, msg.payload)
+            value = decode(rule, bytes(msg.payload))
         except IngestError as exc:
             self._ctx.count("mqtt_ingest_invalid")
             held = self._logs.allow(f"ingest:{topic}", now)
