@@ -277,9 +277,10 @@ class DeviceLink:
         return addr, words, v
 
     def write_points(self, items: Sequence[tuple[int, list[int]]]) -> None:
-        """Write (address, words) items; adjacent ones go in one FC16 request, in address order."""
+        """Write (address, words) items in the given order; an item that continues the previous one
+        goes in the same FC16 request."""
         runs: list[tuple[int, list[int]]] = []
-        for addr, words in sorted(items):
+        for addr, words in items:
             if runs and runs[-1][0] + len(runs[-1][1]) == addr and len(runs[-1][1]) + len(words) <= 123:
                 runs[-1][1].extend(words)
             else:
