@@ -18,7 +18,7 @@ from interfaces.mqtt import LocalBroker, MqttWorker
 from interfaces.mqtt.broker import BrokerTls, start_broker_for
 from interfaces.mqtt.worker import make_client
 from tests.helpers.common import free_port, wait_for
-from tests.helpers.mosquitto import SITE, Probe, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
+from tests.helpers.mosquitto import ACL, SITE, USERS, Probe, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
 
 BASE = f"ems/{SITE}"
 NODE = f"ems_{SITE}"
@@ -233,3 +233,44 @@ def test_demo_broker_started_from_the_ems_config_lets_the_worker_in(tmp_path: Pa
             e.worker.stop(timeout_s=3)
     finally:
         broker.stop()
+
+
+def test_worker_started_before_the_broker_keeps_heartbeating_and_connects_when_it_appears(tmp_path: Path) -> None:
+    require_mosquitto()
+    broker = LocalBroker(workdir=tmp_path / "late-broker", port=free_port(), users=USERS, acl=ACL)  # not started yet
+    e = Ems(config(broker))
+    try:
+        health = wait_for(lambda: next((w for w in e.ctx.snapshot().workers if w.error_streak >= 3), None), what="three failed attempts")
+        assert health.last_error == "connect_failed" and e.link() == "down"
+        first_beat = health.last_beat_s
+        wait_for(lambda: next(w for w in e.ctx.snapshot().workers).last_beat_s > first_beat, what="heartbeats while the broker is down")
+        broker.start()
+        wait_for(lambda: e.link() == "up", timeout_s=15, what="the first connection once the broker is up")
+        assert next(w for w in e.ctx.snapshot().workers).error_streak == 0
+    finally:
+        e.worker.stop(timeout_s=3)
+        broker.stop()
+
+
+def test_a_wrong_password_is_refused_counted_and_retried_with_backoff(mosquitto: LocalBroker) -> None:  # noqa: F811
+    cfg = parse_config(
+        {
+            "site": {"id": SITE},
+            "mqtt": {
+                "enabled": True,
+                "host": mosquitto.host,
+                "port": mosquitto.port,
+                "username": "ems",
+                "password": {"env": "T_MQTT_PW"},
+                "reconnect_min_s": 0.1,
+                "reconnect_max_s": 0.2,
+            },
+        },
+        {"T_MQTT_PW": "wrong"},
+    )
+    e = Ems(cfg)
+    try:
+        wait_for(lambda: e.ctx.snapshot().counters.get("mqtt_connect_refused", 0) >= 2, what="two refused CONNECTs")
+        assert e.link() == "down" and e.worker.is_alive()
+    finally:
+        e.worker.stop(timeout_s=3)
