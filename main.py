@@ -104,10 +104,20 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
     ctx = EMSContext(clock=clock, start_mode=cfg.control.start_mode, max_ttl_s=cfg.control.external_max_ttl_s)
     stop = threading.Event()
 
+    received: list[str] = []
+
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        # Only set flags here: logging from a signal handler can deadlock on the log writer's lock.
+        received.append(signal.Signals(signum).name)
         stop.set()
+
+    def _announce_stop() -> None:
+        stop.wait()
         notify_stopping()  # systemd: STOPPING=1 (no-op outside systemd)
+        log.info("shutdown_requested", signal=received[0] if received else "none")
+
+    announcer = threading.Thread(target=_announce_stop, name="stop-announcer", daemon=True)
+    announcer.start()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -122,6 +132,8 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
     try:
         controller.run(stop)
     finally:
+        stop.set()  # also when the loop ended by an exception
+        announcer.join(1.0)
         for svc in reversed(services):
             svc.stop(timeout_s=1.0)
     log.info("ems_stopped")
