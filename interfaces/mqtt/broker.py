@@ -12,17 +12,24 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from config.mqtt import MqttConfig
 
-__all__ = ["BrokerError", "BrokerTls", "LocalBroker", "find_mosquitto", "start_broker_for", "start_local_broker"]
+__all__ = ["BrokerError", "BrokerTls", "LocalBroker", "demo_broker", "find_mosquitto", "start_broker_for", "start_local_broker"]
 
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin")
+
+
+log = structlog.get_logger("interfaces.mqtt.broker")
 
 
 class BrokerError(RuntimeError):
@@ -167,3 +174,25 @@ def start_broker_for(cfg: MqttConfig, *, workdir: Path, extra_users: Mapping[str
         users[cfg.username] = "" if cfg.password is None or cfg.password.value is None else cfg.password.value
     acl = "topic readwrite #\n\n" + "".join(f"user {u}\ntopic readwrite #\n\n" for u in users)
     return start_local_broker(workdir=workdir, users=users, acl=acl, port=cfg.port, allow_anonymous=cfg.username is None)
+
+
+@contextmanager
+def demo_broker(cfg: MqttConfig, *, extra_users: Mapping[str, str] | None = None) -> Iterator[LocalBroker | None]:
+    """For `make run`: a local mosquitto for the EMS config while the block runs, in a temporary
+    directory. Yields None (and logs why) when MQTT is off, the broker is not on loopback, or
+    mosquitto cannot start, so the demo goes on without it."""
+    if not cfg.enabled or cfg.host not in ("127.0.0.1", "localhost"):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="ems-mosquitto-") as tmp:
+        try:
+            broker = start_broker_for(cfg, workdir=Path(tmp), extra_users=extra_users)
+        except (BrokerError, OSError, subprocess.SubprocessError) as exc:
+            log.warning("mqtt_demo_broker_unavailable", reason=str(exc)[:300], hint="apt-get install mosquitto")
+            yield None
+            return
+        log.info("mqtt_demo_broker_started", host=broker.host, port=broker.port)
+        try:
+            yield broker
+        finally:
+            broker.stop()

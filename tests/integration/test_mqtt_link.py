@@ -14,8 +14,8 @@ from config import EMSConfig, parse_config
 from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Mode
-from interfaces.mqtt import LocalBroker, MqttWorker
-from interfaces.mqtt.broker import BrokerTls, start_broker_for
+from interfaces.mqtt import MqttWorker
+from interfaces.mqtt.broker import BrokerTls, LocalBroker, demo_broker
 from interfaces.mqtt.worker import make_client
 from tests.helpers.common import free_port, wait_for
 from tests.helpers.mosquitto import ACL, SITE, USERS, Probe, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
@@ -216,23 +216,23 @@ def test_tls_connects_with_a_verified_broker_certificate_and_refuses_an_unknown_
 
 
 @pytest.mark.parametrize("with_user", [True, False])
-def test_demo_broker_started_from_the_ems_config_lets_the_worker_in(tmp_path: Path, with_user: bool) -> None:
+def test_demo_broker_started_from_the_ems_config_lets_the_worker_in(with_user: bool) -> None:
     require_mosquitto()
     port = free_port()
     raw: dict[str, Any] = {"enabled": True, "port": port, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
     if with_user:
         raw |= {"username": "ems", "password": {"env": "T_MQTT_PW"}}
     cfg = parse_config({"site": {"id": SITE}, "mqtt": raw}, {"T_MQTT_PW": "demo-pw"})
-    broker = start_broker_for(cfg.mqtt, workdir=tmp_path / "demo-broker", extra_users={"sim": "sim-pw"})
-    try:
-        assert broker.port == port
+    with demo_broker(cfg.mqtt, extra_users={"sim": "sim-pw"}) as broker:
+        assert broker is not None and broker.port == port
         e = Ems(cfg)
         try:
             wait_for(lambda: e.link() == "up", what="the worker on the demo broker")
         finally:
             e.worker.stop(timeout_s=3)
-    finally:
-        broker.stop()
+    assert not broker.running
+    with demo_broker(cfg.mqtt.model_copy(update={"enabled": False})) as none:
+        assert none is None
 
 
 def test_worker_started_before_the_broker_keeps_heartbeating_and_connects_when_it_appears(tmp_path: Path) -> None:
