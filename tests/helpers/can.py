@@ -27,7 +27,7 @@ def virtual_bus(channel: str) -> can.BusABC:
 def ems_config(*, can_cfg: dict[str, Any] | None = None, control: dict[str, Any] | None = None) -> EMSConfig:
     """Live control, CAN on, BMS fields required (as docs/can.md asks for)."""
     ctl = {"enabled": True, "dry_run": False, "required_sources": BMS_SOURCES, "ramp_w_per_s": None} | (control or {})
-    return parse_config({"control": ctl, "can": {"enabled": True, "interface": "virtual"} | (can_cfg or {})}, {})
+    return parse_config({"control": ctl, "can": {"enabled": True, "interface": "virtual", "receive_timeout_s": 0.1} | (can_cfg or {})}, {})
 
 
 def can_counters(ctx: EMSContext) -> dict[str, int]:
