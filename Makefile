@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN_CONFIG ?= config/sim.yaml
 # Debian packages the tests use: PACKAGE:COMMAND-that-proves-it
-TEST_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd chromium:chromium socat:socat
+TEST_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd chromium:chromium socat:socat systemd:systemd-analyze
 
 .PHONY: help venv dev run test bench lint typecheck docs clean
 
