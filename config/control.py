@@ -13,7 +13,8 @@ __all__ = ["ControlConfig", "Law"]
 
 
 class Law(StrEnum):
-    INTEGRATING = "integrating"
+    INTEGRATING = "integrating"  # DESIGN.md §4: cmd = prev_cmd + gain * (grid - target)
+    PREDICTIVE = "predictive"  # feed-forward of the measured inverter power + inverter lag compensation
 
 
 class ControlConfig(Section):
@@ -29,9 +30,13 @@ class ControlConfig(Section):
     recover_s: float = Field(10.0, ge=0, le=3600, description="every FAULT cause must be clear this long before leaving FAULT, s")
     worker_stall_s: float = Field(10.0, gt=0, le=600, description="a worker with no heartbeat for this long is stalled -> FAULT, s")
     target_grid_w: float = Field(0.0, ge=-1e6, le=1e6, description="self-consumption target grid power (+ import), W")
-    law: Law = Field(Law.INTEGRATING, description="self-consumption control law")
+    law: Law = Field(Law.INTEGRATING, description="self-consumption control law: integrating (DESIGN §4) or predictive (docs/benchmarks.md)")
     gain: float = Field(0.6, gt=0, le=2, description="integrating law gain: cmd = prev_cmd + gain * (grid - target)")
     deadband_w: float = Field(10.0, ge=0, le=10000, description="no correction while |grid - target| is below this, W")
+    inverter_tau_s: float = Field(1.0, ge=0, le=60, description="predictive law: the inverter's first-order response time constant it compensates (0 = instant), s")
+    lag_compensation: float = Field(1.0, ge=0, le=1, description="predictive law: share of the inverter lag compensated (1 = reach the goal in one cycle, 0 = none)")
+    smoothing_band_w: float = Field(60.0, ge=0, le=1e6, description="predictive law: changes of the balancing goal smaller than this are smoothed (meter noise, load flicker), W")
+    smoothing_gain: float = Field(0.3, gt=0, le=1, description="predictive law: share of a small goal change taken per cycle (1 = no smoothing)")
     charge_power_w: float = Field(2000.0, ge=0, le=1e6, description="CHARGE_ONLY charge power, W")
     discharge_power_w: float = Field(2000.0, ge=0, le=1e6, description="DISCHARGE_ONLY discharge power, W")
     external_fallback: State = Field(State.STANDBY, description="state after an external set-point's TTL lapses: STANDBY or SELF_CONSUMPTION")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from config.control import ControlConfig
+from config.control import ControlConfig, Law
 from ems import statemachine
 from ems.inputs import Inputs
-from ems.law import local_mode_w
+from ems.law import local_mode_w, predictive_w
 from ems.limits import LimitInputs, apply_limits, soc_latches
-from ems.model import Quantity, State
+from ems.model import Mode, Quantity, State
 from ems.statemachine import MachineState, Transition
 
 __all__ = ["CoreState", "Decision", "step"]
@@ -30,6 +30,9 @@ class CoreState:
     prev_cmd_w: float = 0.0  # last limited command: the integrator state (anti-windup)
     discharge_blocked: bool = False  # SOC window latches
     charge_blocked: bool = False
+    goal_w: float | None = None  # predictive law: last balancing goal (smoothing state)
+    ess_w: float | None = None  # last fresh inverter power reading and its receive time (interpolation)
+    ess_at_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +68,43 @@ def _limit_inputs(inputs: Inputs, core: CoreState, cfg: ControlConfig) -> LimitI
     )
 
 
-def _raw_command(state: State, inputs: Inputs, li: LimitInputs, cfg: ControlConfig) -> tuple[float, str | None]:
+def _ess_at(t_s: float, ess_w: float, ess_at_s: float, core: CoreState) -> float:
+    """Inverter power at monotonic `t_s` (when the meter was read), between the last two readings."""
+    prev_w, prev_at_s = core.ess_w, core.ess_at_s
+    if prev_w is None or prev_at_s is None or t_s >= ess_at_s or ess_at_s <= prev_at_s:
+        return ess_w
+    share = max(0.0, (t_s - prev_at_s) / (ess_at_s - prev_at_s))
+    return prev_w + (ess_w - prev_w) * share
+
+
+def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState, cfg: ControlConfig) -> tuple[float, str | None, float | None]:
+    """(raw command, reason it holds 0 W, predictive goal)."""
     if state is State.EXTERNAL:
         sp = inputs.external_setpoint
-        return (sp.power_w, None) if sp is not None and inputs.setpoint_active() else (0.0, "setpoint_missing")
+        if sp is not None and inputs.setpoint_active():
+            return sp.power_w, None, None
+        return 0.0, "setpoint_missing", None
     if state is not State.SELF_CONSUMPTION:
-        return 0.0, None
+        return 0.0, None, None
+    grid, ess = inputs.measurements.get(Q.GRID_POWER_W), inputs.measurements.get(Q.ESS_POWER_W)
+    if (cfg.live and cfg.law is Law.PREDICTIVE and inputs.requested_mode is Mode.SELF_CONSUMPTION
+            and li.grid_w is not None and li.ess_w is not None and grid is not None and ess is not None):
+        cmd_w, goal_w = predictive_w(ess_w=li.ess_w, ess_at_grid_w=_ess_at(grid.at_s, li.ess_w, ess.at_s, core),
+                                     grid_w=li.grid_w, prev_cmd_w=li.prev_cmd_w, prev_goal_w=core.goal_w, cfg=cfg)
+        return cmd_w, None, goal_w
     if cfg.live:
         base_w, gain = li.prev_cmd_w, cfg.gain
     else:  # not driving the inverter: show the set-point that would balance the grid now
         base_w, gain = (li.ess_w or 0.0), 1.0
-    return local_mode_w(inputs.requested_mode, base_w=base_w, grid_w=li.grid_w, gain=gain, cfg=cfg)
+    raw_w, reason = local_mode_w(inputs.requested_mode, base_w=base_w, grid_w=li.grid_w, gain=gain, cfg=cfg)
+    return raw_w, reason, None
 
 
 def step(core: CoreState, inputs: Inputs, cfg: ControlConfig) -> Decision:
     tr = statemachine.step(core.machine, inputs, cfg)
     li = _limit_inputs(inputs, core, cfg)
     state = tr.machine.state
-    raw_w, hold_reason = _raw_command(state, inputs, li, cfg)
+    raw_w, hold_reason, goal_w = _raw_command(state, inputs, li, core, cfg)
     if state in (State.SELF_CONSUMPTION, State.EXTERNAL):
         setpoint_w, bound = apply_limits(raw_w, li, cfg)
     else:
@@ -91,10 +113,14 @@ def step(core: CoreState, inputs: Inputs, cfg: ControlConfig) -> Decision:
     if setpoint_w != 0.0 and not cfg.live:
         reasons += ("control_disabled",) if not cfg.enabled else ("dry_run",)
     written_w = setpoint_w if cfg.live else 0.0
+    ess_r = inputs.measurements.get(Q.ESS_POWER_W)
     nxt = CoreState(
         machine=tr.machine,
         prev_cmd_w=setpoint_w,
         discharge_blocked=li.discharge_blocked,
         charge_blocked=li.charge_blocked,
+        goal_w=goal_w if goal_w is None or math.isfinite(goal_w) else None,
+        ess_w=li.ess_w,
+        ess_at_s=ess_r.at_s if li.ess_w is not None and ess_r is not None else None,
     )
     return Decision(nxt, state, setpoint_w, written_w, reasons, tr, tr.causes)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from config.control import ControlConfig
 from ems.model import Mode
 
-__all__ = ["balancing_w", "local_mode_w"]
+__all__ = ["balancing_w", "lag_gain", "local_mode_w", "predictive_w"]
 
 
 def balancing_w(*, base_w: float, grid_w: float, gain: float, cfg: ControlConfig) -> float:
@@ -18,6 +20,33 @@ def balancing_w(*, base_w: float, grid_w: float, gain: float, cfg: ControlConfig
     if abs(error_w) <= cfg.deadband_w:
         return base_w
     return base_w + gain * error_w
+
+
+def lag_gain(cfg: ControlConfig) -> float:
+    """Multiplier that makes a first-order inverter (tau) reach a new goal within one period."""
+    if cfg.inverter_tau_s <= 0:
+        return 1.0
+    reach = 1.0 - math.exp(-cfg.period_s / cfg.inverter_tau_s)  # share of a change done in one period
+    return 1.0 + cfg.lag_compensation * (1.0 / reach - 1.0)
+
+
+def predictive_w(*, ess_w: float, ess_at_grid_w: float, grid_w: float, prev_cmd_w: float, prev_goal_w: float | None,
+                 cfg: ControlConfig) -> tuple[float, float]:
+    """Predictive law: (command, goal). Feed-forward of the measured inverter power, lag compensated.
+
+    goal = the inverter power that would have balanced the grid when the meter was read
+    (`ess_at_grid_w` + grid - target); small goal changes (< smoothing_band_w) are smoothed, larger
+    ones taken at once. The command drives the inverter from `ess_w` toward the goal so that a
+    first-order response with `inverter_tau_s` gets there within one period. No integrator: a
+    clamp needs no anti-windup. Inside the deadband (goal within deadband_w of the last command)
+    the last command is held.
+    """
+    goal_w = ess_at_grid_w + grid_w - cfg.target_grid_w
+    if prev_goal_w is not None and abs(goal_w - prev_goal_w) < cfg.smoothing_band_w:
+        goal_w = prev_goal_w + cfg.smoothing_gain * (goal_w - prev_goal_w)
+    if abs(goal_w - prev_cmd_w) <= cfg.deadband_w:
+        return prev_cmd_w, goal_w
+    return ess_w + lag_gain(cfg) * (goal_w - ess_w), goal_w
 
 
 def local_mode_w(mode: Mode, *, base_w: float, grid_w: float | None, gain: float, cfg: ControlConfig) -> tuple[float, str | None]:
