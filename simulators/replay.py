@@ -1,0 +1,324 @@
+"""Replay: the real control core against the plant model on a day profile, faster than real time.
+
+    python -m simulators.replay --profile CSV|NAME [--config FILE] [--controller ideal|naive|pid|ems|all]
+        [--step W] [--inverter-tau S] [--meter-period S] [--meter-delay S] [--meter-noise W]
+        [--quantisation W] [--load-phase S] [--soc-start PCT] [--hours H] [--json]
+
+No threads, no sleeps: simulated time advances one control period per cycle, the plant in
+`--substeps` slices of it so the KPIs see the inverter's transient inside a cycle. Every run of a
+controller other than the ideal also runs the ideal on the same profile, for the avoidable
+import/export. `--step W` replaces the profile by load steps of +/-W (default: half the inverter
+rating) and reports overshoot, cycles to settle within +/-1 % of the step and command reversals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+from config import ConfigError, load_config, parse_config
+from config.control import ControlConfig, Law
+from simulators.baselines import CONTROLLERS, Controller, Observation, make_controller
+from simulators.kpi import KpiAccumulator, Kpis
+from simulators.plant import Plant, PlantParams
+from simulators.profile import Profile, load_profile
+
+__all__ = ["ReplayOptions", "RunResult", "compare", "live_config", "main", "run", "step_profile", "step_response"]
+
+START_MONOTONIC_S = 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """Realism knobs. The defaults are the honest setting the benchmark uses."""
+
+    inverter_tau_s: float = 1.0  # first-order inverter response
+    meter_period_s: float = 1.0  # meter refresh
+    meter_delay_s: float = 0.0  # extra age of the meter value the EMS reads (poll phase, averaging)
+    meter_noise_w: float = 10.0  # std of the meter's Gaussian noise
+    quantisation_w: float = 10.0  # inverter set-point resolution
+    load_phase_s: float = 0.5  # load/PV change this far into a cycle (steps inside a second)
+    soc_start_pct: float = 50.0
+    capacity_wh: float = 10_000.0
+    substeps: int = 4  # plant slices per control cycle
+    start_s: float = 0.0  # time of day the replay starts at
+    duration_s: float | None = None  # None: the whole profile
+    seed: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    controller: str
+    kpis: Kpis
+    wall_s: float
+    cycles_per_s: float
+    x_real_time: float
+
+
+def live_config(cfg: ControlConfig | None = None) -> ControlConfig:
+    """The control config with both opt-ins given: a replay drives its simulated inverter."""
+    base = cfg if cfg is not None else parse_config({}, {}).control
+    return base.model_copy(update={"enabled": True, "dry_run": False})
+
+
+def _plant_params(cfg: ControlConfig, opts: ReplayOptions, *, oracle: bool) -> PlantParams:
+    return PlantParams(
+        capacity_wh=opts.capacity_wh,
+        soc_start_pct=opts.soc_start_pct,
+        inverter_max_charge_w=cfg.max_charge_w,
+        inverter_max_discharge_w=cfg.max_discharge_w,
+        inverter_tau_s=0.0 if oracle else opts.inverter_tau_s,
+        quantisation_w=0.0 if oracle else opts.quantisation_w,
+        meter_period_s=opts.meter_period_s,
+        meter_noise_w=0.0 if oracle else opts.meter_noise_w,
+        seed=opts.seed,
+    )
+
+
+def run(profile: Profile, controller: str, cfg: ControlConfig, opts: ReplayOptions, *, trace: list[tuple[float, float, float]] | None = None) -> RunResult:
+    """One controller over the profile. `trace` (if given) gets (t_s, cmd_w, grid_true_w) per cycle."""
+    ctl: Controller = make_controller(controller, cfg, started_at_s=START_MONOTONIC_S)
+    plant = Plant(_plant_params(cfg, opts, oracle=ctl.oracle), profile, start_t_s=opts.start_s + opts.load_phase_s)
+    acc = KpiAccumulator(capacity_wh=opts.capacity_wh)
+    period_s = cfg.period_s
+    h = period_s / opts.substeps
+    duration_s = profile.duration_s if opts.duration_s is None else opts.duration_s
+    n_cycles = int(duration_s / period_s)
+    target_w = cfg.target_grid_w
+    meter: deque[tuple[float, float]] = deque([(0.0, plant.grid_power_w)])
+    add_sample, add_cycle, step = acc.add_sample, acc.add_cycle, plant.step
+    t0 = time.perf_counter()
+    for _ in range(n_cycles):
+        t = plant.t_s
+        while len(meter) > 1 and meter[1][0] <= t - opts.meter_delay_s + 1e-9:
+            meter.popleft()
+        grid_at, grid_w = meter[0]
+        obs = Observation(START_MONOTONIC_S + t, grid_w, START_MONOTONIC_S + grid_at, plant.ess_power_w, plant.soc_pct,
+                          plant.battery_voltage_v, plant.charge_current_limit_a, plant.discharge_current_limit_a)
+        action = ctl.decide(obs)
+        plant.set_setpoint(action.cmd_w)
+        plant.feed_watchdog()
+        for _sub in range(opts.substeps):
+            if ctl.oracle:
+                load_w, pv_w = profile.at(plant.profile_t_s + h)
+                oracle_obs = replace(obs, grid_w=load_w - pv_w - plant.ess_power_w, ess_w=plant.ess_power_w, soc_pct=plant.soc_pct)
+                action = ctl.decide(oracle_obs)
+                plant.set_setpoint(action.cmd_w)
+            step(h)
+            add_sample(dt_s=h, grid_w=plant.grid_true_w, target_w=target_w, load_w=plant.load_w, pv_w=plant.pv_w,
+                       ess_w=plant.ess_power_w, soc_pct=plant.soc_pct)
+            meter.append((plant.t_s, plant.grid_power_w))  # what a poll at this instant would read
+        add_cycle(cmd_w=action.cmd_w, state=action.state, limits=action.reasons)
+        if trace is not None:
+            trace.append((plant.t_s, action.cmd_w, plant.grid_true_w))
+    wall_s = max(time.perf_counter() - t0, 1e-9)
+    sim_s = n_cycles * period_s
+    return RunResult(controller, acc.result(), wall_s, n_cycles / wall_s, sim_s / wall_s)
+
+
+def compare(profile: Profile, cfg: ControlConfig, opts: ReplayOptions, controllers: Sequence[str] = CONTROLLERS) -> dict[str, object]:
+    """Run each controller (and the ideal as the reference); KPIs plus ems/baseline ratios."""
+    names = ["ideal", *[c for c in controllers if c != "ideal"]]
+    results = {name: run(profile, name, cfg, opts) for name in names}
+    ideal = results["ideal"].kpis
+    out: dict[str, object] = {
+        "profile": profile.name,
+        "controllers": {n: _result_dict(r, ideal) for n, r in results.items() if n in controllers or n == "ideal"},
+    }
+    if "ems" in results:
+        out["ratios"] = _ratios(results["ems"].kpis, {n: r.kpis for n, r in results.items() if n != "ems"})
+    return out
+
+
+def _result_dict(r: RunResult, ideal: Kpis) -> dict[str, object]:
+    d = r.kpis.with_reference(ideal).as_dict()
+    d.update(wall_s=round(r.wall_s, 3), cycles_per_s=round(r.cycles_per_s), x_real_time=round(r.x_real_time))
+    return d
+
+
+def _ratios(ems: Kpis, others: dict[str, Kpis]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name, k in others.items():
+        out[f"grid_error_mean_ems_over_{name}"] = _div(ems.grid_error_mean_w, k.grid_error_mean_w)
+    ideal = others.get("ideal")
+    if ideal is not None:
+        ie = ideal.import_wh + ideal.export_wh
+        out["import_export_ems_over_ideal"] = _div(ems.import_wh + ems.export_wh, ie)
+    for name, k in others.items():
+        if name != "ideal" and ideal is not None:
+            mine = (ems.import_wh + ems.export_wh) - (ideal.import_wh + ideal.export_wh)
+            theirs = (k.import_wh + k.export_wh) - (ideal.import_wh + ideal.export_wh)
+            out[f"avoidable_ems_over_{name}"] = _div(mine, theirs)
+    return out
+
+
+def _div(a: float, b: float) -> float | None:
+    return round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else None
+
+
+# ---- step response ---------------------------------------------------------------------------------
+STEP_HOLD_S = 60
+
+
+def step_profile(step_w: float, *, base_load_w: float = 500.0) -> tuple[Profile, list[tuple[int, float]]]:
+    """Net power 500 W, then +step, back, -step (PV), back; each held STEP_HOLD_S. Returns (profile, steps)."""
+    levels = [(base_load_w, 0.0), (base_load_w + step_w, 0.0), (base_load_w, 0.0), (base_load_w, step_w), (base_load_w, 0.0)]
+    load = [lv for lv, _ in levels for _ in range(STEP_HOLD_S)]
+    pv = [p for _, p in levels for _ in range(STEP_HOLD_S)]
+    steps = [(STEP_HOLD_S * (i + 1), (levels[i + 1][0] - levels[i + 1][1]) - (levels[i][0] - levels[i][1])) for i in range(len(levels) - 1)]
+    return Profile(load, pv, name=f"step-{step_w:g}W"), steps
+
+
+def step_response(cfg: ControlConfig, opts: ReplayOptions, *, step_w: float | None = None, controllers: Sequence[str] = CONTROLLERS) -> dict[str, object]:
+    """Overshoot (% of the step), cycles to settle within +/-1 % and command reversals, per controller.
+
+    Noise-free (meter noise and quantisation 0) so the +/-1 % band measures the law, not the noise;
+    the steps land at the start of a cycle period (load phase 0) so cycles are counted from the
+    first cycle that can see the step.
+    """
+    size_w = step_w if step_w is not None else 0.5 * min(cfg.max_charge_w, cfg.max_discharge_w)
+    profile, steps = step_profile(size_w)
+    clean = replace(opts, meter_noise_w=0.0, quantisation_w=0.0, load_phase_s=0.0, start_s=0.0, duration_s=float(profile.duration_s))
+    out: dict[str, object] = {"step_w": size_w, "inverter_tau_s": opts.inverter_tau_s, "controllers": {}}
+    for name in controllers:
+        trace: list[tuple[float, float, float]] = []
+        run(profile, name, cfg, clean, trace=trace)
+        out["controllers"][name] = _step_metrics(trace, steps, cfg)  # type: ignore[index]
+    return out
+
+
+def _step_metrics(trace: list[tuple[float, float, float]], steps: list[tuple[int, float]], cfg: ControlConfig) -> dict[str, object]:
+    per_step = []
+    for at_s, size_w in steps:
+        window = [(t, c, g) for t, c, g in trace if at_s < t < at_s + STEP_HOLD_S]
+        sgn = 1.0 if size_w > 0 else -1.0
+        errors = [(g - cfg.target_grid_w) * sgn for _, _, g in window]
+        overshoot_pct = max(0.0, -min(errors)) / abs(size_w) * 100.0
+        band_w = 0.01 * abs(size_w)
+        settle = next((i for i in range(len(errors)) if all(abs(e) <= band_w for e in errors[i:])), None)
+        cmds = [c for _, c, _ in window]
+        per_step.append({"at_s": at_s, "step_w": size_w, "overshoot_pct": round(overshoot_pct, 2),
+                         "settle_cycles": None if settle is None else settle + 1, "command_reversals": _reversals(cmds, 0.005 * abs(size_w))})
+    settles = [s["settle_cycles"] for s in per_step]
+    return {
+        "overshoot_pct_max": max(float(s["overshoot_pct"]) for s in per_step),  # type: ignore[arg-type]
+        "settle_cycles_max": None if None in settles else max(settles),  # type: ignore[type-var]
+        "command_reversals_max": max(int(s["command_reversals"]) for s in per_step),  # type: ignore[call-overload]
+        "steps": per_step,
+    }
+
+
+def _reversals(cmds: Sequence[float], min_move_w: float) -> int:
+    acc = KpiAccumulator(capacity_wh=1.0, reversal_min_w=min_move_w)
+    for c in cmds:
+        acc.add_cycle(cmd_w=c)
+    return acc.result().command_reversals
+
+
+# ---- command line ------------------------------------------------------------------------------------
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    d = ReplayOptions()
+    p = argparse.ArgumentParser(prog="python -m simulators.replay", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="summer-sunny", help="profile CSV path or shipped name (default summer-sunny)")
+    p.add_argument("--config", help="EMS YAML config (its control: section is used, made live)")
+    p.add_argument("--controller", default="all", help="ideal | naive | pid | ems | ems:<law> | all (default all)")
+    p.add_argument("--law", choices=[lw.value for lw in Law], help="override control.law for the ems controller")
+    p.add_argument("--step", type=float, nargs="?", const=-1.0, default=None, metavar="W", help="step response instead of the profile (default W: half the rating)")
+    p.add_argument("--inverter-tau", type=float, default=d.inverter_tau_s, metavar="S")
+    p.add_argument("--meter-period", type=float, default=d.meter_period_s, metavar="S")
+    p.add_argument("--meter-delay", type=float, default=d.meter_delay_s, metavar="S")
+    p.add_argument("--meter-noise", type=float, default=d.meter_noise_w, metavar="W")
+    p.add_argument("--quantisation", type=float, default=d.quantisation_w, metavar="W")
+    p.add_argument("--load-phase", type=float, default=d.load_phase_s, metavar="S", help="load changes this far into a cycle")
+    p.add_argument("--soc-start", type=float, default=d.soc_start_pct, metavar="PCT")
+    p.add_argument("--capacity", type=float, default=d.capacity_wh, metavar="WH")
+    p.add_argument("--substeps", type=int, default=d.substeps)
+    p.add_argument("--start", type=float, default=d.start_s, metavar="S", help="time of day to start at, s")
+    p.add_argument("--hours", type=float, help="replay this long (default: the whole profile)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = _parse(argv)
+    try:
+        cfg = live_config(load_config(a.config).control if a.config else None)
+        if a.law:
+            cfg = cfg.model_copy(update={"law": Law(a.law)})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2
+    opts = ReplayOptions(inverter_tau_s=a.inverter_tau, meter_period_s=a.meter_period, meter_delay_s=a.meter_delay,
+                         meter_noise_w=a.meter_noise, quantisation_w=a.quantisation, load_phase_s=a.load_phase,
+                         soc_start_pct=a.soc_start, capacity_wh=a.capacity, substeps=max(1, a.substeps), start_s=a.start,
+                         duration_s=None if a.hours is None else a.hours * 3600.0)
+    controllers = CONTROLLERS if a.controller == "all" else (a.controller,)
+    if a.step is not None:
+        res = step_response(cfg, opts, step_w=None if a.step < 0 else a.step, controllers=controllers)
+        print(json.dumps(res, indent=2) if a.json else _step_table(res))
+        return 0
+    try:
+        profile = load_profile(a.profile)
+    except (OSError, ValueError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    res = compare(profile, cfg, opts, controllers)
+    res["options"] = asdict(opts)
+    print(json.dumps(res, indent=2) if a.json else _kpi_table(res))
+    return 0
+
+
+_ROWS = (
+    ("grid_error_mean_w", "mean |grid error|, W", 1), ("grid_error_p95_w", "p95 |grid error|, W", 1),
+    ("import_wh", "import, Wh", 0), ("export_wh", "export, Wh", 0),
+    ("avoidable_import_wh", "avoidable import, Wh", 0), ("avoidable_export_wh", "avoidable export, Wh", 0),
+    ("self_consumption", "self-consumption", 3), ("self_sufficiency", "self-sufficiency", 3),
+    ("throughput_wh", "battery throughput, Wh", 0), ("equivalent_cycles", "equivalent cycles", 2),
+    ("soc_min_pct", "SOC min, %", 1), ("soc_max_pct", "SOC max, %", 1), ("command_reversals", "command reversals", 0),
+    ("cycles_per_s", "replay cycles/s", 0), ("x_real_time", "x real time", 0),
+)
+
+
+def _fmt(v: object, nd: int) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _kpi_table(res: dict[str, object]) -> str:
+    ctls: dict[str, dict[str, object]] = res["controllers"]  # type: ignore[assignment]
+    names = list(ctls)
+    lines = [f"profile {res['profile']}", f"{'':28}" + "".join(f"{n:>12}" for n in names)]
+    for key, label, nd in _ROWS:
+        lines.append(f"{label:28}" + "".join(f"{_fmt(ctls[n].get(key), nd):>12}" for n in names))
+    for n in names:
+        share = ", ".join(f"{s} {v:.1%}" for s, v in ctls[n]["state_share"].items())  # type: ignore[attr-defined]
+        limits = ", ".join(f"{k} {v}" for k, v in ctls[n]["limit_cycles"].items()) or "none"  # type: ignore[attr-defined]
+        lines.append(f"{n}: states {share}; limit cycles {limits}")
+    for k, v in (res.get("ratios") or {}).items():  # type: ignore[attr-defined]
+        lines.append(f"{k}: {v}")
+    return "\n".join(lines)
+
+
+def _step_table(res: dict[str, object]) -> str:
+    lines = [f"step response, step {res['step_w']:g} W, inverter tau {res['inverter_tau_s']:g} s",
+             f"{'controller':12}{'overshoot %':>14}{'settle cycles':>15}{'reversals':>11}"]
+    for n, m in res["controllers"].items():  # type: ignore[attr-defined]
+        lines.append(f"{n:12}{m['overshoot_pct_max']:>14.1f}{_fmt(m['settle_cycles_max'], 0):>15}{m['command_reversals_max']:>11}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+
