@@ -85,6 +85,7 @@ class MqttWorker(Worker):
         self._broker = f"{cfg.host}:{cfg.port}"
         self._socket_open = False  # TCP (+TLS) up; CONNACK may still be pending
         self._link_up = False  # CONNACK accepted
+        self._refused: str | None = None  # CONNACK refusal reason, until the connection is closed
         self._opened_at_s = 0.0
         self._next_attempt_s = clock.monotonic()
         self._delay_s = cfg.reconnect_min_s
@@ -98,7 +99,11 @@ class MqttWorker(Worker):
             if now >= self._next_attempt_s:
                 self._open(now)
             return
-        rc = self._client.loop(timeout=_LOOP_S)
+        try:
+            rc = self._client.loop(timeout=_LOOP_S)
+        except OSError as exc:  # e.g. a TLS error mid-stream: the connection is gone
+            self._lost(f"{type(exc).__name__}: {exc}", self._clock.monotonic())
+            return
         now = self._clock.monotonic()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._lost(mqtt.error_string(rc), now)
@@ -139,13 +144,14 @@ class MqttWorker(Worker):
         if was_up:
             self._ctx.count("mqtt_link_lost")
             self.log.warning("mqtt_link_lost", broker=self._broker, reason=reason, retry_in_s=round(self._next_attempt_s - now, 2))
-        self.failed("link_down", detail=reason)
+        self.failed("link_down" if was_up or self._refused is None else "connect_refused", detail=self._refused or reason)
+        self._refused = None
 
     # ---- paho callbacks (called from this thread inside client.loop) -------------------------
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if reason_code.is_failure:
             self._ctx.count("mqtt_connect_refused")
-            self.failed("connect_refused", detail=str(reason_code))
+            self._refused = str(reason_code)  # the broker closes the connection next: _lost() reports it
             return
         self._link_up = True
         self._delay_s = self._cfg.reconnect_min_s

@@ -272,5 +272,7 @@ def test_a_wrong_password_is_refused_counted_and_retried_with_backoff(mosquitto:
     try:
         wait_for(lambda: e.ctx.snapshot().counters.get("mqtt_connect_refused", 0) >= 2, what="two refused CONNECTs")
         assert e.link() == "down" and e.worker.is_alive()
+        health = next(w for w in e.ctx.snapshot().workers if w.name == "mqtt")
+        assert health.last_error == "connect_refused" and health.last_ok_s is None
     finally:
         e.worker.stop(timeout_s=3)
