@@ -123,7 +123,7 @@ class MqttWorker(Worker):
     def _open(self, now: float) -> None:
         try:
             self._client.reconnect()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self._schedule_retry(now)
             self.failed("connect_failed", detail=f"{type(exc).__name__}: {exc}")
             self.log.debug("mqtt_connect_failed", broker=self._broker, error=str(exc)[:200], retry_in_s=round(self._delay_s, 2))
