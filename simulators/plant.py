@@ -123,6 +123,7 @@ class Plant:
         self.profile = profile
         self._start_t_s = float(start_t_s)
         self._rng = random.Random(params.seed)
+        self.load_offset_w = 0.0  # added to the profile's load (a load step for tests/rehearsals), W
         self._t_s = 0.0
         self._soc_pct = params.soc_start_pct
         self._setpoint_w = 0.0
@@ -162,7 +163,8 @@ class Plant:
         t = self._t_s + dt_s
         self._t_s = t
         pt = self._start_t_s + t
-        self._load_w = self.profile.load_at(pt)
+        load = self.profile.load_at(pt) + self.load_offset_w
+        self._load_w = load if load > 0.0 else 0.0
         self._pv_w = self.profile.pv_at(pt)
 
         if p.watchdog_s > 0.0 and not self._tripped and t - self._last_feed_t_s > p.watchdog_s:

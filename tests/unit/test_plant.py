@@ -196,3 +196,14 @@ def test_profile_errors_name_the_file(tmp_path: Path) -> None:
         load_profile(bad)
     with pytest.raises(ProfileError, match="not found"):
         load_profile("no-such-day")
+
+
+def test_load_offset_steps_the_load() -> None:
+    plant = Plant(BASE, FLAT)
+    plant.load_offset_w = 1000.0
+    plant.step(1.0)
+    assert plant.load_w == pytest.approx(3000.0)
+    assert plant.grid_power_w == pytest.approx(2500.0)
+    plant.load_offset_w = -5000.0
+    plant.step(1.0)
+    assert plant.load_w == 0.0

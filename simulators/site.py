@@ -1,0 +1,370 @@
+"""The simulated site in real time: one Plant stepped by an asyncio task, the ESS and meter Modbus
+servers that expose it, the CAN BMS simulator, and a rehearsal command channel.
+
+Everything that touches the plant runs in the event loop thread. Other threads (the CAN BMS
+sender) read `Simulator.battery`, which reads the last published `PlantView` (an immutable
+snapshot replaced after every step, so no lock is needed).
+
+Command channel: one text line per request over TCP on 127.0.0.1 (`control.port`), one line back.
+See `Simulator.command` and docs/simulator.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import structlog
+
+from interfaces.modbus.pointmap import load_map
+from simulators.config import SimDeviceConfig, SimulatorConfig
+from simulators.modbus_server import DeviceServer, RegisterImage
+from simulators.plant import Plant
+from simulators.profile import load_profile
+
+__all__ = ["PlantView", "Simulator"]
+
+log = structlog.get_logger("simulators.site")
+_AC_V = 230.0
+_HZ = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlantView:
+    """What the plant looked like after the last step (for other threads and `status`)."""
+
+    t_s: float
+    profile_time: str
+    load_w: float
+    pv_w: float
+    ess_power_w: float
+    grid_power_w: float  # as the meter reports it
+    grid_true_w: float
+    soc_pct: float
+    battery_voltage_v: float
+    battery_current_a: float
+    battery_temperature_degc: float
+    charge_current_limit_a: float
+    discharge_current_limit_a: float
+    setpoint_w: float
+    enabled: bool
+    watchdog_tripped: bool
+    mean_abs_grid_w: float  # since start or the last `stats reset`
+    stats_s: float
+
+
+class BatteryView:
+    """`simulators.bms.BatterySource` over the latest PlantView (thread-safe reads)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+
+    @property
+    def soc_pct(self) -> float:
+        return self._sim.view.soc_pct
+
+    @property
+    def battery_voltage_v(self) -> float:
+        return self._sim.view.battery_voltage_v
+
+    @property
+    def battery_current_a(self) -> float:
+        return self._sim.view.battery_current_a
+
+    @property
+    def battery_temperature_degc(self) -> float:
+        return self._sim.view.battery_temperature_degc
+
+    @property
+    def charge_current_limit_a(self) -> float:
+        return self._sim.view.charge_current_limit_a
+
+    @property
+    def discharge_current_limit_a(self) -> float:
+        return self._sim.view.discharge_current_limit_a
+
+
+def _hms(t_s: float) -> str:
+    t = int(t_s) % 86400
+    return f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+
+
+class Simulator:
+    def __init__(self, cfg: SimulatorConfig) -> None:
+        self.cfg = cfg
+        pc = cfg.plant
+        self.plant = Plant(pc.params(), load_profile(pc.profile), start_t_s=pc.start_time_s)
+        self.load_offset_w = pc.load_offset_w
+        self.plant.load_offset_w = pc.load_offset_w
+        self.enabled = False  # the inverter's remote-control enable (vendor model 64901 Ena)
+        self.setpoint_w = 0.0
+        self._battery_heartbeat = 0
+        self._abs_grid_ws = 0.0
+        self._stats_s = 0.0
+        self.devices: dict[str, DeviceServer] = {}
+        for name, dc, on_write in (("ess", cfg.ess, self._on_ess_write), ("meter", cfg.meter, None)):
+            if dc.enabled:
+                self.devices[name] = self._device(name, dc, on_write)
+        self.battery = BatteryView(self)
+        self.view = self._make_view()
+        self.bms = None
+        if cfg.bms.enabled:
+            from simulators.bms import BmsSimulator
+
+            self.bms = BmsSimulator(self.battery, cfg.bms)
+        self._control_server: asyncio.Server | None = None
+        self.control_port: int | None = None
+
+    @staticmethod
+    def _device(name: str, dc: SimDeviceConfig, on_write: object) -> DeviceServer:
+        image = RegisterImage(load_map(dc.map), on_write=on_write)  # type: ignore[arg-type]
+        return DeviceServer(
+            name,
+            image,
+            transport=dc.transport,
+            host=dc.host,
+            port=dc.port,
+            serial_port=dc.serial_port,
+            baudrate=dc.baudrate,
+            device_id=dc.device_id,
+        )
+
+    # ---- the inverter's behaviour on writes -----------------------------------------------------
+    def _on_ess_write(self, name: str, value: float) -> None:
+        if name == "enable":
+            self.enabled = value >= 0.5
+        elif name == "setpoint_w":
+            self.setpoint_w = value
+        elif name == "heartbeat":
+            if self.plant.watchdog_tripped:
+                log.info("sim_watchdog_cleared", t=_hms(self.plant.profile_t_s))
+            self.plant.feed_watchdog()
+        self.plant.set_setpoint(self.setpoint_w if self.enabled else 0.0)
+
+    # ---- stepping -------------------------------------------------------------------------------
+    def step(self, dt_s: float) -> None:
+        """Advance the plant by `dt_s` simulated seconds and refresh the register images."""
+        p = self.plant
+        was_tripped = p.watchdog_tripped
+        p.step(dt_s)
+        if p.watchdog_tripped and not was_tripped:
+            self.enabled = False
+            self.setpoint_w = 0.0
+            log.warning("sim_watchdog_tripped", t=_hms(p.profile_t_s), watchdog_s=p.params.watchdog_s, hint="no heartbeat: inverter to 0 W")
+        self._abs_grid_ws += abs(p.grid_true_w) * dt_s
+        self._stats_s += dt_s
+        self._battery_heartbeat = (self._battery_heartbeat + 1) % 0x10000
+        self._refresh_images()
+        self.view = self._make_view()
+
+    def _refresh_images(self) -> None:
+        p = self.plant
+        ess = self.devices.get("ess")
+        if ess is not None:
+            prm = p.params
+            ess_w = p.ess_power_w
+            charging, discharging = ess_w < -1.0, ess_w > 1.0
+            ess.image.set_values(
+                {
+                    "ac_current_a": abs(ess_w) / _AC_V / 3.0,
+                    "ac_voltage_v": _AC_V,
+                    "ac_frequency_hz": _HZ,
+                    "ess_power_w": ess_w,
+                    "ac_energy_wh": p.ess_discharged_wh,
+                    "ess_status": 4.0 if (charging or discharging) else 8.0,
+                    "ess_max_charge_w": prm.inverter_max_charge_w,
+                    "storage_control_mode": 0.0,
+                    "charge_state_pct": p.soc_pct,
+                    "battery_voltage_v": p.battery_voltage_v,
+                    "charge_status": 4.0
+                    if charging
+                    else 3.0
+                    if discharging
+                    else (5.0 if p.soc_pct >= 99.9 else 2.0 if p.soc_pct <= 0.1 else 6.0),
+                    "ess_max_charge_w_802": prm.inverter_max_charge_w,
+                    "ess_max_discharge_w": prm.inverter_max_discharge_w,
+                    "soc_pct": p.soc_pct,
+                    "soh_pct": 100.0,
+                    "battery_heartbeat": float(self._battery_heartbeat),
+                    "battery_state": 3.0,
+                    "bms_voltage_v": p.battery_voltage_v,
+                    "bms_current_a": p.battery_current_a,
+                    "bms_ccl_a": p.charge_current_limit_a,
+                    "bms_dcl_a": p.discharge_current_limit_a,
+                    "battery_power_w": -p.battery_current_a * p.battery_voltage_v,
+                    "enable": 1.0 if self.enabled else 0.0,
+                    "setpoint_w": self.setpoint_w,
+                    "watchdog_s": prm.watchdog_s,
+                    "watchdog_tripped": 1.0 if p.watchdog_tripped else 0.0,
+                }
+            )
+        meter = self.devices.get("meter")
+        if meter is not None:
+            g = p.grid_power_w
+            meter.image.set_values(
+                {
+                    "grid_voltage_v": _AC_V,
+                    "l2_voltage_v": _AC_V,
+                    "l3_voltage_v": _AC_V,
+                    "l1_current_a": g / 3.0 / _AC_V,
+                    "l2_current_a": g / 3.0 / _AC_V,
+                    "l3_current_a": g / 3.0 / _AC_V,
+                    "l1_power_w": g / 3.0,
+                    "l2_power_w": g / 3.0,
+                    "l3_power_w": g / 3.0,
+                    "grid_power_w": g,
+                    "grid_frequency_hz": _HZ,
+                    "grid_import_wh": p.grid_import_wh,
+                    "grid_export_wh": p.grid_export_wh,
+                    "total_energy_kwh": (p.grid_import_wh + p.grid_export_wh) / 1000.0,
+                }
+            )
+
+    def _make_view(self) -> PlantView:
+        p = self.plant
+        return PlantView(
+            t_s=p.t_s,
+            profile_time=_hms(p.profile_t_s),
+            load_w=p.load_w,
+            pv_w=p.pv_w,
+            ess_power_w=p.ess_power_w,
+            grid_power_w=p.grid_power_w,
+            grid_true_w=p.grid_true_w,
+            soc_pct=p.soc_pct,
+            battery_voltage_v=p.battery_voltage_v,
+            battery_current_a=p.battery_current_a,
+            battery_temperature_degc=p.battery_temperature_degc,
+            charge_current_limit_a=p.charge_current_limit_a,
+            discharge_current_limit_a=p.discharge_current_limit_a,
+            setpoint_w=p.setpoint_w,
+            enabled=self.enabled,
+            watchdog_tripped=p.watchdog_tripped,
+            mean_abs_grid_w=self._abs_grid_ws / self._stats_s if self._stats_s > 0 else 0.0,
+            stats_s=self._stats_s,
+        )
+
+    # ---- commands -------------------------------------------------------------------------------
+    async def command(self, line: str) -> str:
+        """`status` | `ess|meter stop|start|restart` | `ess|meter silent on|off` | `load_offset W` |
+        `stats reset` | `bms <bms command>` (see simulators/bms.py). Returns one line."""
+        words = line.strip().split()
+        try:
+            if words == ["status"]:
+                return json.dumps(self.status(), separators=(",", ":"))
+            if len(words) == 2 and words[0] in self.devices and words[1] in ("stop", "start", "restart"):
+                dev = self.devices[words[0]]
+                if words[1] in ("stop", "restart"):
+                    await dev.stop()
+                if words[1] in ("start", "restart"):
+                    await dev.start()
+                return f"ok {words[0]} running={dev.running}"
+            if len(words) == 3 and words[0] in self.devices and words[1] == "silent" and words[2] in ("on", "off"):
+                self.devices[words[0]].set_silent(words[2] == "on")
+                return f"ok {words[0]} silent={words[2] == 'on'}"
+            if len(words) == 2 and words[0] == "load_offset":
+                w = float(words[1])
+                if not math.isfinite(w):
+                    raise ValueError("load_offset must be finite")
+                self.plant.load_offset_w = w
+                log.info("sim_load_offset_set", load_offset_w=w)
+                return f"ok load_offset_w={w:g}"
+            if words == ["stats", "reset"]:
+                self._abs_grid_ws = 0.0
+                self._stats_s = 0.0
+                return "ok stats reset"
+            if words[:1] == ["bms"]:
+                if self.bms is None:
+                    return "error: the BMS simulator is not enabled (bms.enabled)"
+                return self.bms.command(" ".join(words[1:]))
+        except (ValueError, OSError) as exc:
+            return f"error: {exc}"
+        return f"error: unknown command {line.strip()!r} (try: status, meter stop, meter start, ess silent on, load_offset 1500, bms ...)"
+
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = asdict(self.view)
+        out["devices"] = {
+            n: {"running": d.running, "silent": d.silent, "where": d.where(), "requests": d.requests} for n, d in self.devices.items()
+        }
+        out["load_offset_w"] = self.plant.load_offset_w
+        return out
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                reply = await self.command(line.decode("utf-8", "replace"))
+                writer.write(reply.encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set."""
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        for dev in self.devices.values():
+            await dev.start()
+        if cfg.control.enabled:
+            self._control_server = await asyncio.start_server(self._serve_client, cfg.control.host, cfg.control.port)
+            self.control_port = self._control_server.sockets[0].getsockname()[1]
+        if self.bms is not None:
+            await asyncio.to_thread(self.bms.start)
+        log.info(
+            "simulator_started",
+            profile=self.plant.profile.name,
+            start_time=cfg.plant.start_time,
+            speed=cfg.plant.speed,
+            soc_pct=round(self.plant.soc_pct, 1),
+            control=f"tcp://{cfg.control.host}:{self.control_port}" if self.control_port else None,
+            **{n: d.where() for n, d in self.devices.items()},
+            bms_port=self.bms.port if self.bms is not None else None,
+        )
+        try:
+            await self._tick(stop, loop)
+        finally:
+            if self.bms is not None:
+                await asyncio.to_thread(self.bms.stop)
+            if self._control_server is not None:
+                self._control_server.close()
+            for dev in self.devices.values():
+                await dev.stop()
+            log.info(
+                "simulator_stopped",
+                t=self.view.profile_time,
+                soc_pct=round(self.view.soc_pct, 2),
+                mean_abs_grid_w=round(self.view.mean_abs_grid_w, 1),
+                stats_s=round(self.view.stats_s, 1),
+            )
+
+    async def _tick(self, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+        pc = self.cfg.plant
+        last = loop.time()
+        next_summary = last + pc.summary_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=pc.step_s)
+                return
+            except TimeoutError:
+                pass
+            now = loop.time()
+            self.step((now - last) * pc.speed)
+            last = now
+            if pc.summary_interval_s > 0 and now >= next_summary:
+                next_summary += pc.summary_interval_s
+                v = self.view
+                log.info(
+                    "plant_summary",
+                    t=v.profile_time,
+                    load_w=round(v.load_w),
+                    pv_w=round(v.pv_w),
+                    ess_w=round(v.ess_power_w),
+                    grid_w=round(v.grid_true_w),
+                    soc_pct=round(v.soc_pct, 2),
+                    setpoint_w=round(v.setpoint_w),
+                    enabled=v.enabled,
+                    mean_abs_grid_w=round(v.mean_abs_grid_w, 1),
+                )
