@@ -17,7 +17,7 @@ import structlog
 from flask import Response, g, request
 from flask_openapi3 import APIBlueprint, Info, OpenAPI, Tag
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 from werkzeug.exceptions import HTTPException
 
 from api import views
@@ -41,6 +41,7 @@ from api.models import (
     WriteResponse,
 )
 from api.sources import ContextSource, ReadSource, jsonable
+from api.ui import ui_blueprint
 from config import EMSConfig
 from config.api import Role
 from ems.clock import Clock
@@ -237,11 +238,13 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         now_ts = clock.wall().timestamp()
         to_ts = query.to_ts if query.to_ts is not None else now_ts
         from_ts = query.from_ts if query.from_ts is not None else max(0.0, to_ts - 3600.0)
-        if from_ts > to_ts:
-            return _error(422, "validation_failed", "from_ts: must be <= to_ts", [FieldError(field="from_ts", reason="must be <= to_ts")])
         fields = list(dict.fromkeys(query.fields)) if query.fields else list(Quantity)
         limit = min(query.limit, cfg.api.max_page_rows)
-        rows = source.measurements(from_ts=from_ts, to_ts=to_ts, fields=fields, resolution=query.resolution, limit=limit)
+        rows = (
+            []
+            if from_ts > to_ts
+            else source.measurements(from_ts=from_ts, to_ts=to_ts, fields=fields, resolution=query.resolution, limit=limit)
+        )
         nxt = math.nextafter(rows[-1].ts, math.inf) if len(rows) >= limit else None
         return _json(
             MeasurementsResponse(
@@ -263,10 +266,13 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         "Events: state changes, faults, audit; filter by kind and time, paged",
     )
     def get_events(query: EventsQuery) -> Response:
-        if query.from_ts is not None and query.to_ts is not None and query.from_ts > query.to_ts:
-            return _error(422, "validation_failed", "from_ts: must be <= to_ts", [FieldError(field="from_ts", reason="must be <= to_ts")])
         limit = min(query.limit, cfg.api.max_page_rows)
-        events = source.events(kinds=query.kind, from_ts=query.from_ts, to_ts=query.to_ts, after_seq=query.after_seq, limit=limit)
+        empty = query.from_ts is not None and query.to_ts is not None and query.from_ts > query.to_ts
+        events = (
+            []
+            if empty
+            else source.events(kinds=query.kind, from_ts=query.from_ts, to_ts=query.to_ts, after_seq=query.after_seq, limit=limit)
+        )
         nxt = events[-1].seq if len(events) >= limit else None
         return _json(EventsResponse(source=source.name, events=events, next_after_seq=nxt))
 
@@ -324,13 +330,6 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         r = ctx.request_mode(body.mode, who=g.who, via="rest")
         return _written("mode", r, {})
 
-    @route(
-        "put",
-        "/setpoint",
-        Role.OPERATOR,
-        _responses(WriteResponse, role=Role.OPERATOR, body=True),
-        "Set an external set-point with a TTL -> EXTERNAL (operator; audited)",
-    )
     def put_setpoint(body: SetpointRequest) -> Response:
         r = ctx.set_external_setpoint(power_w=body.power_w, ttl_s=body.ttl_s, reason=body.reason, who=g.who, via="rest")
         if not r.accepted:  # the context audited the refusal
@@ -338,6 +337,16 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
             refusals.warning("api_write_refused", who=g.who, what="setpoint", status=422, message=r.message)
             return _error(422, "validation_failed", f"ttl_s: {r.message}", [FieldError(field="ttl_s", reason=r.message)])
         return _written("setpoint", r, {"ttl_s": body.ttl_s, "reason": body.reason})
+
+    # the TTL bound comes from the config, so the document states the real limit
+    put_setpoint.__annotations__ = {"body": _setpoint_model(cfg.control.external_max_ttl_s), "return": Response}
+    route(
+        "put",
+        "/setpoint",
+        Role.OPERATOR,
+        _responses(WriteResponse, role=Role.OPERATOR, body=True),
+        "Set an external set-point with a TTL -> EXTERNAL (operator; audited)",
+    )(put_setpoint)
 
     @route(
         "delete",
@@ -373,7 +382,14 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         return app.json.response(app.api_doc)  # type: ignore[no-any-return]
 
     roles["openapi_json"] = None
+    app.register_blueprint(ui_blueprint())  # dashboard at /ui/ (api/ui, docs/ui.md): static files, public
     return app
+
+
+def _setpoint_model(max_ttl_s: float) -> type[SetpointRequest]:
+    ttl = SetpointRequest.model_fields["ttl_s"]
+    field = Field(strict=True, gt=0, le=max_ttl_s, allow_inf_nan=False, description=ttl.description)
+    return create_model("SetpointRequest", __base__=SetpointRequest, __module__=__name__, ttl_s=(float, field))
 
 
 def _check_body(max_bytes: int) -> Response | None:

@@ -9,9 +9,9 @@ Units follow DESIGN.md §2: W with + discharge / + import, s, %, unix seconds in
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ems.model import Mode, Quantity, State
 
@@ -188,8 +188,14 @@ class MeasurementsResponse(_Out):
     next_from_ts: float | None = Field(description="set when the page is full: pass as from_ts for the next page")
 
 
+# snake_case word; not a JSON literal, so `kind=true` is refused rather than read as a kind
+EventKind = Annotated[str, StringConstraints(pattern=r"^(?!(true|false|null)$)[a-z][a-z0-9_]{0,31}$")]
+
+
 class EventsQuery(_In):
-    kind: list[str] | None = Field(
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
+
+    kind: list[EventKind] | None = Field(
         None, max_length=20, description="event kinds to return: state, fault, audit, limit, alarm, ... (repeat); default all"
     )
     from_ts: float | None = Field(None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="start (inclusive), unix seconds")
@@ -217,16 +223,23 @@ class ModeRequest(_In):
 
 
 class SetpointRequest(_In):
+    """JSON types are strict here: `true` or `"100"` is not a power."""
+
     power_w: float = Field(
+        strict=True,
         ge=-_MAX_POWER_W,
         le=_MAX_POWER_W,
         allow_inf_nan=False,
         description="requested power, + discharge / - charge, W (limits still apply)",
     )
     ttl_s: float = Field(
-        gt=0, le=86400, allow_inf_nan=False, description="validity; when it lapses the controller falls back (control.external_fallback), s"
+        strict=True,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="validity (at most control.external_max_ttl_s); when it lapses the controller falls back (control.external_fallback), s",
     )
-    reason: str = Field("", max_length=200, description="free text for the audit trail")
+    reason: str = Field("", strict=True, max_length=200, description="free text for the audit trail")
 
 
 class ReleaseQuery(_In):

@@ -1,0 +1,74 @@
+"""Fuzz the REST API from its own OpenAPI document with schemathesis (every check), over real HTTP.
+
+A bounded number of examples per operation and a fixed seed keep the run short and repeatable.
+The context runs on a SimClock with a healthy controller snapshot, so `health` answers 200 and
+any 5xx is a real server error. Any failure prints schemathesis's report (with curl reproducers).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ems.clock import SimClock
+from ems.context import EMSContext
+from ems.model import Command, Mode, Quantity, State
+from tests.helpers.api import TOKENS, RunningApi, api_config, running_api
+
+
+@pytest.fixture
+def healthy_api() -> Iterator[tuple[RunningApi, EMSContext]]:
+    clock = SimClock()
+    ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
+    ctx.update_measurements({Quantity.GRID_POWER_W: 500.0, Quantity.ESS_POWER_W: -200.0, Quantity.SOC_PCT: 55.0}, at_s=clock.monotonic())
+    ctx.publish_command(
+        Command(1, State.SELF_CONSUMPTION, 700.0, 0.0, ("control_disabled",), clock.monotonic()),
+        fault_causes=(),
+        limits_bound=("control_disabled",),
+    )
+    ctx.set_status("device:meter", {"protocol": "modbus-tcp", "address": "127.0.0.1:5020/1", "map": "meter"})
+    with running_api(api_config(), ctx, clock) as api:
+        yield api, ctx
+
+
+def _schemathesis(url: str, tmp_path: Path, *, examples: int, seed: int, headers: list[str]) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{url}/api/v1/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(examples),
+        "--seed",
+        str(seed),
+    ]
+    for h in headers:
+        cmd += ["--header", h]
+    env = {**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation_with_an_admin_token(
+    healthy_api: tuple[RunningApi, EMSContext], tmp_path: Path
+) -> None:
+    api, ctx = healthy_api
+    run = _schemathesis(api.url, tmp_path, examples=40, seed=20261123, headers=[f"Authorization: Bearer {TOKENS['admin']}"])
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout
+    assert any(e.kind == "audit" and e.data.get("result") == "accepted" for e in ctx.events_since(0))  # writes really happened
+
+
+def test_schemathesis_without_a_token_sees_only_documented_refusals(healthy_api: tuple[RunningApi, EMSContext], tmp_path: Path) -> None:
+    api, ctx = healthy_api
+    run = _schemathesis(api.url, tmp_path, examples=10, seed=7, headers=[])
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    audits = [e.data for e in ctx.events_since(0) if e.kind == "audit"]
+    assert audits and all(a["result"] == "refused" and a["status"] == 401 for a in audits)
