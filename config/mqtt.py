@@ -2,7 +2,8 @@
 
 Topic layout (docs/mqtt.md): everything lives under `base_topic` (default `ems/<site.id>`):
 `<base>/availability`, `<base>/state`, `<base>/cmd/{mode,setpoint,release}`, `<base>/cmd/result`.
-Measurement ingest topics are free (another device's topics), one entry per topic.
+Measurement ingest topics are free (another device's topics); one topic may feed several quantities
+(one entry each, e.g. two JSON paths of one payload), a quantity comes from one entry only.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ class MqttConfig(Section):
             raise ValueError(f"base_topic: must not contain wildcards (got {self.base_topic!r})")
         if self.password is not None and self.username is None:
             raise ValueError("username: a password is set but no username")
-        topics = [t.topic for t in self.ingest]
-        dup = sorted({t for t in topics if topics.count(t) > 1})
+        fed = [t.quantity.value for t in self.ingest]
+        dup = sorted({q for q in fed if fed.count(q) > 1})
         if dup:
-            raise ValueError(f"ingest: topic listed twice: {', '.join(dup)}")
+            raise ValueError(f"ingest: quantity fed by more than one entry: {', '.join(dup)}")
         return self

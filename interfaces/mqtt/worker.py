@@ -19,7 +19,7 @@ from config.control import ControlConfig
 from config.mqtt import MqttConfig
 from ems.clock import Clock
 from ems.context import EMSContext
-from ems.model import Mode, State
+from ems.model import Mode, Quantity, State
 from interfaces.mqtt.commands import CommandHandler
 from interfaces.mqtt.ingest import IngestError, IngestRule, decode
 from interfaces.mqtt.ratelimit import LogGate
@@ -74,7 +74,9 @@ class MqttWorker(Worker):
         release_mode = Mode.SELF_CONSUMPTION if control.external_fallback is State.SELF_CONSUMPTION else Mode.IDLE
         self._commands = CommandHandler(ctx=ctx, max_ttl_s=control.external_max_ttl_s, release_mode=release_mode)
         self._kinds = self.topics.command_kinds()
-        self._rules = {t.topic: IngestRule.from_config(t) for t in cfg.ingest}
+        self._rules: dict[str, list[IngestRule]] = {}
+        for t in cfg.ingest:
+            self._rules.setdefault(t.topic, []).append(IngestRule.from_config(t))
         self._state = StateGate(cfg.state_min_interval_s)
         self._logs = LogGate(cfg.log_interval_s)
         self._client = make_client(cfg, client_id=cfg.client_id or f"ems-{site_id}", will_topic=self.topics.availability)
@@ -207,20 +209,21 @@ class MqttWorker(Worker):
                 )
 
     def _ingest(self, topic: str, msg: mqtt.MQTTMessage) -> None:
-        rule = self._rules[topic]
         now = self._clock.monotonic()
-        if msg.retain and not rule.accept_retained:
-            self._ctx.count("mqtt_ingest_retained_ignored")
-            return
-        try:
-            value = decode(rule, bytes(msg.payload))
-        except IngestError as exc:
-            self._ctx.count("mqtt_ingest_invalid")
-            held = self._logs.allow(f"ingest:{topic}", now)
-            if held is not None:
-                self.log.warning("mqtt_ingest_invalid", topic=topic, quantity=rule.quantity.value, error=str(exc), held_back=held)
-            return
-        self._ctx.update_measurements({rule.quantity: value}, at_s=now)
+        values: dict[Quantity, float] = {}
+        for rule in self._rules[topic]:
+            if msg.retain and not rule.accept_retained:
+                self._ctx.count("mqtt_ingest_retained_ignored")
+                continue
+            try:
+                values[rule.quantity] = decode(rule, bytes(msg.payload))
+            except IngestError as exc:
+                self._ctx.count("mqtt_ingest_invalid")
+                held = self._logs.allow(f"ingest:{topic}:{rule.quantity.value}", now)
+                if held is not None:
+                    self.log.warning("mqtt_ingest_invalid", topic=topic, quantity=rule.quantity.value, error=str(exc), held_back=held)
+        if values:
+            self._ctx.update_measurements(values, at_s=now)
 
     # ---- publishing --------------------------------------------------------------------------
     def _publish_discovery(self) -> None:

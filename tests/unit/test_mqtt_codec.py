@@ -102,8 +102,10 @@ def test_ingest_config_refuses_wildcards_and_units_that_do_not_fit() -> None:
         parse_config({"mqtt": {"ingest": [{"topic": "a", "quantity": "pv_power_w", "unit": "kWh"}]}}, {})
     with pytest.raises(ConfigError, match=r"mqtt\.ingest\.0\.topic"):
         parse_config({"mqtt": {"ingest": [{"topic": "a/+/b", "quantity": "pv_power_w"}]}}, {})
-    with pytest.raises(ConfigError, match=r"mqtt\.ingest: topic listed twice: a"):
-        parse_config({"mqtt": {"ingest": [{"topic": "a", "quantity": "pv_power_w"}, {"topic": "a", "quantity": "soc_pct"}]}}, {})
+    with pytest.raises(ConfigError, match=r"mqtt\.ingest: quantity fed by more than one entry: pv_power_w"):
+        parse_config({"mqtt": {"ingest": [{"topic": "a", "quantity": "pv_power_w"}, {"topic": "b", "quantity": "pv_power_w"}]}}, {})
+    two = parse_config({"mqtt": {"ingest": [{"topic": "a", "quantity": "pv_power_w"}, {"topic": "a", "quantity": "soc_pct"}]}}, {})
+    assert len(two.mqtt.ingest) == 2  # one topic may feed several quantities
     with pytest.raises(ConfigError, match=r"mqtt\.tls\.cert_file"):
         parse_config({"mqtt": {"tls": {"cert_file": "/c.pem"}}}, {})
 
