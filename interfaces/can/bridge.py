@@ -129,8 +129,10 @@ class SocketcandHub:
 
     @property
     def clients(self) -> int:
+        """Clients that frames are forwarded to (raw mode, past the handshake grace)."""
+        now = time.monotonic()
         with self._lock:
-            return sum(1 for c in self._clients if c.raw)
+            return sum(1 for c in self._clients if c.raw and now >= c.forward_after_s)
 
     def start(self) -> SocketcandHub:
         srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
