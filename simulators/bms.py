@@ -32,6 +32,7 @@ from config.can import CanInterface, CurrentPositive
 from config.common import Section
 from interfaces.can.bridge import SocketcandBus, SocketcandHub
 from interfaces.can.codec import KEEPALIVE_ID, PROTECTIONS, WARNINGS, Codec
+from interfaces.logs import configure_logging
 
 __all__ = ["BatterySource", "BmsSimConfig", "BmsSimulator", "StaticBattery", "main"]
 
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         for err in exc.errors():
             sys.stderr.write(f"config error: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}\n")
         return 2
+    configure_logging(fmt="auto", level="info", stream=sys.stderr)  # stdout carries only the command replies
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
