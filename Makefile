@@ -21,8 +21,9 @@ $(VENV)/.created:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { deploy/system-deps.sh python3-venv && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	@touch $@
 
-$(VENV)/.runtime: $(VENV)/.created requirements.txt
+$(VENV)/.runtime: $(VENV)/.created requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .  # the emsctl and ems commands
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt

@@ -1,0 +1,331 @@
+"""`emsctl`: the field engineer's command line (docs/operations.md).
+
+Talks to the EMS REST API (docs/api.md) for status and operator requests, and checks wiring
+directly (read-only Modbus, CAN through the DBC) during commissioning. Every read command takes
+`--json`. The token comes from $EMSCTL_TOKEN, the file named by $EMSCTL_TOKEN_FILE or --token-file
+(never from the command line); the API address from --url or $EMSCTL_URL (default http://127.0.0.1:8080).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+from interfaces.cli import render
+from interfaces.cli.client import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ApiClient,
+    CliError,
+    default_url,
+    token_from,
+)
+
+__all__ = ["main"]
+
+MODES = ("IDLE", "SELF_CONSUMPTION", "CHARGE_ONLY", "DISCHARGE_ONLY", "EXTERNAL")
+
+EPILOG = """exit status: 0 ok/healthy/valid; 1 not ok (unhealthy, invalid config, undecodable frame, no SunSpec device);
+2 bad command line or missing token; 3 EMS API or device unreachable; 4 token refused (401/403);
+5 request refused by the API (the message names the field); 6 API error (5xx or not the EMS API).
+environment: EMSCTL_URL, EMSCTL_TOKEN, EMSCTL_TOKEN_FILE."""
+
+
+class _Io:
+    def __init__(self, out: TextIO, err: TextIO, as_json: bool) -> None:
+        self.out, self.err, self.as_json = out, err, as_json
+
+    def emit(self, data: Any, text: str | Callable[[], str]) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(data, sort_keys=False, default=str) + "\n")
+        else:
+            self.out.write((text() if callable(text) else text) + "\n")
+        self.out.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="EMS API base URL (default $EMSCTL_URL or http://127.0.0.1:8080)")
+    common.add_argument(
+        "--token-file", default=argparse.SUPPRESS, help="file holding the bearer token (default $EMSCTL_TOKEN / $EMSCTL_TOKEN_FILE)"
+    )
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="request timeout, s (default 5)")
+    read = argparse.ArgumentParser(add_help=False, parents=[common])
+    read.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output (JSON; one object per line when streaming)"
+    )
+
+    p = argparse.ArgumentParser(
+        prog="emsctl",
+        description="EMS field engineer's tool",
+        epilog=EPILOG,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("status", parents=[read], help="one screen: state, mode, powers, SOC, command, limits, faults, workers")
+    sub.add_parser("health", parents=[read], help="exit 0 when healthy, 1 when not (for scripts)")
+
+    mode = sub.add_parser("mode", parents=[read], help="show the mode, or `mode set NAME`")
+    mode_sub = mode.add_subparsers(dest="mode_cmd", metavar="set")
+    mode_set = mode_sub.add_parser("set", parents=[read], help="request a run mode (operator token)")
+    mode_set.add_argument("name", type=str.upper, choices=MODES, metavar="NAME", help=" | ".join(MODES))
+
+    sp = sub.add_parser("setpoint", parents=[read], help="external set-point (operator token): + discharge / - charge, W")
+    sp.add_argument("power_w", type=float, metavar="W", help="power, W (+ discharge, - charge); limits still apply")
+    sp.add_argument("--ttl", type=float, required=True, metavar="S", help="validity, s; afterwards the controller falls back")
+    sp.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the audit trail)")
+
+    rel = sub.add_parser("release", parents=[read], help="release the external set-point (operator token)")
+    rel.add_argument("--mode", type=str.upper, choices=MODES, help="mode to request afterwards (default: control.external_fallback)")
+
+    ev = sub.add_parser("events", parents=[read], help="recent events (state, fault, audit, ...); --follow to stream")
+    ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
+    ev.add_argument("--kind", action="append", help="only this kind (repeat): state, fault, audit, ...")
+    ev.add_argument("--limit", type=int, default=50, help="how many of the latest events to show first (default 50)")
+    ev.add_argument("--interval", type=float, default=1.0, help="--follow poll interval, s (default 1)")
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_cmd", required=True, metavar="check")
+    chk = cfg_sub.add_parser(
+        "check", parents=[read], help="validate a config file without starting (uses this environment for EMS_* and secrets)"
+    )
+    chk.add_argument("file", metavar="FILE")
+
+    mb = sub.add_parser("modbus", help="read-only Modbus TCP wiring checks")
+    mb_sub = mb.add_subparsers(dest="modbus_cmd", required=True, metavar="scan|read")
+    dev = argparse.ArgumentParser(add_help=False, parents=[read])
+    dev.add_argument("host", metavar="HOST[:PORT]", help="device or gateway (port 502 by default)")
+    dev.add_argument("--unit", type=int, required=True, help="Modbus unit / device id (0-247)")
+    dev.add_argument("--rate", type=float, default=5.0, help="at most this many requests per second (default 5, max 20)")
+    scan = mb_sub.add_parser("scan", parents=[dev], help="find the SunSpec marker and list the models (read-only)")
+    scan.add_argument("--range", dest="search", metavar="A-B", help="search this register range for the marker (default: 40000, 0, 50000)")
+    rd = mb_sub.add_parser("read", parents=[dev], help="read registers (read-only)")
+    rd.add_argument("address", type=lambda s: int(s, 0), metavar="ADDRESS", help="0-based register address (e.g. 40000 or 0x9c40)")
+    rd.add_argument("--count", type=int, default=1, help="registers to read (default 1; at least what --type needs)")
+    rd.add_argument(
+        "--type",
+        default="uint16",
+        choices=("uint16", "int16", "uint32", "int32", "acc32", "float32", "string"),
+        help="decode as (big-endian words; default uint16)",
+    )
+    rd.add_argument("--input", action="store_true", help="input registers (function 4) instead of holding (3)")
+
+    can = sub.add_parser("can", help="CAN BMS wiring checks through the DBC")
+    can_sub = can.add_subparsers(dest="can_cmd", required=True, metavar="dump|decode")
+    dump = can_sub.add_parser("dump", parents=[read], help="print received frames, decoded (read-only)")
+    dump.add_argument("--config", help="take interface/channel/host/port from this EMS config file's can section")
+    dump.add_argument("--interface", choices=("socketcan", "socketcand", "slcan", "virtual"), help="default socketcan")
+    dump.add_argument("--channel", help="can0, serial port, or bus name (default can0)")
+    dump.add_argument("--host", help="socketcand server (default 127.0.0.1)")
+    dump.add_argument("--port", type=int, help="socketcand port (default 29536)")
+    dump.add_argument("--count", type=int, help="stop after this many frames")
+    dump.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a frame")
+    dec = can_sub.add_parser("decode", parents=[read], help="decode one frame: ID (hex) and DATA (hex bytes)")
+    dec.add_argument("id", metavar="ID", help="frame id in hex, e.g. 351 or 0x351")
+    dec.add_argument("data", metavar="DATA", nargs="+", help="payload in hex, e.g. 2c01e803e8031c02 or 2c 01 e8 03")
+    return p
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    env = os.environ if environ is None else environ
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    io = _Io(out, err, bool(getattr(args, "json", False)))
+    stop = stop or threading.Event()
+    try:
+        return _dispatch(args, env, io, stop)
+    except CliError as exc:
+        err.write(f"emsctl: {exc}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_OK if getattr(args, "follow", False) or args.cmd == "can" else 130
+
+
+def _client(args: argparse.Namespace, env: Mapping[str, str]) -> ApiClient:
+    token = token_from(env, getattr(args, "token_file", None))
+    return ApiClient(getattr(args, "url", None) or default_url(env), token, timeout_s=getattr(args, "timeout", 5.0))
+
+
+def _dispatch(args: argparse.Namespace, env: Mapping[str, str], io: _Io, stop: threading.Event) -> int:
+    if args.cmd == "config":
+        return _config_check(args.file, env, io)
+    if args.cmd == "modbus":
+        return _modbus(args, io)
+    if args.cmd == "can":
+        return _can(args, io, stop)
+    api = _client(args, env)
+    try:
+        return _api_command(args, api, io, stop)
+    finally:
+        api.close()
+
+
+def _api_command(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.Event) -> int:
+    if args.cmd == "status":
+        s = api.request("GET", "/status").body
+        io.emit(s, lambda: render.status_text(s))
+        return EXIT_OK
+    if args.cmd == "health":
+        r = api.request("GET", "/health", ok=(200, 503))
+        io.emit(r.body, lambda: render.health_text(r.body))
+        return EXIT_OK if r.status == 200 and r.body.get("healthy") else EXIT_FAIL
+    if args.cmd == "mode" and args.mode_cmd is None:
+        m = api.request("GET", "/mode").body
+        sp = m.get("external_setpoint")
+        io.emit(
+            m,
+            lambda: (
+                f"requested {m['requested_mode']}, effective {m['effective_mode']}, state {m['state']}"
+                + (f", set-point {sp['power_w']:+.0f} W for {render.duration(sp['remaining_s'])}" if sp else "")
+            ),
+        )
+        return EXIT_OK
+    if args.cmd == "mode":
+        w = api.request("PUT", "/mode", body={"mode": args.name}, write=True).body
+    elif args.cmd == "setpoint":
+        w = api.request("PUT", "/setpoint", body={"power_w": args.power_w, "ttl_s": args.ttl, "reason": args.reason}, write=True).body
+    elif args.cmd == "release":
+        w = api.request("DELETE", "/setpoint", params={"mode": args.mode} if args.mode else None, write=True).body
+    else:
+        return _events(args, api, io, stop)
+    io.emit(w, lambda: render.write_text(w))
+    return EXIT_OK
+
+
+def _events(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.Event) -> int:
+    params: dict[str, Any] = {"kind": args.kind} if args.kind else {}
+    after, latest = 0, list[dict[str, Any]]()
+    while True:  # page to the end; keep the last --limit
+        page = api.request("GET", "/events", params={**params, "after_seq": after, "limit": 1000}).body
+        events = page.get("events") or []
+        latest = (latest + events)[-max(1, args.limit) :]
+        after = events[-1]["seq"] if events else after
+        if page.get("next_after_seq") is None:
+            break
+    for e in latest:
+        io.emit(e, render.event_line(e))
+    while args.follow and not stop.wait(args.interval):
+        page = api.request("GET", "/events", params={**params, "after_seq": after, "limit": 1000}).body
+        for e in page.get("events") or []:
+            io.emit(e, render.event_line(e))
+            after = e["seq"]
+    return EXIT_OK
+
+
+def _config_check(path: str, env: Mapping[str, str], io: _Io) -> int:
+    from config import ConfigError, load_config
+
+    try:
+        cfg = load_config(path, env)
+    except ConfigError as exc:
+        lines = [f"config error: {p}" for p in exc.problems]
+        problems = [{"key": p.path, "reason": p.reason} for p in exc.problems]
+        io.emit(
+            {"ok": False, "file": path, "problems": problems},
+            "\n".join([*lines, f"{path}: {len(problems)} problem(s)"]),
+        )
+        return EXIT_FAIL
+    parts = [name for name in ("modbus", "can", "mqtt", "store", "uplink", "api") if getattr(getattr(cfg, name), "enabled", False)]
+    c = cfg.control
+    sources = [q.value for q in c.required_sources]
+    summary = {
+        "ok": True,
+        "file": path,
+        "site": cfg.site.id,
+        "control": {"enabled": c.enabled, "dry_run": c.dry_run, "live": c.live},
+        "enabled": parts,
+        "required_sources": sources,
+    }
+    live = "LIVE (non-zero commands reach the inverter)" if c.live else "not live (0 W is written)"
+    io.emit(
+        summary,
+        f"config ok: {path}\nsite {cfg.site.id} · control {live} · parts: {', '.join(parts) or 'none'}"
+        f" · required sources: {', '.join(sources)}",
+    )
+    return EXIT_OK
+
+
+def _modbus(args: argparse.Namespace, io: _Io) -> int:
+    from interfaces.cli.fieldbus import ModbusReader, parse_host, parse_range, read_registers, scan_sunspec
+
+    host, port = parse_host(args.host)
+    if not 0 <= args.unit <= 247:
+        raise CliError(f"--unit: 0..247 (got {args.unit})", EXIT_USAGE)
+    if not 0 < args.rate <= 20:
+        raise CliError(f"--rate: 0 < rate <= 20 requests/s (got {args.rate:g})", EXIT_USAGE)
+    timeout_s = getattr(args, "timeout", 2.0)
+    if args.modbus_cmd == "scan":
+        search = parse_range(args.search) if args.search else None
+        with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s) as reader:
+            result = scan_sunspec(reader, search)
+        io.emit(result.as_json(), result.text)
+        return EXIT_OK if result.base is not None else EXIT_FAIL
+    with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s) as reader:
+        r = read_registers(reader, args.address, args.count, type_=args.type, input_regs=args.input)
+    regs = " ".join(f"{w:04x}" for w in r["registers"])
+    vals = ", ".join("n/a" if v is None else (v if isinstance(v, str) else f"{v:g}") for v in r["values"])
+    io.emit(r, f"{r['where']} {'input' if args.input else 'holding'} {r['address']}+{len(r['registers'])}: {regs}  ->  {args.type} {vals}")
+    return EXIT_OK
+
+
+def _can(args: argparse.Namespace, io: _Io, stop: threading.Event) -> int:
+    from interfaces.can.codec import Codec
+    from interfaces.cli.fieldbus import can_decode, can_decode_text, can_frames, parse_can_data, parse_can_id
+
+    if args.can_cmd == "decode":
+        d = can_decode(Codec(), parse_can_id(args.id), parse_can_data(" ".join(args.data)))
+        io.emit(d, lambda: can_decode_text(d))
+        return EXIT_FAIL if "error" in d else EXIT_OK
+    import can as pycan
+
+    from config.can import CanConfig, CurrentPositive
+    from interfaces.can.bus import open_bus
+
+    base = _can_section(args.config) if args.config else CanConfig()
+    overrides = {k: getattr(args, k) for k in ("interface", "channel", "host", "port") if getattr(args, k) is not None}
+    cfg = CanConfig.model_validate({**base.model_dump(), **overrides})
+    codec = Codec(current_sign=1.0 if cfg.current_positive is CurrentPositive.CHARGE else -1.0)
+    try:
+        bus = open_bus(cfg)
+    except (pycan.CanError, OSError, ValueError) as exc:
+        raise CliError(f"CAN {cfg.interface.value}:{cfg.channel}: cannot open: {exc}", EXIT_UNREACHABLE) from exc
+    try:
+        for msg in can_frames(bus, count=args.count, idle_timeout_s=args.idle_timeout, stop=stop.is_set):
+            d = can_decode(codec, msg.arbitration_id, bytes(msg.data), extended=msg.is_extended_id)
+            io.emit(d, can_decode_text(d))
+    except (pycan.CanError, OSError) as exc:
+        raise CliError(f"CAN {cfg.interface.value}:{cfg.channel}: {exc}", EXIT_UNREACHABLE) from exc
+    finally:
+        bus.shutdown()
+    return EXIT_OK
+
+
+def _can_section(path: str) -> Any:
+    from config import ConfigError, load_config
+
+    try:
+        return load_config(path).can
+    except ConfigError as exc:
+        raise CliError(f"{path}: invalid config ({exc.problems[0]}); run `emsctl config check {path}`", EXIT_USAGE) from exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

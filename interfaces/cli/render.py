@@ -1,0 +1,137 @@
+"""Text renderings of API answers for a terminal: one screen of status, health, events, write results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["duration", "event_line", "health_text", "status_text", "write_text"]
+
+_POWER_ROW = ("grid_power_w", "pv_power_w", "ess_power_w")
+_BATTERY_ROW = ("soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_temperature_degc", "bms_ccl_a", "bms_dcl_a")
+_UNITS = (("_degc", "°C"), ("_pct", "%"), ("_wh", "Wh"), ("_hz", "Hz"), ("_w", "W"), ("_v", "V"), ("_a", "A"))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    s = max(0.0, float(seconds))
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+    return f"{s / 86400:.1f} d"
+
+
+def _unit(name: str) -> tuple[str, str]:
+    for suffix, unit in _UNITS:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], unit
+    return name, ""
+
+
+def _value(name: str, r: Mapping[str, Any]) -> str:
+    label, unit = _unit(name)
+    v = float(r["value"])
+    text = f"{v:+.0f} {unit}" if name in ("grid_power_w", "ess_power_w") else f"{v:.1f} {unit}".rstrip()
+    if name == "grid_power_w" and v:
+        text += " (import)" if v > 0 else " (export)"
+    if name == "ess_power_w" and v:
+        text += " (discharge)" if v > 0 else " (charge)"
+    if r.get("stale"):
+        text += f" STALE {duration(r.get('age_s'))}"
+    return f"{label.replace('_', ' ')} {text}"
+
+
+def _row(names: Sequence[str], m: Mapping[str, Mapping[str, Any]]) -> str:
+    return "   ".join(_value(n, m[n]) for n in names if n in m) or "no readings"
+
+
+def _flags(control: Mapping[str, Any]) -> str:
+    if control.get("live"):
+        return "LIVE: commands reach the inverter"
+    why = "control.enabled is false" if not control.get("enabled") else "control.dry_run is true"
+    return f"NOT LIVE ({why}): commands are computed, the inverter gets 0 W"
+
+
+def _workers(ws: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for w in ws:
+        if w.get("ok"):
+            parts.append(f"{w['name']} ok")
+        else:
+            why = "stale" if w.get("stale") else f"failing x{w.get('error_streak')}"
+            last = f": {w['last_error']}" if w.get("last_error") else ""
+            parts.append(f"{w['name']} {why.upper()}{last} (last ok {duration(w.get('last_ok_age_s'))} ago)")
+    return " · ".join(parts) or "none"
+
+
+def status_text(s: Mapping[str, Any]) -> str:
+    m = s.get("measurements") or {}
+    lines = [
+        f"EMS {s.get('site_id')} · state {s.get('state')} for {duration(s.get('state_age_s'))} · up {duration(s.get('uptime_s'))}"
+        f" · {s.get('cycles')} cycles, {s.get('overruns')} overruns",
+        f"mode      requested {s.get('requested_mode')}, effective {s.get('effective_mode')}",
+        f"control   {_flags(s.get('control') or {})}",
+        f"power     {_row(_POWER_ROW, m)}",
+    ]
+    if all(n in m for n in _POWER_ROW):
+        load_w = sum(float(m[n]["value"]) for n in _POWER_ROW)
+        lines[-1] += f"   load {load_w:.0f} W"
+    lines.append(f"battery   {_row(_BATTERY_ROW, m)}")
+    others = [n for n in sorted(m) if n not in _POWER_ROW and n not in _BATTERY_ROW]
+    if others:
+        lines.append(f"other     {_row(others, m)}")
+    cmd = s.get("command")
+    if cmd:
+        ack = "acknowledged by the inverter" if cmd.get("acknowledged") else "NOT acknowledged by the inverter"
+        lines.append(
+            f"command   #{cmd['seq']} computed {cmd['computed_w']:+.0f} W, written {cmd['written_w']:+.0f} W, {ack}"
+            f" ({duration(cmd.get('age_s'))} ago)"
+        )
+    else:
+        lines.append("command   none yet (the controller has not run a cycle)")
+    limits = s.get("limits") or []
+    lines.append("limits    " + ("; ".join(f"{x['name']} ({x['why']})" if x.get("why") else x["name"] for x in limits) or "none bound"))
+    sp = s.get("external_setpoint")
+    lines.append(
+        f"setpoint  {sp['power_w']:+.0f} W for {duration(sp['remaining_s'])} more, by {sp['source']}: {sp['reason'] or '-'}"
+        if sp
+        else "setpoint  none"
+    )
+    lines.append("faults    " + (", ".join(s.get("fault_causes") or []) or "none"))
+    prot, warn = s.get("bms_protections") or [], s.get("bms_warnings") or []
+    lines.append(f"BMS       protections {', '.join(prot) or 'none'}; warnings {', '.join(warn) or 'none'}")
+    lines.append(f"workers   {_workers(s.get('workers') or [])}")
+    return "\n".join(lines)
+
+
+def health_text(h: Mapping[str, Any]) -> str:
+    head = "healthy" if h.get("healthy") else "UNHEALTHY: " + ", ".join(h.get("problems") or [])
+    lines = [
+        f"{head}",
+        f"state {h.get('state')} · last reading {duration(h.get('last_reading_age_s'))} ago"
+        f" · last cycle {duration(h.get('controller_age_s'))} ago · {h.get('cycles')} cycles, {h.get('overruns')} overruns",
+        f"workers   {_workers(h.get('workers') or [])}",
+    ]
+    return "\n".join(lines)
+
+
+def _ts(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_line(e: Mapping[str, Any]) -> str:
+    data = e.get("data") or {}
+    fields = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items())
+    return f"{_ts(float(e['ts']))}  #{e['seq']:<6} {e['kind']:<6} {fields}"
+
+
+def write_text(r: Mapping[str, Any]) -> str:
+    verdict = "accepted" if r.get("accepted") else "REFUSED"
+    return f"{r.get('what')} {verdict}: {r.get('old')} -> {r.get('new')} (audit #{r.get('event_seq')})\n{r.get('note', '')}".rstrip()
