@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="hub TCP port on 127.0.0.1 (overrides the config)")
     p.add_argument("--soc-pct", type=float, default=60.0, help="SOC of the static battery, %%")
     args = p.parse_args(argv)
-    raw = {}
+    raw: dict[str, object] = {}
     if args.config:
         with open(args.config, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh) or {}
