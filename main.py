@@ -57,6 +57,10 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
         from interfaces.mqtt import MqttWorker
 
         services.append(MqttWorker(cfg=cfg.mqtt, ctx=ctx, clock=clock, site_id=cfg.site.id, site_name=cfg.site.name, control=cfg.control))
+    if cfg.store.enabled:  # SQLite writer + sampler (+ uplink sender when uplink.enabled)
+        from interfaces.store.services import build_store_services
+
+        services.extend(build_store_services(cfg, ctx, clock))
     if cfg.api.enabled:  # last: it serves what the parts above produce
         from api.server import ApiServer
 

@@ -53,3 +53,10 @@ class EMSConfig(Section):
             if missing:
                 raise ValueError(f"control.required_sources: with can.enabled, add {', '.join(missing)} (a silent BMS must mean FAULT; see docs/can.md)")
         return self
+
+    @model_validator(mode="after")
+    def _uplink_needs_store(self) -> EMSConfig:
+        """The uplink outbox lives in the SQLite store (docs/persistence.md)."""
+        if self.uplink.enabled and not self.store.enabled:
+            raise ValueError("uplink.enabled: needs store.enabled: true (the outbox lives in the store)")
+        return self

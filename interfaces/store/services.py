@@ -1,0 +1,24 @@
+"""What `main.build_services()` starts for `store:` and `uplink:` (in start order)."""
+
+from __future__ import annotations
+
+from config import EMSConfig
+from ems.clock import Clock
+from ems.context import EMSContext
+from interfaces.store.store import Store
+from interfaces.store.workers import StoreSampler, StoreWriter
+from interfaces.worker import Worker
+
+__all__ = ["build_store_services"]
+
+
+def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Worker]:
+    """Writer first, then the sampler, then (uplink.enabled) the sender: stopped in reverse, so the
+    writer's final flush sees the sampler's last samples and the sender's last delivery marks."""
+    store = Store(cfg=cfg.store, ctx=ctx, clock=clock, site_id=cfg.site.id, outbox_enabled=cfg.uplink.enabled)
+    services: list[Worker] = [StoreWriter(store=store, ctx=ctx, clock=clock), StoreSampler(store=store, ctx=ctx, clock=clock)]
+    if cfg.uplink.enabled:
+        from interfaces.uplink.sender import Sender
+
+        services.append(Sender(cfg=cfg.uplink, store=store, ctx=ctx, clock=clock))
+    return services
