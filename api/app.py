@@ -31,22 +31,24 @@ from api.models import (
     EventsResponse,
     FieldError,
     HealthResponse,
+    MeasurementField,
     MeasurementsQuery,
     MeasurementsResponse,
     ModeInfo,
     ModeRequest,
     ReleaseQuery,
+    Resolution,
     SetpointRequest,
     StatusResponse,
     WriteResponse,
 )
-from api.sources import ContextSource, ReadSource, jsonable
+from api.sources import ContextSource, ReadSource, SourceUnavailable, jsonable
 from api.ui import ui_blueprint
 from config import EMSConfig
 from config.api import Role
 from ems.clock import Clock
 from ems.context import EMSContext, RequestResult
-from ems.model import Mode, Quantity, State
+from ems.model import Mode, State
 
 __all__ = ["API_VERSION", "create_app"]
 
@@ -114,7 +116,7 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
     """Build the WSGI app. `store` is the persistence layer's read-only query object, if any."""
     tokens = TokenTable(cfg.api.tokens)
     source: ReadSource = store if store is not None else ContextSource(ctx, clock)
-    metrics = ApiMetrics(ctx, cfg.control, clock)
+    metrics = ApiMetrics(ctx, cfg.control, clock, outbox=getattr(store, "outbox", None))
     refusals = _RateLimitedLog(clock, _LOG_EVERY_S)
     read_role = Role.VIEWER if cfg.api.protect_reads else None
     roles: dict[str, Role | None] = {}
@@ -199,6 +201,12 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
                 resp.headers[k] = v
         return resp
 
+    @app.errorhandler(SourceUnavailable)
+    def _unavailable(exc: SourceUnavailable) -> Response:
+        ctx.count("api_store_unavailable")
+        refusals.warning("api_store_unavailable", path=request.path, error=str(exc)[:300])
+        return _error(503, "store_unavailable", f"history is not available right now: {exc}")
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         ctx.count("api_errors")
@@ -231,26 +239,27 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         "get",
         "/measurements",
         read_role,
-        _responses(MeasurementsResponse, role=read_role, params=True),
+        {**_responses(MeasurementsResponse, role=read_role, params=True), 503: ApiError},
         "Measurement history (1s samples or 1m aggregates), paged",
     )
     def get_measurements(query: MeasurementsQuery) -> Response:
         now_ts = clock.wall().timestamp()
         to_ts = query.to_ts if query.to_ts is not None else now_ts
         from_ts = query.from_ts if query.from_ts is not None else max(0.0, to_ts - 3600.0)
-        fields = list(dict.fromkeys(query.fields)) if query.fields else list(Quantity)
+        fields = [f.value for f in dict.fromkeys(query.fields)] if query.fields else [f.value for f in MeasurementField]
         limit = min(query.limit, cfg.api.max_page_rows)
         rows = (
             []
             if from_ts > to_ts
             else source.measurements(from_ts=from_ts, to_ts=to_ts, fields=fields, resolution=query.resolution, limit=limit)
         )
-        nxt = math.nextafter(rows[-1].ts, math.inf) if len(rows) >= limit else None
+        step_s = 60.0 if query.resolution is Resolution.MINUTE else 0.001  # rows are at least this far apart
+        nxt = rows[-1].ts + step_s if len(rows) >= limit else None
         return _json(
             MeasurementsResponse(
                 source=source.name,
                 resolution=query.resolution,
-                fields=[f.value for f in fields],
+                fields=fields,
                 from_ts=from_ts,
                 to_ts=to_ts,
                 rows=rows,
@@ -262,7 +271,7 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         "get",
         "/events",
         read_role,
-        _responses(EventsResponse, role=read_role, params=True),
+        {**_responses(EventsResponse, role=read_role, params=True), 503: ApiError},
         "Events: state changes, faults, audit; filter by kind and time, paged",
     )
     def get_events(query: EventsQuery) -> Response:
@@ -273,8 +282,15 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
             if empty
             else source.events(kinds=query.kind, from_ts=query.from_ts, to_ts=query.to_ts, after_seq=query.after_seq, limit=limit)
         )
-        nxt = events[-1].seq if len(events) >= limit else None
-        return _json(EventsResponse(source=source.name, events=events, next_after_seq=nxt))
+        full = len(events) >= limit
+        return _json(
+            EventsResponse(
+                source=source.name,
+                events=events,
+                next_after_seq=events[-1].seq if full else None,
+                next_from_ts=events[-1].ts if full else None,
+            )
+        )
 
     @route(
         "get", "/mode", read_role, _responses(ModeInfo, role=read_role), "Requested and effective mode, external set-point, control flags"

@@ -5,12 +5,13 @@ at scrape time (no background updates, no global registry). Names: docs/api.md "
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from api.sources import OutboxFigures, SourceUnavailable
 from config.control import ControlConfig
 from ems.clock import Clock
 from ems.context import EMSContext
@@ -18,23 +19,17 @@ from ems.model import Mode, State
 
 __all__ = ["ApiMetrics"]
 
-# `ctx.set_status` keys with a metric of their own (set by the store / uplink workers).
-_STATUS_GAUGES = {
-    "outbox_depth": ("ems_outbox_depth", "uplink batches waiting in the outbox"),
-    "store_queue_depth": ("ems_store_queue_depth", "samples waiting in the persistence queue"),
-}
-_UPLINK_LAST_OK_KEY = "uplink_last_ok_ts"  # unix seconds of the last accepted upload
-
 
 def _finite(v: float) -> bool:
     return math.isfinite(v)
 
 
 class _SnapshotCollector(Collector):
-    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock) -> None:
+    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock, outbox: Callable[[], OutboxFigures] | None) -> None:
         self._ctx = ctx
         self._control = control
         self._clock = clock
+        self._outbox = outbox
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self._ctx.snapshot()
@@ -102,28 +97,35 @@ class _SnapshotCollector(Collector):
         for name, n in sorted(snap.counters.items()):
             counters.add_metric([name], n)
         yield counters
-        yield from self._status_metrics(snap.status)
+        yield from self._outbox_metrics()
 
-    def _status_metrics(self, status: Mapping[str, object]) -> Iterator[GaugeMetricFamily]:
-        for key, (metric, help_text) in _STATUS_GAUGES.items():
-            v = status.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool) and _finite(float(v)):
-                yield GaugeMetricFamily(metric, help_text, value=float(v))
-        last_ok = status.get(_UPLINK_LAST_OK_KEY)
-        if isinstance(last_ok, int | float) and not isinstance(last_ok, bool) and _finite(float(last_ok)):
+    def _outbox_metrics(self) -> Iterator[GaugeMetricFamily]:
+        if self._outbox is None:
+            return
+        try:
+            ob = self._outbox()
+        except SourceUnavailable:
+            self._ctx.count("api_store_unavailable")
+            return
+        yield GaugeMetricFamily("ems_outbox_depth", "uplink batches waiting in the outbox", value=ob.depth)
+        if ob.oldest_pending_age_s is not None:
+            yield GaugeMetricFamily(
+                "ems_outbox_oldest_pending_age_seconds", "age of the oldest undelivered batch", value=ob.oldest_pending_age_s
+            )
+        if ob.last_delivered_ts is not None:
             yield GaugeMetricFamily(
                 "ems_uplink_age_seconds",
-                "seconds since the last accepted uplink batch",
-                value=self._clock.wall().timestamp() - float(last_ok),
+                "seconds since the last delivered uplink batch",
+                value=self._clock.wall().timestamp() - ob.last_delivered_ts,
             )
 
 
 class ApiMetrics:
     """The app's registry: snapshot metrics plus request counters and latencies."""
 
-    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock) -> None:
+    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock, outbox: Callable[[], OutboxFigures] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_SnapshotCollector(ctx, control, clock))
+        self.registry.register(_SnapshotCollector(ctx, control, clock, outbox))
         self.requests = Counter("ems_api_requests", "HTTP requests served", ["method", "endpoint", "status"], registry=self.registry)
         self.latency = Histogram(
             "ems_api_request_duration_seconds",

@@ -28,6 +28,7 @@ __all__ = [
     "FieldError",
     "HealthResponse",
     "LimitInfo",
+    "MeasurementField",
     "MeasurementRow",
     "MeasurementsQuery",
     "MeasurementsResponse",
@@ -159,13 +160,19 @@ class Resolution(StrEnum):
     MINUTE = "1m"
 
 
+# Every measured quantity plus the command the controller computed and wrote (as stored per second).
+MeasurementField = StrEnum(  # type: ignore[misc]
+    "MeasurementField", [(q.name, q.value) for q in Quantity] + [("CMD_COMPUTED_W", "cmd_computed_w"), ("CMD_WRITTEN_W", "cmd_written_w")]
+)
+
+
 class MeasurementsQuery(_In):
     from_ts: float | None = Field(
         None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="start (inclusive), unix seconds; default: to_ts - 1 h"
     )
     to_ts: float | None = Field(None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="end (inclusive), unix seconds; default: now")
-    fields: list[Quantity] | None = Field(
-        None, max_length=len(Quantity), description="quantities to return (repeat the parameter); default: all"
+    fields: list[MeasurementField] | None = Field(  # type: ignore[valid-type]
+        None, max_length=len(Quantity) + 2, description="fields to return (repeat the parameter); default: all"
     )
     resolution: Resolution = Field(Resolution.SECOND, description="1s samples or 1m aggregates (mean, min, max)")
     limit: int = Field(500, ge=1, le=100_000, description="page size (capped at api.max_page_rows)")
@@ -173,6 +180,8 @@ class MeasurementsQuery(_In):
 
 class MeasurementRow(_Out):
     ts: float = Field(description="sample time (1s) or minute start (1m), unix seconds")
+    state: str | None = Field(None, description="controller state at the sample (1s only)")
+    mode: str | None = Field(None, description="requested mode at the sample (1s only)")
     values: dict[str, float | None] = Field(description="value (1s) or mean (1m) per field")
     min: dict[str, float | None] | None = Field(None, description="per-field minimum (1m only)")
     max: dict[str, float | None] | None = Field(None, description="per-field maximum (1m only)")
@@ -205,7 +214,7 @@ class EventsQuery(_In):
 
 
 class EventInfo(_Out):
-    seq: int
+    seq: int = Field(description="cursor within the source: the store's row id, or the context's event seq")
     kind: str
     ts: float = Field(description="unix seconds")
     data: dict[str, Any] = Field(description="event fields, e.g. who/what/old/new/result for audit")
@@ -214,7 +223,10 @@ class EventInfo(_Out):
 class EventsResponse(_Out):
     source: str = Field(description="store or context (recent events kept in memory)")
     events: list[EventInfo] = Field(description="oldest first")
-    next_after_seq: int | None = Field(description="set when the page is full: pass as after_seq for the next page")
+    next_after_seq: int | None = Field(
+        description="set when the page is full: pass as after_seq (with next_from_ts as from_ts) for the next page"
+    )
+    next_from_ts: float | None = Field(None, description="set when the page is full: pass as from_ts for the next page")
 
 
 # ---- writes ---------------------------------------------------------------------------------

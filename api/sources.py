@@ -6,8 +6,11 @@ handlers do not care which.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Protocol
 
 from api.models import EventInfo, MeasurementRow, Resolution
@@ -15,14 +18,28 @@ from ems.clock import Clock
 from ems.context import EMSContext
 from ems.model import EventRecord, Quantity
 
-__all__ = ["ContextSource", "ReadSource", "event_info", "jsonable"]
+__all__ = ["ContextSource", "OutboxFigures", "ReadSource", "SourceUnavailable", "StoreSource", "event_info", "jsonable"]
+
+_CMD_FIELDS = ("cmd_computed_w", "cmd_written_w")
+_MAX_SCANS = 20  # events: batches read to skip rows at or before after_seq (same-millisecond rows only, when paging right)
+
+
+class SourceUnavailable(Exception):
+    """The store cannot answer now (file missing, locked, corrupt): the API says 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxFigures:
+    depth: int
+    oldest_pending_age_s: float | None
+    last_delivered_ts: float | None
 
 
 class ReadSource(Protocol):
     name: str
 
     def measurements(
-        self, *, from_ts: float, to_ts: float, fields: Sequence[Quantity], resolution: Resolution, limit: int
+        self, *, from_ts: float, to_ts: float, fields: Sequence[str], resolution: Resolution, limit: int
     ) -> list[MeasurementRow]:
         """Rows with from_ts <= ts <= to_ts, oldest first, at most `limit`."""
         ...
@@ -66,19 +83,23 @@ class ContextSource:
         self._clock = clock
 
     def measurements(
-        self, *, from_ts: float, to_ts: float, fields: Sequence[Quantity], resolution: Resolution, limit: int
+        self, *, from_ts: float, to_ts: float, fields: Sequence[str], resolution: Resolution, limit: int
     ) -> list[MeasurementRow]:
         snap = self._ctx.snapshot()
         now_ts = self._clock.wall().timestamp()
         if not from_ts <= now_ts <= to_ts:
             return []
+        cmd = snap.command
         values: dict[str, float | None] = {}
-        for q in fields:
-            r = snap.reading(q)
-            values[q.value] = None if r is None else r.value
+        for f in fields:
+            if f in _CMD_FIELDS:
+                values[f] = None if cmd is None else (cmd.computed_w if f == "cmd_computed_w" else cmd.written_w)
+            else:
+                r = snap.reading(Quantity(f))
+                values[f] = None if r is None else r.value
         if resolution is Resolution.MINUTE:
             return [MeasurementRow(ts=now_ts, values=values, min=values, max=values)][:limit]
-        return [MeasurementRow(ts=now_ts, values=values)][:limit]
+        return [MeasurementRow(ts=now_ts, state=snap.state.value, mode=snap.requested_mode.value, values=values)][:limit]
 
     def events(
         self, *, kinds: Sequence[str] | None, from_ts: float | None, to_ts: float | None, after_seq: int, limit: int
@@ -94,3 +115,130 @@ class ContextSource:
             if len(out) >= limit:
                 break
         return out
+
+
+def _lower_arg(ts: float, scale: float) -> float:
+    """A value the store's `int(ts * scale) <= col` turns into ceil(ts * scale): inclusive lower bound."""
+    return math.ceil(ts * scale - 1e-6) / scale + 0.1 / scale
+
+
+def _upper_arg(ts: float, scale: float) -> float:
+    """A value the store's `col < int(ts * scale)` turns into col <= floor(ts * scale): inclusive upper bound."""
+    return (math.floor(ts * scale + 1e-6) + 1) / scale + 0.1 / scale
+
+
+class StoreSource:
+    """History from the persistence layer's read-only query API (one read-only connection per call)."""
+
+    name = "store"
+
+    def __init__(self, db_path: Path | str, clock: Clock) -> None:
+        from interfaces.store import query  # the store is optional: import it only when used
+
+        self._q = query
+        self._db = db_path
+        self._clock = clock
+
+    def measurements(
+        self, *, from_ts: float, to_ts: float, fields: Sequence[str], resolution: Resolution, limit: int
+    ) -> list[MeasurementRow]:
+        from interfaces.store import FIELDS
+
+        stored = [f for f in fields if f in FIELDS]
+        minute = resolution is Resolution.MINUTE
+        scale = 1.0 if minute else 1000.0
+        try:
+            rows = self._q.measurements(
+                self._db,
+                resolution="minute" if minute else "second",
+                from_ts=_lower_arg(from_ts, scale),
+                to_ts=_upper_arg(to_ts, scale),
+                fields=stored,
+                limit=limit,
+            )
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"store: {exc}") from exc
+        out = []
+        for r in rows:
+            if minute:
+                stats = {f: r.get(f) for f in fields}
+                out.append(
+                    MeasurementRow(
+                        ts=float(r["ts"]),  # type: ignore[arg-type]
+                        values={f: _stat(st, "mean") for f, st in stats.items()},
+                        min={f: _stat(st, "min") for f, st in stats.items()},
+                        max={f: _stat(st, "max") for f, st in stats.items()},
+                    )
+                )
+            else:
+                out.append(
+                    MeasurementRow(
+                        ts=float(r["ts"]),  # type: ignore[arg-type]
+                        state=_opt_str(r.get("state")),
+                        mode=_opt_str(r.get("mode")),
+                        values={f: _num(r.get(f)) for f in fields},
+                    )
+                )
+        return out
+
+    def events(
+        self, *, kinds: Sequence[str] | None, from_ts: float | None, to_ts: float | None, after_seq: int, limit: int
+    ) -> list[EventInfo]:
+        out: list[EventInfo] = []
+        seen: set[int] = set()
+        lower = from_ts
+        upper = None if to_ts is None else _upper_arg(to_ts, 1000.0)
+        for _ in range(_MAX_SCANS):
+            try:
+                rows = self._q.events(
+                    self._db,
+                    kinds=kinds,
+                    from_ts=None if lower is None else _lower_arg(lower, 1000.0),
+                    to_ts=upper,
+                    limit=limit,
+                    newest_first=False,
+                )
+            except sqlite3.Error as exc:
+                raise SourceUnavailable(f"store: {exc}") from exc
+            for r in rows:
+                rid = int(r["id"])  # type: ignore[call-overload]
+                if rid <= after_seq or rid in seen:
+                    continue
+                seen.add(rid)
+                data = r.get("data")
+                out.append(
+                    EventInfo(
+                        seq=rid,
+                        kind=str(r["kind"]),
+                        ts=float(r["ts"]),
+                        data=jsonable(data) if isinstance(data, Mapping) else {"value": jsonable(data)},
+                    )  # type: ignore[arg-type]
+                )
+                if len(out) >= limit:
+                    return out
+            if len(rows) < limit:
+                return out
+            new_lower = float(rows[-1]["ts"])  # type: ignore[arg-type]
+            if lower is not None and new_lower <= lower:
+                return out  # a full page within one millisecond: cannot move on by time
+            lower = new_lower
+        return out
+
+    def outbox(self) -> OutboxFigures:
+        try:
+            st = self._q.outbox_status(self._db, now_ts=self._clock.wall().timestamp())
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"store: {exc}") from exc
+        return OutboxFigures(st.depth, st.oldest_pending_age_s, st.last_delivered_ts)
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _stat(st: object, key: str) -> float | None:
+    return _num(st.get(key)) if isinstance(st, Mapping) else None
+
+
+def _opt_str(v: object) -> str | None:
+    return None if v is None else str(v)

@@ -187,22 +187,36 @@ def _text(v: object) -> str | None:
     return None if v is None else str(v)
 
 
+def _status_devices(snap: Snapshot, cfg: EMSConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """(device name, worker name, fields) from what the workers put in `ctx.set_status`."""
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for key, value in sorted(snap.status.items()):
+        if key.startswith(DEVICE_STATUS_PREFIX) and isinstance(value, Mapping):  # generic convention
+            name = key.removeprefix(DEVICE_STATUS_PREFIX)
+            found.append((name, str(value.get("worker", name)), dict(value)))
+        elif key.startswith("modbus.") and isinstance(value, Mapping):  # interfaces/modbus
+            fields = {k: v for k, v in value.items() if k != "where"}
+            found.append((key.removeprefix("modbus."), "modbus", {"protocol": "modbus", "address": value.get("where"), **fields}))
+        elif key == "bms" and isinstance(value, Mapping):  # interfaces/can
+            can = cfg.can
+            where = f"{can.host}:{can.port}/{can.channel}" if str(can.interface) == "socketcand" else f"{can.interface}:{can.channel}"
+            found.append(("bms", "can", {"protocol": "can", "address": where, **value}))
+        elif key == "mqtt_link" and isinstance(value, str):  # interfaces/mqtt
+            found.append(("mqtt", "mqtt", {"protocol": "mqtt", "address": f"{cfg.mqtt.host}:{cfg.mqtt.port}", "link": value}))
+    return found
+
+
 def devices(snap: Snapshot, cfg: EMSConfig, jsonable: Any) -> list[DeviceInfo]:
-    """Every `device:<name>` status entry a worker set, then every worker without one."""
+    """Every source the workers report (modbus.<dev>, bms, mqtt_link, device:<name>), then workers without one."""
     health_by_name = {w.name: w for w in workers(snap, cfg)}
     out: list[DeviceInfo] = []
-    seen: set[str] = set()
-    for key, value in sorted(snap.status.items()):
-        if not key.startswith(DEVICE_STATUS_PREFIX) or not isinstance(value, Mapping):
-            continue
-        name = key.removeprefix(DEVICE_STATUS_PREFIX)
-        worker_name = str(value.get("worker", name))
-        seen.add(worker_name)
-        w = health_by_name.get(worker_name)
-        details = {k: v for k, v in value.items() if k not in ("protocol", "address", "map", "worker")}
-        out.append(_device(name, value, jsonable(details), w))
+    covered: set[str] = set()
+    for name, worker_name, fields in _status_devices(snap, cfg):
+        covered.add(worker_name)
+        details = {k: v for k, v in fields.items() if k not in ("protocol", "address", "map", "worker")}
+        out.append(_device(name, fields, jsonable(details), health_by_name.get(worker_name)))
     for name, w in health_by_name.items():
-        if name not in seen:
+        if name not in covered:
             out.append(_device(name, {}, {}, w))
     return out
 

@@ -391,11 +391,27 @@ def test_devices_list_what_the_workers_report(api: RunningApi, ctx: EMSContext, 
     assert "modbus" not in devices and "api" in devices
 
 
+def test_devices_list_modbus_can_and_mqtt_sources_as_their_workers_report_them(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
+    ctx.set_status(
+        "modbus.ess", {"connected": True, "where": "127.0.0.1:5020 unit 1", "map": "sunspec", "models": [1, 103], "identity": {"sn": "X1"}}
+    )
+    ctx.set_status("bms", {"name": "PYLON", "protections": [], "warnings": [], "silent": False})
+    ctx.set_status("mqtt_link", "up")
+    for w in ("modbus", "can", "mqtt"):
+        ctx.mark_ok(w, at_s=clock.monotonic())
+    devices = {d["name"]: d for d in api.get("/api/v1/devices").json()["devices"]}
+    assert set(devices) == {"ess", "bms", "mqtt", "api"}
+    ess = devices["ess"]
+    assert (ess["protocol"], ess["address"], ess["map"]) == ("modbus", "127.0.0.1:5020 unit 1", "sunspec")
+    assert ess["details"]["identity"] == {"sn": "X1"} and ess["last_seen_age_s"] == 0.0
+    assert devices["bms"]["protocol"] == "can" and devices["bms"]["details"]["name"] == "PYLON"
+    assert devices["mqtt"]["address"] == "127.0.0.1:1883" and devices["mqtt"]["details"] == {"link": "up"}
+
+
 def test_metrics_expose_state_command_limits_and_requests(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
     _feed(ctx, clock)
     _publish(ctx, clock)
     ctx.count("store_queue_dropped", 4)
-    ctx.set_status("outbox_depth", 12)
     api.get("/api/v1/status")
     r = api.get("/metrics")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
@@ -409,7 +425,6 @@ def test_metrics_expose_state_command_limits_and_requests(api: RunningApi, ctx: 
         "ems_control_live 0.0",
         "ems_control_overruns_total 0.0",
         'ems_events_total{name="store_queue_dropped"} 4.0',
-        "ems_outbox_depth 12.0",
         'ems_api_requests_total{endpoint="/api/v1/status",method="GET",status="200"} 1.0',
     ):
         assert line in text, line

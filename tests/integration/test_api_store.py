@@ -1,0 +1,113 @@
+"""REST API history from the real SQLite store (issue 6) over real HTTP: paging, minutes, events, 503."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.sources import StoreSource
+from config.store import StoreConfig
+from ems.clock import SimClock
+from ems.context import EMSContext
+from ems.model import Command, Mode, Quantity, State
+from interfaces.store import Store
+from tests.helpers.api import RunningApi, api_config, running_api
+
+SECONDS = 180
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> tuple[SimClock, EMSContext, Path]:
+    """Three minutes of 1 Hz samples (grid_power_w = second index) and some events, flushed to SQLite."""
+    clock = SimClock()
+    ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
+    store = Store(cfg=StoreConfig(path=tmp_path / "ems.db", finalize_lag_s=0.0), ctx=ctx, clock=clock, site_id="t", outbox_enabled=True)
+    try:
+        for i in range(SECONDS):
+            ctx.update_measurements({Quantity.GRID_POWER_W: float(i), Quantity.SOC_PCT: 50.0}, at_s=clock.monotonic())
+            ctx.publish_command(Command(i + 1, State.SELF_CONSUMPTION, 100.0, 0.0, (), clock.monotonic()), fault_causes=(), limits_bound=())
+            store.sample_once()
+            if i % 10 == 0:
+                ctx.record_event("audit", who="op", what="mode", n=i)
+            clock.advance(1.0)
+        store.flush()
+    finally:
+        store.close()
+    return clock, ctx, tmp_path / "ems.db"
+
+
+@pytest.fixture
+def api(history: tuple[SimClock, EMSContext, Path]) -> Iterator[RunningApi]:
+    clock, ctx, db = history
+    with running_api(api_config({"max_page_rows": 50}), ctx, clock, store=StoreSource(db, clock)) as running:
+        yield running
+
+
+def _start_ts(clock: SimClock) -> float:
+    return clock.wall().timestamp() - SECONDS
+
+
+def _pages(api: RunningApi, path: str, params: dict[str, Any], cursor: dict[str, str]) -> list[dict[str, Any]]:
+    pages = [api.get(path, params=params).json()]
+    while any(pages[-1].get(k) is not None for k in cursor.values()):
+        nxt = {param: pages[-1][key] for param, key in cursor.items()}
+        pages.append(api.get(path, params={**params, **nxt}).json())
+        assert len(pages) < 50
+    return pages
+
+
+def test_per_second_history_pages_without_gaps_or_repeats(api: RunningApi, history: tuple[SimClock, EMSContext, Path]) -> None:
+    clock = history[0]
+    t0 = _start_ts(clock)
+    params = {"from_ts": t0, "to_ts": t0 + SECONDS, "fields": ["grid_power_w", "cmd_computed_w"], "limit": 1000}
+    pages = _pages(api, "/api/v1/measurements", params, {"from_ts": "next_from_ts"})
+    rows = [r for p in pages for r in p["rows"]]
+    assert pages[0]["source"] == "store" and len(pages) == 4  # 180 rows, 50 per page (api.max_page_rows)
+    assert [r["values"]["grid_power_w"] for r in rows] == [float(i) for i in range(SECONDS)]
+    assert all(r["values"]["cmd_computed_w"] == 100.0 and r["state"] == "SELF_CONSUMPTION" for r in rows)
+    assert [r["ts"] for r in rows] == sorted({r["ts"] for r in rows})
+
+
+def test_to_ts_is_inclusive(api: RunningApi, history: tuple[SimClock, EMSContext, Path]) -> None:
+    t0 = _start_ts(history[0])
+    rows = api.get("/api/v1/measurements", params={"from_ts": t0 + 10, "to_ts": t0 + 12, "fields": "grid_power_w"}).json()["rows"]
+    assert [r["values"]["grid_power_w"] for r in rows] == [10.0, 11.0, 12.0]
+
+
+def test_per_minute_history_has_mean_min_max(api: RunningApi, history: tuple[SimClock, EMSContext, Path]) -> None:
+    t0 = _start_ts(history[0])
+    body = api.get(
+        "/api/v1/measurements", params={"from_ts": t0, "to_ts": t0 + SECONDS, "fields": "grid_power_w", "resolution": "1m"}
+    ).json()
+    rows = body["rows"]
+    assert body["resolution"] == "1m" and len(rows) >= 2
+    first = rows[0]
+    assert first["min"]["grid_power_w"] <= first["values"]["grid_power_w"] <= first["max"]["grid_power_w"]
+    assert rows[1]["ts"] - rows[0]["ts"] == 60.0
+
+
+def test_events_come_from_the_store_and_page_by_time_and_seq(api: RunningApi) -> None:
+    pages = _pages(api, "/api/v1/events", {"kind": "audit", "limit": 7}, {"from_ts": "next_from_ts", "after_seq": "next_after_seq"})
+    events = [e for p in pages for e in p["events"]]
+    assert pages[0]["source"] == "store"
+    assert [e["data"]["n"] for e in events] == list(range(0, SECONDS, 10))
+    assert len({e["seq"] for e in events}) == len(events)
+
+
+def test_metrics_report_the_outbox_from_the_store(api: RunningApi) -> None:
+    text = api.get("/metrics").text
+    assert "ems_outbox_depth " in text
+
+
+def test_a_missing_store_file_gives_503_naming_the_store(tmp_path: Path) -> None:
+    clock = SimClock()
+    ctx = EMSContext(clock=clock)
+    with running_api(api_config(), ctx, clock, store=StoreSource(tmp_path / "absent.db", clock)) as api:
+        r = api.get("/api/v1/measurements")
+        assert r.status_code == 503 and r.json()["error"] == "store_unavailable"
+        assert api.get("/api/v1/events").status_code == 503
+        assert api.get("/metrics").status_code == 200
+    assert ctx.snapshot().counters["api_store_unavailable"] >= 3
