@@ -63,8 +63,10 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
         services.extend(build_store_services(cfg, ctx, clock))
     if cfg.api.enabled:  # last: it serves what the parts above produce
         from api.server import ApiServer
+        from api.sources import StoreSource
 
-        services.append(ApiServer(cfg=cfg, ctx=ctx, clock=clock))
+        store_reader = StoreSource(cfg.store.path, clock) if cfg.store.enabled else None  # history; else latest values only
+        services.append(ApiServer(cfg=cfg, ctx=ctx, clock=clock, store=store_reader))
     return services
 
 
