@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from config.common import Section
 
-__all__ = ["ModbusConfig", "ModbusDeviceConfig", "Transport"]
+__all__ = ["EssDeviceConfig", "MeterDeviceConfig", "ModbusConfig", "ModbusDeviceConfig", "Transport"]
 
 
 class Transport(StrEnum):
@@ -27,28 +27,52 @@ class ModbusDeviceConfig(Section):
     parity: Literal["N", "E", "O"] = Field("N", description="rtu: parity N, E or O")
     stopbits: Literal[1, 2] = Field(1, description="rtu: stop bits")
     device_id: int = Field(1, ge=0, le=247, description="Modbus unit / slave ID (RTU 1-247)")
-    map: str = Field("auto", min_length=1, description="point map: a name in interfaces/modbus/maps, a YAML path, or auto (SunSpec discovery picks it)")
-    word_order: Literal["map", "big", "little"] = Field("map", description="32-bit word order: map (as the point map says), big (high word first) or little")
+    map: str = Field(
+        "auto", min_length=1, description="point map: a name in interfaces/modbus/maps, a YAML path, or auto (SunSpec discovery picks it)"
+    )
+    word_order: Literal["map", "big", "little"] = Field(
+        "map", description="32-bit word order: map (as the point map says), big (high word first) or little"
+    )
     poll_period_s: float = Field(1.0, gt=0.05, le=60, description="read the device every this many seconds, s")
     timeout_s: float = Field(1.0, gt=0.05, le=30, description="request timeout, s")
     retries: int = Field(0, ge=0, le=5, description="retries per request before it counts as failed")
     ignore_points: tuple[str, ...] = Field((), description="readings not to publish (e.g. soc_pct when a CAN BMS reports it)")
 
 
+class EssDeviceConfig(ModbusDeviceConfig):
+    """The battery inverter: SunSpec discovery picks its map by default."""
+
+    map: str = Field(
+        "auto", min_length=1, description="point map: a name in interfaces/modbus/maps, a YAML path, or auto (SunSpec discovery picks it)"
+    )
+
+
+class MeterDeviceConfig(ModbusDeviceConfig):
+    """The grid meter: an Eastron SDM630 map and unit ID 2 by default."""
+
+    map: str = Field(
+        "sdm630", min_length=1, description="point map: a name in interfaces/modbus/maps, a YAML path, or auto (SunSpec discovery picks it)"
+    )
+    device_id: int = Field(2, ge=0, le=247, description="Modbus unit / slave ID (RTU 1-247)")
+
+
 class ModbusConfig(Section):
     enabled: bool = Field(False, description="start this part")
-    ess: ModbusDeviceConfig = Field(
-        default_factory=lambda: ModbusDeviceConfig(map="auto"),
-        description="battery inverter: readings (ess_power_w, soc_pct, ...), command, enable and heartbeat",
+    ess: EssDeviceConfig = Field(
+        default_factory=EssDeviceConfig, description="battery inverter: readings (ess_power_w, soc_pct, ...), command, enable and heartbeat"
     )
-    meter: ModbusDeviceConfig = Field(default_factory=lambda: ModbusDeviceConfig(map="sdm630", device_id=2), description="grid meter: grid_power_w, ...")
+    meter: MeterDeviceConfig = Field(default_factory=MeterDeviceConfig, description="grid meter: grid_power_w, ...")
     reconnect_min_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failure (tenacity exponential), s")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay, s")
     command_max_age_s: float = Field(5.0, gt=0, le=600, description="after a reconnect, a command older than this is re-written as 0 W, s")
-    bad_value_log_interval_s: float = Field(60.0, ge=0, le=3600, description="log a rejected register at most once per point per this many seconds, s")
+    bad_value_log_interval_s: float = Field(
+        60.0, ge=0, le=3600, description="log a rejected register at most once per point per this many seconds, s"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ModbusConfig:
         if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError(f"reconnect_min_s: must be <= modbus.reconnect_max_s (got {self.reconnect_min_s:g} > {self.reconnect_max_s:g})")
+            raise ValueError(
+                f"reconnect_min_s: must be <= modbus.reconnect_max_s (got {self.reconnect_min_s:g} > {self.reconnect_max_s:g})"
+            )
         return self

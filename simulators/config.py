@@ -92,6 +92,18 @@ class SimDeviceConfig(Section):
     map: str = Field("sunspec_ess", description="point map served (interfaces/modbus/maps)")
 
 
+class SimEssConfig(SimDeviceConfig):
+    port: int = Field(15020, ge=1, le=65535, description="tcp: port")
+    device_id: int = Field(1, ge=0, le=247, description="Modbus unit ID")
+    map: str = Field("sunspec_ess", description="point map served (interfaces/modbus/maps)")
+
+
+class SimMeterConfig(SimDeviceConfig):
+    port: int = Field(15021, ge=1, le=65535, description="tcp: port")
+    device_id: int = Field(2, ge=0, le=247, description="Modbus unit ID")
+    map: str = Field("sdm630", description="point map served (interfaces/modbus/maps)")
+
+
 class ControlChannelConfig(Section):
     enabled: bool = Field(True, description="serve the rehearsal command channel (docs/simulator.md)")
     host: str = Field("127.0.0.1", description="bind address (loopback)")
@@ -105,10 +117,8 @@ class SimLoggingConfig(Section):
 
 class SimulatorConfig(Section):
     plant: PlantConfig = Field(default_factory=PlantConfig, description="site physics and profile")
-    ess: SimDeviceConfig = Field(
-        default_factory=lambda: SimDeviceConfig(port=15020, device_id=1, map="sunspec_ess"), description="battery inverter"
-    )
-    meter: SimDeviceConfig = Field(default_factory=lambda: SimDeviceConfig(port=15021, device_id=2, map="sdm630"), description="grid meter")
+    ess: SimEssConfig = Field(default_factory=SimEssConfig, description="battery inverter")
+    meter: SimMeterConfig = Field(default_factory=SimMeterConfig, description="grid meter")
     bms: BmsSimConfig = Field(default_factory=lambda: BmsSimConfig(enabled=False), description="CAN BMS simulator (docs/can.md)")
     control: ControlChannelConfig = Field(default_factory=ControlChannelConfig, description="rehearsal command channel")
     logging: SimLoggingConfig = Field(default_factory=SimLoggingConfig, description="log output")

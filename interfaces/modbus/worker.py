@@ -41,6 +41,13 @@ class _Attempt:
     attempt_number: int
 
 
+class _Waiting(ConnectionError):
+    """The device's reconnect time has not come yet (not a new failure)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name}: waiting to reconnect")
+
+
 class _Device:
     """Scheduling state of one device (worker-thread only)."""
 
@@ -52,6 +59,8 @@ class _Device:
         self.next_connect_s = now_s
         self.next_poll_s = now_s
         self.last_error: str | None = None
+        self.up: bool | None = None  # link state last reported (None: never yet)
+        self.rewritten_w: float | None = None  # command re-written at the last (re)connect
 
 
 class ModbusWorker(Worker):
@@ -111,10 +120,10 @@ class ModbusWorker(Worker):
         now = self._clock.monotonic()
         if not dev.link.connected:
             if now < dev.next_connect_s:
-                raise ConnectionError(f"{dev.name}: waiting to reconnect")
+                raise _Waiting(dev.name)
             self._connect(dev)
         if dev is self._ess and self._latest is not None and self._latest.seq > self._written_seq:
-            self._write_command(dev, self._latest, rewrite=False)
+            self._write_command(dev, self._latest)
         if self._clock.monotonic() >= dev.next_poll_s:
             dev.next_poll_s = max(dev.next_poll_s + dev.cfg.poll_period_s, self._clock.monotonic())
             values, rejected = dev.link.poll()
@@ -123,77 +132,78 @@ class ModbusWorker(Worker):
                 self._ctx.update_measurements(values, at_s=at_s)
             for r in rejected:
                 self._reject(dev, r, at_s)
+            if dev.up is not True:
+                self._up(dev)
 
     # ---- connection ---------------------------------------------------------------------------
     def _connect(self, dev: _Device) -> None:
         dev.link.connect()
-        was_failing = dev.failures
-        dev.failures = 0
-        dev.last_error = None
-        link = dev.link
-        self.log.info(
-            "modbus_connected",
-            device=dev.name,
-            where=link.where(),
-            map=link.pmap.name if link.pmap else None,
-            models=",".join(str(m) for m in sorted(link.models)) or None,
-            failed_attempts=was_failing,
-            **link.identity,
-        )
-        self._ctx.set_status(
-            f"modbus.{dev.name}",
-            {
-                "connected": True,
-                "where": link.where(),
-                "map": link.pmap.name if link.pmap else None,
-                "models": sorted(link.models),
-                "identity": dict(link.identity),
-            },
-        )
-        self._ctx.record_event("modbus", device=dev.name, connected=True, where=link.where())
+        self.log.debug("modbus_link_opened", device=dev.name, where=dev.link.where())
         if dev is self._ess:
             self._rewrite_after_connect(dev)
 
     def _rewrite_after_connect(self, dev: _Device) -> None:
         """Before anything else: enable/mode and the current command (0 W if it is stale or missing)."""
         cmd = self._latest
-        now = self._clock.monotonic()
-        if cmd is None or now - cmd.at_s > self._cfg.command_max_age_s:
+        if cmd is None or self._clock.monotonic() - cmd.at_s > self._cfg.command_max_age_s:
             self._write(dev, 0.0)
-            self.log.info("modbus_command_rewritten", device=dev.name, setpoint_w=0.0, reason="no_recent_command")
-            return
-        self._write_command(dev, cmd, rewrite=True)
+            dev.rewritten_w = 0.0
+        else:
+            self._write_command(dev, cmd)
+            dev.rewritten_w = cmd.written_w
+
+    def _up(self, dev: _Device) -> None:
+        """The first good poll after a (re)connect: the link is confirmed; log the edge once."""
+        link = dev.link
+        pmap = link.pmap.name if link.pmap else None
+        models = ",".join(str(m) for m in sorted(link.models)) or None
+        event = "modbus_connected" if dev.up is None else "modbus_link_recovered"
+        self.log.info(
+            event,
+            device=dev.name,
+            where=link.where(),
+            map=pmap,
+            models=models,
+            failed_attempts=dev.failures,
+            rewritten_w=None if dev.rewritten_w is None else round(dev.rewritten_w, 1),
+            **link.identity,
+        )
+        self._ctx.set_status(
+            f"modbus.{dev.name}",
+            {"connected": True, "where": link.where(), "map": pmap, "models": sorted(link.models), "identity": dict(link.identity)},
+        )
+        self._ctx.record_event("modbus", device=dev.name, connected=True, where=link.where())
+        dev.up, dev.failures, dev.last_error, dev.rewritten_w = True, 0, None, None
 
     def _lost(self, dev: _Device, exc: BaseException) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, ConnectionError) and "waiting to reconnect" in str(exc):
+        if isinstance(exc, _Waiting):
             return
-        first = dev.failures == 0
-        was_connected = dev.link.connected
+        reason = f"{type(exc).__name__}: {exc}"[:300]
         dev.link.close()
         dev.failures += 1
         delay_s = self._backoff(cast(tenacity.RetryCallState, _Attempt(dev.failures)))
         dev.next_connect_s = self._clock.monotonic() + delay_s
-        dev.last_error = reason[:300]
-        if first:
-            self.log.warning(
-                "modbus_link_lost" if was_connected else "modbus_connect_failed",
-                device=dev.name,
-                where=dev.link.where(),
-                reason=reason[:300],
-                retry_in_s=round(delay_s, 2),
-            )
-            self._ctx.set_status(f"modbus.{dev.name}", {"connected": False, "where": dev.link.where(), "error": reason[:300]})
-            self._ctx.record_event("modbus", device=dev.name, connected=False, reason=reason[:300])
+        dev.last_error = reason
         self._ctx.count(f"modbus_{dev.name}_errors")
+        if dev.up is False:
+            self.log.debug("modbus_retry_failed", device=dev.name, reason=reason, retry_in_s=round(delay_s, 2))
+            return
+        self.log.warning(
+            "modbus_link_lost" if dev.up else "modbus_connect_failed",
+            device=dev.name,
+            where=dev.link.where(),
+            reason=reason,
+            retry_in_s=round(delay_s, 2),
+        )
+        self._ctx.set_status(f"modbus.{dev.name}", {"connected": False, "where": dev.link.where(), "error": reason})
+        self._ctx.record_event("modbus", device=dev.name, connected=False, reason=reason)
+        dev.up = False
 
     # ---- writes -------------------------------------------------------------------------------
-    def _write_command(self, dev: _Device, cmd: Command, *, rewrite: bool) -> None:
+    def _write_command(self, dev: _Device, cmd: Command) -> None:
         self._write(dev, cmd.written_w)
         self._written_seq = max(self._written_seq, cmd.seq)
         self._ctx.ack_command(cmd.seq, at_s=self._clock.monotonic())
-        if rewrite:
-            self.log.info("modbus_command_rewritten", device=dev.name, setpoint_w=round(cmd.written_w, 1), seq=cmd.seq)
 
     def _write(self, dev: _Device, setpoint_w: float) -> None:
         link = dev.link
