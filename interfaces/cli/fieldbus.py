@@ -39,7 +39,7 @@ __all__ = [
 
 SUNS = (0x5375, 0x6E53)  # "SunS"
 MAX_REGS = 125  # per read request (Modbus limit)
-MAX_RANGE = 10_000  # registers one `--range` scan may read
+MAX_RANGE = 250  # addresses one `--range` scan may probe (odd bases such as 39999 or 40001)
 MAX_MODELS = 64
 
 MODEL_NAMES: Mapping[int, str] = {
@@ -205,18 +205,24 @@ def _chunks(lo: int, hi: int) -> Iterator[tuple[int, int]]:
 
 
 def _find_marker(reader: ModbusReader, search: tuple[int, int] | None) -> int | None:
+    """The standard bases, or every address in `search`: block reads, and where the device refuses a
+    block (part of it unmapped), one 2-register probe per address of that block."""
     if search is None:
         for base in SUNSPEC_BASES:
             if reader.read(base, 2) == list(SUNS):
                 return base
         return None
-    for addr, count in _chunks(*search):
+    lo, hi = search
+    for addr, count in _chunks(lo, hi):
         regs = reader.read(addr, count)
-        if regs is None:
+        if regs is not None:
+            hits = [addr + i for i in range(len(regs) - 1) if (regs[i], regs[i + 1]) == SUNS and lo <= addr + i <= hi]
+            if hits:
+                return hits[0]
             continue
-        for i in range(len(regs) - 1):
-            if (regs[i], regs[i + 1]) == SUNS and addr + i <= search[1]:
-                return addr + i
+        for probe in range(addr, min(addr + count - 1, hi + 1)):
+            if reader.read(probe, 2) == list(SUNS):
+                return probe
     return None
 
 

@@ -106,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--unit", type=int, required=True, help="Modbus unit / device id (0-247)")
     dev.add_argument("--rate", type=float, default=5.0, help="at most this many requests per second (default 5, max 20)")
     scan = mb_sub.add_parser("scan", parents=[dev], help="find the SunSpec marker and list the models (read-only)")
-    scan.add_argument("--range", dest="search", metavar="A-B", help="search this register range for the marker (default: 40000, 0, 50000)")
+    scan.add_argument(
+        "--range", dest="search", metavar="A-B", help="look for the marker at every address in A-B, at most 250 (default: 40000, 0, 50000)"
+    )
     rd = mb_sub.add_parser("read", parents=[dev], help="read registers (read-only)")
     rd.add_argument("address", type=lambda s: int(s, 0), metavar="ADDRESS", help="0-based register address (e.g. 40000 or 0x9c40)")
     rd.add_argument("--count", type=int, default=1, help="registers to read (default 1; at least what --type needs)")
