@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from api.server import ApiServer
 from api.sources import StoreSource
+from config import parse_config
 from config.store import StoreConfig
 from ems.clock import SimClock
 from ems.context import EMSContext
 from ems.model import Command, Mode, Quantity, State
 from interfaces.store import Store
+from main import build_services
 from tests.helpers.api import RunningApi, api_config, running_api
 
 SECONDS = 180
@@ -111,3 +115,19 @@ def test_a_missing_store_file_gives_503_naming_the_store(tmp_path: Path) -> None
         assert api.get("/api/v1/events").status_code == 503
         assert api.get("/metrics").status_code == 200
     assert ctx.snapshot().counters["api_store_unavailable"] >= 3
+
+
+def test_main_wires_the_store_reader_into_the_api(tmp_path: Path) -> None:
+    cfg = parse_config({"store": {"enabled": True, "path": str(tmp_path / "ems.db")}, "api": {"enabled": True, "port": 0}}, {})
+    clock = SimClock()
+    ctx = EMSContext(clock=clock)
+    services = build_services(cfg, ctx, clock)
+    for svc in services:
+        svc.start()
+    try:
+        (api,) = [s for s in services if isinstance(s, ApiServer)]
+        body = requests.get(f"{api.url}/api/v1/measurements", timeout=10).json()
+        assert body["source"] == "store"
+    finally:
+        for svc in reversed(services):
+            svc.stop(timeout_s=5.0)
