@@ -32,6 +32,7 @@ from simulators.profile import Profile, load_profile
 __all__ = ["ReplayOptions", "RunResult", "compare", "live_config", "main", "run", "step_profile", "step_response"]
 
 START_MONOTONIC_S = 1000.0
+IDEAL_FLOOR_W = 0.5  # mean |grid error| of an ideal run below this counts as zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +124,14 @@ def run(profile: Profile, controller: str, cfg: ControlConfig, opts: ReplayOptio
 
 
 def compare(profile: Profile, cfg: ControlConfig, opts: ReplayOptions, controllers: Sequence[str] = CONTROLLERS) -> dict[str, object]:
-    """Run each controller (and the ideal as the reference); KPIs plus ems/baseline ratios."""
+    """Run each controller (and the ideal as the reference); KPIs plus ems/baseline ratios per ems variant."""
     names = ["ideal", *[c for c in controllers if c != "ideal"]]
     results = {name: run(profile, name, cfg, opts) for name in names}
-    ideal = results["ideal"].kpis
-    out: dict[str, object] = {
-        "profile": profile.name,
-        "controllers": {n: _result_dict(r, ideal) for n, r in results.items() if n in controllers or n == "ideal"},
-    }
-    if "ems" in results:
-        out["ratios"] = _ratios(results["ems"].kpis, {n: r.kpis for n, r in results.items() if n != "ems"})
+    kpis = {n: r.kpis for n, r in results.items()}
+    out: dict[str, object] = {"profile": profile.name, "controllers": {n: _result_dict(r, kpis["ideal"]) for n, r in results.items()}}
+    ratios = {n: _ratios(n, kpis) for n in names if n.startswith("ems")}
+    if ratios:
+        out["ratios"] = ratios
     return out
 
 
@@ -142,19 +141,23 @@ def _result_dict(r: RunResult, ideal: Kpis) -> dict[str, object]:
     return d
 
 
-def _ratios(ems: Kpis, others: dict[str, Kpis]) -> dict[str, float | None]:
+def _ratios(ems_name: str, kpis: dict[str, Kpis]) -> dict[str, float | None]:
+    """Mean |grid error| of `ems_name` over each baseline, raw and in excess of the ideal's; energies over the ideal's."""
+    ems, ideal = kpis[ems_name], kpis["ideal"]
     out: dict[str, float | None] = {}
-    for name, k in others.items():
-        out[f"grid_error_mean_ems_over_{name}"] = _div(ems.grid_error_mean_w, k.grid_error_mean_w)
-    ideal = others.get("ideal")
-    if ideal is not None:
-        ie = ideal.import_wh + ideal.export_wh
-        out["import_export_ems_over_ideal"] = _div(ems.import_wh + ems.export_wh, ie)
-    for name, k in others.items():
-        if name != "ideal" and ideal is not None:
-            mine = (ems.import_wh + ems.export_wh) - (ideal.import_wh + ideal.export_wh)
-            theirs = (k.import_wh + k.export_wh) - (ideal.import_wh + ideal.export_wh)
-            out[f"avoidable_ems_over_{name}"] = _div(mine, theirs)
+    for name, k in kpis.items():
+        if name == ems_name or name.startswith("ems"):
+            continue
+        if name == "ideal":
+            out["excess_grid_error_w"] = round(ems.grid_error_mean_w - k.grid_error_mean_w, 2)
+        # below IDEAL_FLOOR_W the ideal is exact: a ratio to it would only measure float rounding
+        floor_w = IDEAL_FLOOR_W if name == "ideal" else 0.0
+        out[f"grid_error_over_{name}"] = _div(ems.grid_error_mean_w, k.grid_error_mean_w) if k.grid_error_mean_w > floor_w else None
+        if name != "ideal":
+            out[f"excess_grid_error_over_{name}"] = _div(ems.grid_error_mean_w - ideal.grid_error_mean_w, k.grid_error_mean_w - ideal.grid_error_mean_w)
+    ideal_wh = ideal.import_wh + ideal.export_wh
+    out["import_export_over_ideal"] = _div(ems.import_wh + ems.export_wh, ideal_wh) if ideal_wh > IDEAL_FLOOR_W else None
+    out["import_export_excess_wh"] = round(ems.import_wh + ems.export_wh - ideal_wh, 1)
     return out
 
 
@@ -304,8 +307,8 @@ def _kpi_table(res: dict[str, object]) -> str:
         share = ", ".join(f"{s} {v:.1%}" for s, v in ctls[n]["state_share"].items())  # type: ignore[attr-defined]
         limits = ", ".join(f"{k} {v}" for k, v in ctls[n]["limit_cycles"].items()) or "none"  # type: ignore[attr-defined]
         lines.append(f"{n}: states {share}; limit cycles {limits}")
-    for k, v in (res.get("ratios") or {}).items():  # type: ignore[attr-defined]
-        lines.append(f"{k}: {v}")
+    for n, ratios in (res.get("ratios") or {}).items():  # type: ignore[attr-defined]
+        lines.append(f"{n}: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     return "\n".join(lines)
 
 

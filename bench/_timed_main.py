@@ -1,0 +1,48 @@
+"""The real `main.py`, with one observer: every `Controller.cycle()` call is timed (bench 4).
+
+    EMS_BENCH_TIMING_FILE=/tmp/t.json python -m bench._timed_main --config FILE [main.py options]
+
+Records the monotonic start and the duration of each cycle and writes them as JSON when main()
+returns (after SIGTERM). Nothing else changes: same config, same services, same loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import main as ems_main
+from ems import controller as ems_controller
+
+
+def _instrument(starts: list[float], durations: list[float]) -> None:
+    original = ems_controller.Controller.cycle
+
+    def timed_cycle(self: ems_controller.Controller, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.monotonic()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            starts.append(t0)
+            durations.append(time.monotonic() - t0)
+
+    ems_controller.Controller.cycle = timed_cycle  # type: ignore[method-assign]
+
+
+def run() -> int:
+    starts: list[float] = []
+    durations: list[float] = []
+    _instrument(starts, durations)
+    rc = ems_main.main(sys.argv[1:])
+    path = os.environ.get("EMS_BENCH_TIMING_FILE")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"starts_s": starts, "durations_s": durations, "exit": rc}, f)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(run())

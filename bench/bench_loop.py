@@ -1,0 +1,236 @@
+"""Benchmarks 4-6: the real `main.py` against `python -m simulators` in real time.
+
+4. loop timing: cycle start lateness against the 1 s deadline grid (p50/p99/max), cycle work
+   duration, overruns; a phase without and a phase with API load from a second process
+   (`bench._api_load`; only when the REST API part exists);
+5. fault reaction: the meter is silenced (requests never answered) and the time until the
+   simulated inverter's set-point is 0 W is measured at the simulator;
+6. resources: RSS and CPU% of the EMS process over the no-load phase (from /proc).
+
+The EMS runs as `python -m bench._timed_main` (main.py plus a timer around Controller.cycle).
+Phases last 60 s (`BENCH_QUICK=1`: 15 s). Everything binds 127.0.0.1 on free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import REPO_ROOT, emit, free_port, stats_ms
+
+PERIOD_S = 1.0
+
+
+def _wait(pred: Any, timeout_s: float, pause_s: float = 0.05) -> Any:
+    ev = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except (OSError, ValueError):
+            pass
+        ev.wait(pause_s)
+    return None
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss_mb(pid: int) -> tuple[float, float]:
+    vals = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            vals[k] = int(v.split()[0]) / 1024.0
+    return vals.get("VmRSS", float("nan")), vals.get("VmHWM", float("nan"))
+
+
+class _Rig:
+    """Simulators + EMS processes with their configs in a temp dir."""
+
+    def __init__(self, tmp: Path, *, with_api: bool) -> None:
+        self.tmp = tmp
+        self.ports = {k: free_port() for k in ("ess", "meter", "ctl", "api")}
+        sim_cfg = yaml.safe_load((REPO_ROOT / "config" / "simulators.yaml").read_text())
+        sim_cfg["plant"].update(speed=1.0, start_time="08:30", profile="summer-sunny")
+        sim_cfg["ess"]["port"], sim_cfg["meter"]["port"] = self.ports["ess"], self.ports["meter"]
+        sim_cfg["control"].update(enabled=True, port=self.ports["ctl"])
+        ems_cfg = yaml.safe_load((REPO_ROOT / "config" / "sim.yaml").read_text())
+        ems_cfg["modbus"]["ess"]["port"], ems_cfg["modbus"]["meter"]["port"] = self.ports["ess"], self.ports["meter"]
+        ems_cfg.setdefault("control", {})["summary_interval_s"] = 0.0
+        if with_api:
+            ems_cfg["api"] = {"enabled": True, "host": "127.0.0.1", "port": self.ports["api"]}
+        self.with_api = with_api
+        (tmp / "sim.yaml").write_text(yaml.safe_dump(sim_cfg))
+        (tmp / "ems.yaml").write_text(yaml.safe_dump(ems_cfg))
+        self.fault_timeout_s = float(ems_cfg.get("control", {}).get("fault_timeout_s", 3.0))
+        self.timing_file = tmp / "timing.json"
+        self.sim: subprocess.Popen[bytes] | None = None
+        self.ems: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        out = open(self.tmp / log_name, "wb")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+
+    def ctl(self, line: str) -> str:
+        from simulators.ctl import send
+
+        return send(line, port=self.ports["ctl"], timeout_s=2.0)
+
+    def sim_status(self) -> dict[str, Any]:
+        return json.loads(self.ctl("status"))
+
+    def start(self) -> None:
+        self.sim = self._spawn(["-m", "simulators", "--config", str(self.tmp / "sim.yaml"), "--log-format", "json"], "sim.log")
+        if not _wait(self.sim_status, 20):
+            raise RuntimeError(f"simulators did not start: {self.tail('sim.log')}")
+        self.ems = self._spawn(["-m", "bench._timed_main", "--config", str(self.tmp / "ems.yaml"), "--log-format", "json", "--log-level", "info"],
+                               "ems.log", {"EMS_BENCH_TIMING_FILE": str(self.timing_file)})
+        if not _wait(lambda: self.sim_status()["setpoint_w"] != 0.0, 30):
+            raise RuntimeError(f"EMS never wrote a non-zero set-point: {self.tail('ems.log')}")
+
+    def tail(self, name: str, n: int = 15) -> str:
+        try:
+            return " | ".join((self.tmp / name).read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> int | None:
+        rc = None
+        for proc in (self.ems, self.sim):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    rc_p = proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc_p = proc.wait(5)
+                if proc is self.ems:
+                    rc = rc_p
+        return rc
+
+
+def _lateness(starts: list[float]) -> list[float]:
+    """Lateness of each cycle start against the best-fitting 1 s grid (earliest offset = 0)."""
+    if not starts:
+        return []
+    s0 = starts[0]
+    offsets = [s - round((s - s0) / PERIOD_S) * PERIOD_S for s in starts]
+    base = min(offsets)
+    return [o - base for o in offsets]
+
+
+def _overruns_between(log_path: Path, t0_wall: float, t1_wall: float) -> int:
+    n = 0
+    for line in log_path.read_text(errors="replace").splitlines():
+        if "cycle_overrun" not in line:
+            continue
+        try:
+            ev = json.loads(line)
+            ts = datetime.fromisoformat(str(ev["timestamp"]).replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError):
+            continue
+        if t0_wall <= ts <= t1_wall:
+            n += int(ev.get("skipped_cycles", 1))
+    return n
+
+
+def _phase(starts: list[float], durations: list[float], t0: float, t1: float) -> dict[str, object]:
+    idx = [i for i, s in enumerate(starts) if t0 <= s <= t1]
+    late = _lateness([starts[i] for i in idx])
+    return {"cycles": len(idx), "lateness": stats_ms(late), "cycle_work": stats_ms([durations[i] for i in idx])}
+
+
+def _api_available() -> bool:
+    try:
+        import api.server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    phase_s = 15.0 if os.environ.get("BENCH_QUICK") == "1" else 60.0
+    with_api = _api_available()
+    out: dict[str, Any] = {"phase_s": phase_s}
+    with tempfile.TemporaryDirectory(prefix="ems-bench-") as d:
+        rig = _Rig(Path(d), with_api=with_api)
+        try:
+            rig.start()
+            pid = rig.ems.pid  # type: ignore[union-attr]
+            # phase A: no API load; resources over the same window
+            rig.ctl("stats reset")
+            a0, a0_wall, cpu0 = time.monotonic(), time.time(), _proc_cpu_s(pid)
+            rss_samples = []
+            ev = threading.Event()
+            while time.monotonic() - a0 < phase_s:
+                rss_samples.append(_proc_rss_mb(pid)[0])
+                ev.wait(1.0)
+            a1, a1_wall, cpu1 = time.monotonic(), time.time(), _proc_cpu_s(pid)
+            status = rig.sim_status()
+            out["resources"] = {"rss_mb_max": round(max(rss_samples), 1), "rss_mb_last": round(rss_samples[-1], 1),
+                                "rss_hwm_mb": round(_proc_rss_mb(pid)[1], 1), "cpu_pct_one_core": round(100.0 * (cpu1 - cpu0) / (a1 - a0), 2),
+                                "window_s": round(a1 - a0, 1)}
+            out["realtime_regulation"] = {"mean_abs_grid_w": round(float(status.get("mean_abs_grid_w", float("nan"))), 1),
+                                          "window_s": round(float(status.get("stats_s", 0.0)), 1), "profile": "summer-sunny from 08:30"}
+            # phase B: API load from a second process
+            b0 = b1 = b0_wall = b1_wall = None
+            if with_api:
+                base = f"http://127.0.0.1:{rig.ports['api']}"
+                _wait(lambda: urllib.request.urlopen(base + "/api/v1/health", timeout=2).status in (200, 503), 10)  # noqa: S310 - loopback
+                b0, b0_wall = time.monotonic(), time.time()
+                load = subprocess.run([sys.executable, "-m", "bench._api_load", "--base", base, "--duration", str(phase_s)],
+                                      cwd=REPO_ROOT, capture_output=True, text=True, timeout=phase_s + 60)
+                b1, b1_wall = time.monotonic(), time.time()
+                lines = [ln for ln in load.stdout.splitlines() if ln.startswith("{")]
+                out["api_load"] = json.loads(lines[-1]) if lines else {"error": load.stderr[-500:]}
+            # fault reaction: meter silenced -> 0 W at the simulated inverter
+            before_w = rig.sim_status()["setpoint_w"]
+            f0 = time.monotonic()
+            rig.ctl("meter silent on")
+            zero = _wait(lambda: rig.sim_status()["setpoint_w"] == 0.0, 30, pause_s=0.02)
+            f1 = time.monotonic()
+            rig.ctl("meter silent off")
+            out["fault_reaction"] = {"setpoint_before_w": before_w, "reaction_s": round(f1 - f0, 3) if zero else None,
+                                     "fault_timeout_s": rig.fault_timeout_s, "trigger": "meter silent on (requests never answered)"}
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            rc = rig.stop()
+            out["ems_exit"] = rc
+        if rig.timing_file.exists() and "resources" in out:
+            t = json.loads(rig.timing_file.read_text())
+            starts, durs = t["starts_s"], t["durations_s"]
+            out["loop_no_load"] = _phase(starts, durs, a0, a1)
+            out["loop_no_load"]["overruns"] = _overruns_between(rig.tmp / "ems.log", a0_wall, a1_wall)  # type: ignore[index]
+            if b0 is not None and b1 is not None:
+                out["loop_api_load"] = _phase(starts, durs, b0, b1)
+                out["loop_api_load"]["overruns"] = _overruns_between(rig.tmp / "ems.log", b0_wall, b1_wall)  # type: ignore[index]
+            else:
+                out["loop_api_load"] = {"available": False, "reason": "REST API part (api/) not present"}
+        elif "error" in out:
+            out["ems_log_tail"] = rig.tail("ems.log")
+    emit(out)
+
+
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Benchmarks 1-2: regulation KPIs per day profile and controller, step response, replay speed.
+
+Runs `simulators.replay` (the real `ems.core.step` against the plant model) for the three shipped
+day profiles and the controllers ideal, naive, pid, ems:integrating (DESIGN §4 law) and
+ems:predictive, side by side with the same realism knobs. `BENCH_QUICK=1` replays 2 h instead
+of 24 h per profile.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, replace
+
+from bench.common import emit
+from config.control import Law
+from simulators.profile import available_profiles, load_profile
+from simulators.replay import ReplayOptions, compare, live_config, step_response
+
+CONTROLLERS = ("ideal", "naive", "pid", "ems:integrating", "ems:predictive")
+
+
+def main() -> None:
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    cfg = live_config()
+    opts = ReplayOptions(start_s=36_000.0 if quick else 0.0, duration_s=7_200.0 if quick else None)
+    t0 = time.perf_counter()
+    profiles = {}
+    for name in available_profiles():
+        profiles[name] = compare(load_profile(name), cfg, opts, CONTROLLERS)
+    steps = {law.value: step_response(cfg.model_copy(update={"law": law}), opts, controllers=("ideal", "naive", "pid", "ems"))
+             for law in Law}
+    delayed = replace(opts, meter_delay_s=0.5)
+    steps_meter_delay = {law.value: step_response(cfg.model_copy(update={"law": law}), delayed, controllers=("naive", "pid", "ems"))
+                         for law in Law}
+    speed = {}
+    for ctl in ("ems:integrating", "ems:predictive"):
+        per_profile = [p["controllers"][ctl] for p in profiles.values()]  # type: ignore[index]
+        speed[ctl] = {"cycles_per_s_min": min(int(r["cycles_per_s"]) for r in per_profile),
+                      "x_real_time_min": min(int(r["x_real_time"]) for r in per_profile),
+                      "day_wall_s_max": max(float(r["wall_s"]) for r in per_profile)}
+    emit({
+        "options": asdict(opts),
+        "quick": quick,
+        "profiles": profiles,
+        "step_response": steps,
+        "step_response_meter_delay_0_5_s": steps_meter_delay,
+        "replay_speed": speed,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    })
+
+
+if __name__ == "__main__":
+    main()

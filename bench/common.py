@@ -1,0 +1,44 @@
+"""Small helpers shared by the benchmark scripts (no test imports: a bench runs on a fresh clone)."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+__all__ = ["REPO_ROOT", "emit", "free_port", "percentile", "stats_ms"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: Iterable[float], pct: float) -> float:
+    """Nearest-rank percentile (pct 0..100); NaN when empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def stats_ms(seconds: Iterable[float]) -> dict[str, float | int]:
+    """p50/p99/max/mean of durations given in seconds, in milliseconds."""
+    xs = [s * 1000.0 for s in seconds]
+    if not xs:
+        return {"n": 0}
+    return {"n": len(xs), "p50_ms": round(percentile(xs, 50), 3), "p99_ms": round(percentile(xs, 99), 3),
+            "max_ms": round(max(xs), 3), "mean_ms": round(sum(xs) / len(xs), 3)}
+
+
+def emit(result: Mapping[str, object]) -> None:
+    """Print the one JSON object a bench script produces (the runner reads the last JSON line)."""
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,114 @@
+"""The goals of issue 11, checked against the benchmark results, and the short table `make bench` prints.
+
+Goals are reported, never asserted: a benchmark is not a test (the numbers depend on the machine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["EMS_VARIANTS", "evaluate", "table"]
+
+EMS_VARIANTS = ("ems:integrating", "ems:predictive")
+STEP_REVERSALS_MAX = 2  # more command direction changes than this after one step = oscillation
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _goal(name: str, value: Any, limit: float, *, at_most: bool = True, note: str = "") -> dict[str, Any]:
+    if value is None:
+        met = None
+    else:
+        met = bool(value <= limit) if at_most else bool(value >= limit)
+    return {"goal": name, "value": value, "limit": ("<= " if at_most else ">= ") + f"{limit:g}", "met": met, "note": note}
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    goals: list[dict[str, Any]] = []
+    reg = results.get("bench_regulation", {})
+    for profile, res in (_get(reg, "profiles") or {}).items():
+        for ems in EMS_VARIANTS:
+            r = _get(res, "ratios", ems) or {}
+            excess = r.get("excess_grid_error_w")
+            goals.append(_goal(f"{profile} {ems}/ideal mean |grid error|", r.get("grid_error_over_ideal"), 1.3,
+                               note=f"excess over ideal {excess} W" + ("; ideal ~0 W so the ratio is undefined" if r.get("grid_error_over_ideal") is None else "")))
+            goals.append(_goal(f"{profile} {ems}/naive mean |grid error|", r.get("grid_error_over_naive"), 0.5,
+                               note=f"excess-over-ideal ratio {r.get('excess_grid_error_over_naive')}"))
+            goals.append(_goal(f"{profile} {ems}/pid mean |grid error|", r.get("grid_error_over_pid"), 0.7,
+                               note=f"excess-over-ideal ratio {r.get('excess_grid_error_over_pid')}"))
+            goals.append(_goal(f"{profile} {ems} import+export / ideal's", r.get("import_export_over_ideal"), 1.02,
+                               note=f"excess {r.get('import_export_excess_wh')} Wh"))
+    for law, res in (_get(reg, "step_response") or {}).items():
+        m = _get(res, "controllers", "ems") or {}
+        goals.append(_goal(f"step ems:{law} overshoot %", m.get("overshoot_pct_max"), 5.0))
+        goals.append(_goal(f"step ems:{law} cycles to +/-1 %", m.get("settle_cycles_max"), 4.0))
+        goals.append(_goal(f"step ems:{law} command reversals per step", m.get("command_reversals_max"), STEP_REVERSALS_MAX))
+    for ems in EMS_VARIANTS:
+        goals.append(_goal(f"replay speed {ems} (x real time, slowest profile)", _get(reg, "replay_speed", ems, "x_real_time_min"), 5000, at_most=False))
+    lat = results.get("bench_latency", {})
+    goals.append(_goal("command latency p99 ms", _get(lat, "latency", "p99_ms"), 50.0, note="" if lat.get("available", True) else str(lat.get("reason"))))
+    loop = results.get("bench_loop", {})
+    goals.append(_goal("loop jitter p99 ms (no API load)", _get(loop, "loop_no_load", "lateness", "p99_ms"), 10.0))
+    goals.append(_goal("loop jitter p99 ms (API load)", _get(loop, "loop_api_load", "lateness", "p99_ms"), 10.0,
+                       note=str(_get(loop, "loop_api_load", "reason") or "")))
+    goals.append(_goal("loop overruns (API load)", _get(loop, "loop_api_load", "overruns"), 0))
+    ft = _get(loop, "fault_reaction", "fault_timeout_s")
+    goals.append(_goal("fault reaction s (meter silenced -> 0 W at inverter)", _get(loop, "fault_reaction", "reaction_s"),
+                       (ft if ft is not None else 3.0) + 1.0))
+    goals.append(_goal("RSS MB", _get(loop, "resources", "rss_mb_max"), 80.0))
+    goals.append(_goal("CPU % of one core", _get(loop, "resources", "cpu_pct_one_core"), 5.0))
+    return goals
+
+
+def _f(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def table(doc: dict[str, Any]) -> str:
+    res = doc.get("benchmarks", {})
+    lines: list[str] = []
+    reg = res.get("bench_regulation", {})
+    ctls = ("ideal", "naive", "pid", *EMS_VARIANTS)
+    if "profiles" in reg:
+        lines.append("REGULATION  mean |grid error| W (import+export kWh)" + ("  [quick: 2 h]" if reg.get("quick") else "  [24 h]"))
+        lines.append(f"{'profile':14}" + "".join(f"{c:>22}" for c in ctls))
+        for profile, p in reg["profiles"].items():
+            cells = []
+            for c in ctls:
+                k = _get(p, "controllers", c) or {}
+                ie = (k.get("import_wh") or 0) + (k.get("export_wh") or 0)
+                cells.append(f"{_f(k.get('grid_error_mean_w'))} ({ie / 1000:.2f})")
+            lines.append(f"{profile:14}" + "".join(f"{c:>22}" for c in cells))
+        lines.append("STEP RESPONSE  overshoot % / cycles to +/-1 % / reversals")
+        for law, s in (reg.get("step_response") or {}).items():
+            row = ", ".join(f"{n} {_f(m.get('overshoot_pct_max'))}/{_f(m.get('settle_cycles_max'))}/{_f(m.get('command_reversals_max'))}"
+                            for n, m in s["controllers"].items())
+            lines.append(f"  law {law}: {row}")
+    elif "error" in reg:
+        lines.append(f"REGULATION  error: {reg['error']}")
+    for name, r in res.items():
+        if name == "bench_regulation":
+            continue
+        if "error" in r:
+            lines.append(f"{name}: error: {r['error']}")
+    lines.append("")
+    lines.append("GOALS")
+    for g in doc.get("goals", []):
+        mark = {True: "met    ", False: "NOT MET", None: "n/a    "}[g["met"]]
+        note = f"  ({g['note']})" if g.get("note") else ""
+        lines.append(f"  {mark} {g['goal']}: {_f(g['value'], 3)} {g['limit']}{note}")
+    extra = {n: r for n, r in res.items() if n not in ("bench_regulation", "bench_latency", "bench_loop") and "error" not in r}
+    for name, r in extra.items():
+        flat = ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool))[:300]
+        lines.append(f"{name}: {flat}")
+    return "\n".join(lines)
