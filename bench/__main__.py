@@ -36,8 +36,14 @@ def discover() -> list[str]:
 def run_one(name: str, timeout_s: float) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-m", f"bench.{name}"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s", "wall_s": round(time.monotonic() - t0, 1)}
     wall_s = round(time.monotonic() - t0, 1)
@@ -52,8 +58,12 @@ def run_one(name: str, timeout_s: float) -> dict[str, Any]:
                 continue
     if proc.returncode != 0 or not isinstance(result, dict):
         tail = (proc.stderr or proc.stdout)[-800:]
-        return {"error": f"exit {proc.returncode}" + ("" if isinstance(result, dict) else ", no JSON object on stdout"),
-                "stderr_tail": tail, "wall_s": wall_s, **({"partial": result} if isinstance(result, dict) else {})}
+        return {
+            "error": f"exit {proc.returncode}" + ("" if isinstance(result, dict) else ", no JSON object on stdout"),
+            "stderr_tail": tail,
+            "wall_s": wall_s,
+            **({"partial": result} if isinstance(result, dict) else {}),
+        }
     result.setdefault("bench_wall_s", wall_s)
     return result
 
@@ -89,4 +99,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -62,8 +62,16 @@ def main() -> None:
     for t in threads:
         t.join(a.duration + 30)
     wall = time.monotonic() - t0
-    emit({"requests": len(lat), "errors": sum(errors), "requests_per_s": round(len(lat) / wall, 1), "latency": stats_ms(lat),
-          "threads": a.threads, "paths": list(PATHS)})
+    emit(
+        {
+            "requests": len(lat),
+            "errors": sum(errors),
+            "requests_per_s": round(len(lat) / wall, 1),
+            "latency": stats_ms(lat),
+            "threads": a.threads,
+            "paths": list(PATHS),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -56,9 +56,20 @@ def main() -> None:
     meter = DeviceServer("sdm630", meter_img, port=free_port(), device_id=2)
 
     async def _setup() -> None:
-        ess_img.set_values({"ess_power_w": 0.0, "soc_pct": 50.0, "soh_pct": 99.0, "bms_voltage_v": 52.0, "bms_current_a": 0.0,
-                            "bms_ccl_a": 100.0, "bms_dcl_a": 100.0, "ess_max_charge_w": 5000.0, "ess_max_discharge_w": 5000.0,
-                            "ess_status": 4})
+        ess_img.set_values(
+            {
+                "ess_power_w": 0.0,
+                "soc_pct": 50.0,
+                "soh_pct": 99.0,
+                "bms_voltage_v": 52.0,
+                "bms_current_a": 0.0,
+                "bms_ccl_a": 100.0,
+                "bms_dcl_a": 100.0,
+                "ess_max_charge_w": 5000.0,
+                "ess_max_discharge_w": 5000.0,
+                "ess_status": 4,
+            }
+        )
         meter_img.set_values({"grid_power_w": 100.0, "grid_voltage_v": 230.0, "grid_frequency_hz": 50.0})
         await ess.start()
         await meter.start()
@@ -66,11 +77,13 @@ def main() -> None:
     in_loop(_setup())
     clock = SystemClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    cfg = ModbusConfig.model_validate({
-        "enabled": True,
-        "ess": {"port": ess.port, "device_id": 1, "map": "auto", "poll_period_s": 1.0, "timeout_s": 1.0},
-        "meter": {"port": meter.port, "device_id": 2, "map": "sdm630", "poll_period_s": 1.0, "timeout_s": 1.0},
-    })
+    cfg = ModbusConfig.model_validate(
+        {
+            "enabled": True,
+            "ess": {"port": ess.port, "device_id": 1, "map": "auto", "poll_period_s": 1.0, "timeout_s": 1.0},
+            "meter": {"port": meter.port, "device_id": 2, "map": "sdm630", "poll_period_s": 1.0, "timeout_s": 1.0},
+        }
+    )
     worker = ModbusWorker(cfg=cfg, ctx=ctx, clock=clock)
     worker.start()
     latencies: list[float] = []
@@ -103,8 +116,16 @@ def main() -> None:
     if not latencies:
         _unavailable(f"no command reached the register ({missed} missed)")
         return
-    emit({"available": True, "commands": n, "missed": missed, "latency": stats_ms(latencies), "poll_period_s": 1.0,
-          "path": "ctx.publish_command -> ModbusWorker -> pymodbus TCP -> simulated SunSpec register"})
+    emit(
+        {
+            "available": True,
+            "commands": n,
+            "missed": missed,
+            "latency": stats_ms(latencies),
+            "poll_period_s": 1.0,
+            "path": "ctx.publish_command -> ModbusWorker -> pymodbus TCP -> simulated SunSpec register",
+        }
+    )
 
 
 if __name__ == "__main__":

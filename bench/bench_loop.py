@@ -86,8 +86,14 @@ class _Rig:
 
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = open(self.tmp / log_name, "wb")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
 
     def ctl(self, line: str) -> str:
         from simulators.ctl import send
@@ -101,8 +107,11 @@ class _Rig:
         self.sim = self._spawn(["-m", "simulators", "--config", str(self.tmp / "sim.yaml"), "--log-format", "json"], "sim.log")
         if not _wait(self.sim_status, 20):
             raise RuntimeError(f"simulators did not start: {self.tail('sim.log')}")
-        self.ems = self._spawn(["-m", "bench._timed_main", "--config", str(self.tmp / "ems.yaml"), "--log-format", "json", "--log-level", "info"],
-                               "ems.log", {"EMS_BENCH_TIMING_FILE": str(self.timing_file)})
+        self.ems = self._spawn(
+            ["-m", "bench._timed_main", "--config", str(self.tmp / "ems.yaml"), "--log-format", "json", "--log-level", "info"],
+            "ems.log",
+            {"EMS_BENCH_TIMING_FILE": str(self.timing_file)},
+        )
         if not _wait(lambda: self.sim_status()["setpoint_w"] != 0.0, 30):
             raise RuntimeError(f"EMS never wrote a non-zero set-point: {self.tail('ems.log')}")
 
@@ -185,19 +194,31 @@ def main() -> None:
                 ev.wait(1.0)
             a1, a1_wall, cpu1 = time.monotonic(), time.time(), _proc_cpu_s(pid)
             status = rig.sim_status()
-            out["resources"] = {"rss_mb_max": round(max(rss_samples), 1), "rss_mb_last": round(rss_samples[-1], 1),
-                                "rss_hwm_mb": round(_proc_rss_mb(pid)[1], 1), "cpu_pct_one_core": round(100.0 * (cpu1 - cpu0) / (a1 - a0), 2),
-                                "window_s": round(a1 - a0, 1)}
-            out["realtime_regulation"] = {"mean_abs_grid_w": round(float(status.get("mean_abs_grid_w", float("nan"))), 1),
-                                          "window_s": round(float(status.get("stats_s", 0.0)), 1), "profile": "summer-sunny from 08:30"}
+            out["resources"] = {
+                "rss_mb_max": round(max(rss_samples), 1),
+                "rss_mb_last": round(rss_samples[-1], 1),
+                "rss_hwm_mb": round(_proc_rss_mb(pid)[1], 1),
+                "cpu_pct_one_core": round(100.0 * (cpu1 - cpu0) / (a1 - a0), 2),
+                "window_s": round(a1 - a0, 1),
+            }
+            out["realtime_regulation"] = {
+                "mean_abs_grid_w": round(float(status.get("mean_abs_grid_w", float("nan"))), 1),
+                "window_s": round(float(status.get("stats_s", 0.0)), 1),
+                "profile": "summer-sunny from 08:30",
+            }
             # phase B: API load from a second process
             b0 = b1 = b0_wall = b1_wall = None
             if with_api:
                 base = f"http://127.0.0.1:{rig.ports['api']}"
-                _wait(lambda: urllib.request.urlopen(base + "/api/v1/health", timeout=2).status in (200, 503), 10)  # noqa: S310 - loopback
+                _wait(lambda: urllib.request.urlopen(base + "/api/v1/health", timeout=2).status in (200, 503), 10)
                 b0, b0_wall = time.monotonic(), time.time()
-                load = subprocess.run([sys.executable, "-m", "bench._api_load", "--base", base, "--duration", str(phase_s)],
-                                      cwd=REPO_ROOT, capture_output=True, text=True, timeout=phase_s + 60)
+                load = subprocess.run(
+                    [sys.executable, "-m", "bench._api_load", "--base", base, "--duration", str(phase_s)],
+                    cwd=REPO_ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=phase_s + 60,
+                )
                 b1, b1_wall = time.monotonic(), time.time()
                 lines = [ln for ln in load.stdout.splitlines() if ln.startswith("{")]
                 out["api_load"] = json.loads(lines[-1]) if lines else {"error": load.stderr[-500:]}
@@ -208,8 +229,12 @@ def main() -> None:
             zero = _wait(lambda: rig.sim_status()["setpoint_w"] == 0.0, 30, pause_s=0.02)
             f1 = time.monotonic()
             rig.ctl("meter silent off")
-            out["fault_reaction"] = {"setpoint_before_w": before_w, "reaction_s": round(f1 - f0, 3) if zero else None,
-                                     "fault_timeout_s": rig.fault_timeout_s, "trigger": "meter silent on (requests never answered)"}
+            out["fault_reaction"] = {
+                "setpoint_before_w": before_w,
+                "reaction_s": round(f1 - f0, 3) if zero else None,
+                "fault_timeout_s": rig.fault_timeout_s,
+                "trigger": "meter silent on (requests never answered)",
+            }
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -228,8 +253,6 @@ def main() -> None:
         elif "error" in out:
             out["ems_log_tail"] = rig.tail("ems.log")
     emit(out)
-
-
 
 
 if __name__ == "__main__":

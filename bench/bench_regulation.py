@@ -28,26 +28,32 @@ def main() -> None:
     profiles = {}
     for name in available_profiles():
         profiles[name] = compare(load_profile(name), cfg, opts, CONTROLLERS)
-    steps = {law.value: step_response(cfg.model_copy(update={"law": law}), opts, controllers=("ideal", "naive", "pid", "ems"))
-             for law in Law}
+    steps = {
+        law.value: step_response(cfg.model_copy(update={"law": law}), opts, controllers=("ideal", "naive", "pid", "ems")) for law in Law
+    }
     delayed = replace(opts, meter_delay_s=0.5)
-    steps_meter_delay = {law.value: step_response(cfg.model_copy(update={"law": law}), delayed, controllers=("naive", "pid", "ems"))
-                         for law in Law}
+    steps_meter_delay = {
+        law.value: step_response(cfg.model_copy(update={"law": law}), delayed, controllers=("naive", "pid", "ems")) for law in Law
+    }
     speed = {}
     for ctl in ("ems:integrating", "ems:predictive"):
         per_profile = [p["controllers"][ctl] for p in profiles.values()]  # type: ignore[index]
-        speed[ctl] = {"cycles_per_s_min": min(int(r["cycles_per_s"]) for r in per_profile),
-                      "x_real_time_min": min(int(r["x_real_time"]) for r in per_profile),
-                      "day_wall_s_max": max(float(r["wall_s"]) for r in per_profile)}
-    emit({
-        "options": asdict(opts),
-        "quick": quick,
-        "profiles": profiles,
-        "step_response": steps,
-        "step_response_meter_delay_0_5_s": steps_meter_delay,
-        "replay_speed": speed,
-        "wall_s": round(time.perf_counter() - t0, 1),
-    })
+        speed[ctl] = {
+            "cycles_per_s_min": min(int(r["cycles_per_s"]) for r in per_profile),
+            "x_real_time_min": min(int(r["x_real_time"]) for r in per_profile),
+            "day_wall_s_max": max(float(r["wall_s"]) for r in per_profile),
+        }
+    emit(
+        {
+            "options": asdict(opts),
+            "quick": quick,
+            "profiles": profiles,
+            "step_response": steps,
+            "step_response_meter_delay_0_5_s": steps_meter_delay,
+            "replay_speed": speed,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,13 @@ def stats_ms(seconds: Iterable[float]) -> dict[str, float | int]:
     xs = [s * 1000.0 for s in seconds]
     if not xs:
         return {"n": 0}
-    return {"n": len(xs), "p50_ms": round(percentile(xs, 50), 3), "p99_ms": round(percentile(xs, 99), 3),
-            "max_ms": round(max(xs), 3), "mean_ms": round(sum(xs) / len(xs), 3)}
+    return {
+        "n": len(xs),
+        "p50_ms": round(percentile(xs, 50), 3),
+        "p99_ms": round(percentile(xs, 99), 3),
+        "max_ms": round(max(xs), 3),
+        "mean_ms": round(sum(xs) / len(xs), 3),
+    }
 
 
 def emit(result: Mapping[str, object]) -> None:

@@ -22,10 +22,7 @@ def _get(d: Any, *keys: str) -> Any:
 
 
 def _goal(name: str, value: Any, limit: float, *, at_most: bool = True, note: str = "") -> dict[str, Any]:
-    if value is None:
-        met = None
-    else:
-        met = bool(value <= limit) if at_most else bool(value >= limit)
+    met = None if value is None else bool(value <= limit) if at_most else bool(value >= limit)
     return {"goal": name, "value": value, "limit": ("<= " if at_most else ">= ") + f"{limit:g}", "met": met, "note": note}
 
 
@@ -36,31 +33,78 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         for ems in EMS_VARIANTS:
             r = _get(res, "ratios", ems) or {}
             excess = r.get("excess_grid_error_w")
-            goals.append(_goal(f"{profile} {ems}/ideal mean |grid error|", r.get("grid_error_over_ideal"), 1.3,
-                               note=f"excess over ideal {excess} W" + ("; ideal ~0 W so the ratio is undefined" if r.get("grid_error_over_ideal") is None else "")))
-            goals.append(_goal(f"{profile} {ems}/naive mean |grid error|", r.get("grid_error_over_naive"), 0.5,
-                               note=f"excess-over-ideal ratio {r.get('excess_grid_error_over_naive')}"))
-            goals.append(_goal(f"{profile} {ems}/pid mean |grid error|", r.get("grid_error_over_pid"), 0.7,
-                               note=f"excess-over-ideal ratio {r.get('excess_grid_error_over_pid')}"))
-            goals.append(_goal(f"{profile} {ems} import+export / ideal's", r.get("import_export_over_ideal"), 1.02,
-                               note=f"excess {r.get('import_export_excess_wh')} Wh"))
+            goals.append(
+                _goal(
+                    f"{profile} {ems}/ideal mean |grid error|",
+                    r.get("grid_error_over_ideal"),
+                    1.3,
+                    note=f"excess over ideal {excess} W"
+                    + ("; ideal ~0 W so the ratio is undefined" if r.get("grid_error_over_ideal") is None else ""),
+                )
+            )
+            goals.append(
+                _goal(
+                    f"{profile} {ems}/naive mean |grid error|",
+                    r.get("grid_error_over_naive"),
+                    0.5,
+                    note=f"excess-over-ideal ratio {r.get('excess_grid_error_over_naive')}",
+                )
+            )
+            goals.append(
+                _goal(
+                    f"{profile} {ems}/pid mean |grid error|",
+                    r.get("grid_error_over_pid"),
+                    0.7,
+                    note=f"excess-over-ideal ratio {r.get('excess_grid_error_over_pid')}",
+                )
+            )
+            goals.append(
+                _goal(
+                    f"{profile} {ems} import+export / ideal's",
+                    r.get("import_export_over_ideal"),
+                    1.02,
+                    note=f"excess {r.get('import_export_excess_wh')} Wh",
+                )
+            )
     for law, res in (_get(reg, "step_response") or {}).items():
         m = _get(res, "controllers", "ems") or {}
         goals.append(_goal(f"step ems:{law} overshoot %", m.get("overshoot_pct_max"), 5.0))
         goals.append(_goal(f"step ems:{law} cycles to +/-1 %", m.get("settle_cycles_max"), 4.0))
         goals.append(_goal(f"step ems:{law} command reversals per step", m.get("command_reversals_max"), STEP_REVERSALS_MAX))
     for ems in EMS_VARIANTS:
-        goals.append(_goal(f"replay speed {ems} (x real time, slowest profile)", _get(reg, "replay_speed", ems, "x_real_time_min"), 5000, at_most=False))
+        goals.append(
+            _goal(
+                f"replay speed {ems} (x real time, slowest profile)", _get(reg, "replay_speed", ems, "x_real_time_min"), 5000, at_most=False
+            )
+        )
     lat = results.get("bench_latency", {})
-    goals.append(_goal("command latency p99 ms", _get(lat, "latency", "p99_ms"), 50.0, note="" if lat.get("available", True) else str(lat.get("reason"))))
+    goals.append(
+        _goal(
+            "command latency p99 ms",
+            _get(lat, "latency", "p99_ms"),
+            50.0,
+            note="" if lat.get("available", True) else str(lat.get("reason")),
+        )
+    )
     loop = results.get("bench_loop", {})
     goals.append(_goal("loop jitter p99 ms (no API load)", _get(loop, "loop_no_load", "lateness", "p99_ms"), 10.0))
-    goals.append(_goal("loop jitter p99 ms (API load)", _get(loop, "loop_api_load", "lateness", "p99_ms"), 10.0,
-                       note=str(_get(loop, "loop_api_load", "reason") or "")))
+    goals.append(
+        _goal(
+            "loop jitter p99 ms (API load)",
+            _get(loop, "loop_api_load", "lateness", "p99_ms"),
+            10.0,
+            note=str(_get(loop, "loop_api_load", "reason") or ""),
+        )
+    )
     goals.append(_goal("loop overruns (API load)", _get(loop, "loop_api_load", "overruns"), 0))
     ft = _get(loop, "fault_reaction", "fault_timeout_s")
-    goals.append(_goal("fault reaction s (meter silenced -> 0 W at inverter)", _get(loop, "fault_reaction", "reaction_s"),
-                       (ft if ft is not None else 3.0) + 1.0))
+    goals.append(
+        _goal(
+            "fault reaction s (meter silenced -> 0 W at inverter)",
+            _get(loop, "fault_reaction", "reaction_s"),
+            (ft if ft is not None else 3.0) + 1.0,
+        )
+    )
     goals.append(_goal("RSS MB", _get(loop, "resources", "rss_mb_max"), 80.0))
     goals.append(_goal("CPU % of one core", _get(loop, "resources", "cpu_pct_one_core"), 5.0))
     return goals
@@ -91,8 +135,10 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(f"{profile:14}" + "".join(f"{c:>22}" for c in cells))
         lines.append("STEP RESPONSE  overshoot % / cycles to +/-1 % / reversals")
         for law, s in (reg.get("step_response") or {}).items():
-            row = ", ".join(f"{n} {_f(m.get('overshoot_pct_max'))}/{_f(m.get('settle_cycles_max'))}/{_f(m.get('command_reversals_max'))}"
-                            for n, m in s["controllers"].items())
+            row = ", ".join(
+                f"{n} {_f(m.get('overshoot_pct_max'))}/{_f(m.get('settle_cycles_max'))}/{_f(m.get('command_reversals_max'))}"
+                for n, m in s["controllers"].items()
+            )
             lines.append(f"  law {law}: {row}")
     elif "error" in reg:
         lines.append(f"REGULATION  error: {reg['error']}")

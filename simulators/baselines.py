@@ -81,8 +81,9 @@ class EmsController:
             Q.BMS_CCL_A: Reading(obs.ccl_a, now),
             Q.BMS_DCL_A: Reading(obs.dcl_a, now),
         }
-        inputs = Inputs(now_s=now, started_at_s=self._started_at_s, measurements=m, bms_flags=None,
-                        requested_mode=self._mode, external_setpoint=None)
+        inputs = Inputs(
+            now_s=now, started_at_s=self._started_at_s, measurements=m, bms_flags=None, requested_mode=self._mode, external_setpoint=None
+        )
         d = step(self._core, inputs, self._cfg)
         self._core = d.core
         return Action(d.written_w, d.state.value, d.reasons)
@@ -102,9 +103,17 @@ class _Limited:
         self._dis_blocked, self._chg_blocked = soc_latches(
             soc_pct=obs.soc_pct, discharge_blocked=self._dis_blocked, charge_blocked=self._chg_blocked, cfg=cfg
         )
-        li = LimitInputs(soc_pct=obs.soc_pct, bms_voltage_v=obs.voltage_v, bms_ccl_a=obs.ccl_a, bms_dcl_a=obs.dcl_a,
-                         grid_w=obs.grid_w if grid_w is None else grid_w, ess_w=obs.ess_w, prev_cmd_w=self._prev_w,
-                         discharge_blocked=self._dis_blocked, charge_blocked=self._chg_blocked)
+        li = LimitInputs(
+            soc_pct=obs.soc_pct,
+            bms_voltage_v=obs.voltage_v,
+            bms_ccl_a=obs.ccl_a,
+            bms_dcl_a=obs.dcl_a,
+            grid_w=obs.grid_w if grid_w is None else grid_w,
+            ess_w=obs.ess_w,
+            prev_cmd_w=self._prev_w,
+            discharge_blocked=self._dis_blocked,
+            charge_blocked=self._chg_blocked,
+        )
         cmd_w, reasons = apply_limits(raw_w, li, cfg)
         self._prev_w = cmd_w
         return Action(cmd_w, State.SELF_CONSUMPTION.value, reasons)
@@ -172,4 +181,3 @@ def make_controller(name: str, cfg: ControlConfig, *, started_at_s: float) -> Co
     if name == "ideal":
         return IdealController(cfg)
     raise ValueError(f"controller must be one of {', '.join(CONTROLLERS)} (got {name!r})")
-

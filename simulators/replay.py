@@ -82,7 +82,9 @@ def _plant_params(cfg: ControlConfig, opts: ReplayOptions, *, oracle: bool) -> P
     )
 
 
-def run(profile: Profile, controller: str, cfg: ControlConfig, opts: ReplayOptions, *, trace: list[tuple[float, float, float]] | None = None) -> RunResult:
+def run(
+    profile: Profile, controller: str, cfg: ControlConfig, opts: ReplayOptions, *, trace: list[tuple[float, float, float]] | None = None
+) -> RunResult:
     """One controller over the profile. `trace` (if given) gets (t_s, cmd_w, grid_true_w) per cycle."""
     ctl: Controller = make_controller(controller, cfg, started_at_s=START_MONOTONIC_S)
     plant = Plant(_plant_params(cfg, opts, oracle=ctl.oracle), profile, start_t_s=opts.start_s + opts.load_phase_s)
@@ -100,8 +102,16 @@ def run(profile: Profile, controller: str, cfg: ControlConfig, opts: ReplayOptio
         while len(meter) > 1 and meter[1][0] <= t - opts.meter_delay_s + 1e-9:
             meter.popleft()
         grid_at, grid_w = meter[0]
-        obs = Observation(START_MONOTONIC_S + t, grid_w, START_MONOTONIC_S + grid_at, plant.ess_power_w, plant.soc_pct,
-                          plant.battery_voltage_v, plant.charge_current_limit_a, plant.discharge_current_limit_a)
+        obs = Observation(
+            START_MONOTONIC_S + t,
+            grid_w,
+            START_MONOTONIC_S + grid_at,
+            plant.ess_power_w,
+            plant.soc_pct,
+            plant.battery_voltage_v,
+            plant.charge_current_limit_a,
+            plant.discharge_current_limit_a,
+        )
         action = ctl.decide(obs)
         plant.set_setpoint(action.cmd_w)
         plant.feed_watchdog()
@@ -112,8 +122,15 @@ def run(profile: Profile, controller: str, cfg: ControlConfig, opts: ReplayOptio
                 action = ctl.decide(oracle_obs)
                 plant.set_setpoint(action.cmd_w)
             step(h)
-            add_sample(dt_s=h, grid_w=plant.grid_true_w, target_w=target_w, load_w=plant.load_w, pv_w=plant.pv_w,
-                       ess_w=plant.ess_power_w, soc_pct=plant.soc_pct)
+            add_sample(
+                dt_s=h,
+                grid_w=plant.grid_true_w,
+                target_w=target_w,
+                load_w=plant.load_w,
+                pv_w=plant.pv_w,
+                ess_w=plant.ess_power_w,
+                soc_pct=plant.soc_pct,
+            )
             meter.append((plant.t_s, plant.grid_power_w))  # what a poll at this instant would read
         add_cycle(cmd_w=action.cmd_w, state=action.state, limits=action.reasons)
         if trace is not None:
@@ -154,7 +171,9 @@ def _ratios(ems_name: str, kpis: dict[str, Kpis]) -> dict[str, float | None]:
         floor_w = IDEAL_FLOOR_W if name == "ideal" else 0.0
         out[f"grid_error_over_{name}"] = _div(ems.grid_error_mean_w, k.grid_error_mean_w) if k.grid_error_mean_w > floor_w else None
         if name != "ideal":
-            out[f"excess_grid_error_over_{name}"] = _div(ems.grid_error_mean_w - ideal.grid_error_mean_w, k.grid_error_mean_w - ideal.grid_error_mean_w)
+            out[f"excess_grid_error_over_{name}"] = _div(
+                ems.grid_error_mean_w - ideal.grid_error_mean_w, k.grid_error_mean_w - ideal.grid_error_mean_w
+            )
     ideal_wh = ideal.import_wh + ideal.export_wh
     out["import_export_over_ideal"] = _div(ems.import_wh + ems.export_wh, ideal_wh) if ideal_wh > IDEAL_FLOOR_W else None
     out["import_export_excess_wh"] = round(ems.import_wh + ems.export_wh - ideal_wh, 1)
@@ -178,7 +197,9 @@ def step_profile(step_w: float, *, base_load_w: float = 500.0) -> tuple[Profile,
     return Profile(load, pv, name=f"step-{step_w:g}W"), steps
 
 
-def step_response(cfg: ControlConfig, opts: ReplayOptions, *, step_w: float | None = None, controllers: Sequence[str] = CONTROLLERS) -> dict[str, object]:
+def step_response(
+    cfg: ControlConfig, opts: ReplayOptions, *, step_w: float | None = None, controllers: Sequence[str] = CONTROLLERS
+) -> dict[str, object]:
     """Overshoot (% of the step), cycles to settle within +/-1 % and command reversals, per controller.
 
     Noise-free (meter noise and quantisation 0) so the +/-1 % band measures the law, not the noise;
@@ -206,8 +227,15 @@ def _step_metrics(trace: list[tuple[float, float, float]], steps: list[tuple[int
         band_w = 0.01 * abs(size_w)
         settle = next((i for i in range(len(errors)) if all(abs(e) <= band_w for e in errors[i:])), None)
         cmds = [c for _, c, _ in window]
-        per_step.append({"at_s": at_s, "step_w": size_w, "overshoot_pct": round(overshoot_pct, 2),
-                         "settle_cycles": None if settle is None else settle + 1, "command_reversals": _reversals(cmds, 0.005 * abs(size_w))})
+        per_step.append(
+            {
+                "at_s": at_s,
+                "step_w": size_w,
+                "overshoot_pct": round(overshoot_pct, 2),
+                "settle_cycles": None if settle is None else settle + 1,
+                "command_reversals": _reversals(cmds, 0.005 * abs(size_w)),
+            }
+        )
     settles = [s["settle_cycles"] for s in per_step]
     return {
         "overshoot_pct_max": max(float(s["overshoot_pct"]) for s in per_step),  # type: ignore[arg-type]
@@ -232,7 +260,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", help="EMS YAML config (its control: section is used, made live)")
     p.add_argument("--controller", default="all", help="ideal | naive | pid | ems | ems:<law> | all (default all)")
     p.add_argument("--law", choices=[lw.value for lw in Law], help="override control.law for the ems controller")
-    p.add_argument("--step", type=float, nargs="?", const=-1.0, default=None, metavar="W", help="step response instead of the profile (default W: half the rating)")
+    p.add_argument(
+        "--step",
+        type=float,
+        nargs="?",
+        const=-1.0,
+        default=None,
+        metavar="W",
+        help="step response instead of the profile (default W: half the rating)",
+    )
     p.add_argument("--inverter-tau", type=float, default=d.inverter_tau_s, metavar="S")
     p.add_argument("--meter-period", type=float, default=d.meter_period_s, metavar="S")
     p.add_argument("--meter-delay", type=float, default=d.meter_delay_s, metavar="S")
@@ -258,10 +294,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return 2
-    opts = ReplayOptions(inverter_tau_s=a.inverter_tau, meter_period_s=a.meter_period, meter_delay_s=a.meter_delay,
-                         meter_noise_w=a.meter_noise, quantisation_w=a.quantisation, load_phase_s=a.load_phase,
-                         soc_start_pct=a.soc_start, capacity_wh=a.capacity, substeps=max(1, a.substeps), start_s=a.start,
-                         duration_s=None if a.hours is None else a.hours * 3600.0)
+    opts = ReplayOptions(
+        inverter_tau_s=a.inverter_tau,
+        meter_period_s=a.meter_period,
+        meter_delay_s=a.meter_delay,
+        meter_noise_w=a.meter_noise,
+        quantisation_w=a.quantisation,
+        load_phase_s=a.load_phase,
+        soc_start_pct=a.soc_start,
+        capacity_wh=a.capacity,
+        substeps=max(1, a.substeps),
+        start_s=a.start,
+        duration_s=None if a.hours is None else a.hours * 3600.0,
+    )
     controllers = CONTROLLERS if a.controller == "all" else (a.controller,)
     if a.step is not None:
         res = step_response(cfg, opts, step_w=None if a.step < 0 else a.step, controllers=controllers)
@@ -279,13 +324,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _ROWS = (
-    ("grid_error_mean_w", "mean |grid error|, W", 1), ("grid_error_p95_w", "p95 |grid error|, W", 1),
-    ("import_wh", "import, Wh", 0), ("export_wh", "export, Wh", 0),
-    ("avoidable_import_wh", "avoidable import, Wh", 0), ("avoidable_export_wh", "avoidable export, Wh", 0),
-    ("self_consumption", "self-consumption", 3), ("self_sufficiency", "self-sufficiency", 3),
-    ("throughput_wh", "battery throughput, Wh", 0), ("equivalent_cycles", "equivalent cycles", 2),
-    ("soc_min_pct", "SOC min, %", 1), ("soc_max_pct", "SOC max, %", 1), ("command_reversals", "command reversals", 0),
-    ("cycles_per_s", "replay cycles/s", 0), ("x_real_time", "x real time", 0),
+    ("grid_error_mean_w", "mean |grid error|, W", 1),
+    ("grid_error_p95_w", "p95 |grid error|, W", 1),
+    ("import_wh", "import, Wh", 0),
+    ("export_wh", "export, Wh", 0),
+    ("avoidable_import_wh", "avoidable import, Wh", 0),
+    ("avoidable_export_wh", "avoidable export, Wh", 0),
+    ("self_consumption", "self-consumption", 3),
+    ("self_sufficiency", "self-sufficiency", 3),
+    ("throughput_wh", "battery throughput, Wh", 0),
+    ("equivalent_cycles", "equivalent cycles", 2),
+    ("soc_min_pct", "SOC min, %", 1),
+    ("soc_max_pct", "SOC max, %", 1),
+    ("command_reversals", "command reversals", 0),
+    ("cycles_per_s", "replay cycles/s", 0),
+    ("x_real_time", "x real time", 0),
 )
 
 
@@ -313,8 +366,10 @@ def _kpi_table(res: dict[str, object]) -> str:
 
 
 def _step_table(res: dict[str, object]) -> str:
-    lines = [f"step response, step {res['step_w']:g} W, inverter tau {res['inverter_tau_s']:g} s",
-             f"{'controller':12}{'overshoot %':>14}{'settle cycles':>15}{'reversals':>11}"]
+    lines = [
+        f"step response, step {res['step_w']:g} W, inverter tau {res['inverter_tau_s']:g} s",
+        f"{'controller':12}{'overshoot %':>14}{'settle cycles':>15}{'reversals':>11}",
+    ]
     for n, m in res["controllers"].items():  # type: ignore[attr-defined]
         lines.append(f"{n:12}{m['overshoot_pct_max']:>14.1f}{_fmt(m['settle_cycles_max'], 0):>15}{m['command_reversals_max']:>11}")
     return "\n".join(lines)
@@ -322,6 +377,3 @@ def _step_table(res: dict[str, object]) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-
