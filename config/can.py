@@ -57,8 +57,11 @@ class CanConfig(Section):
         le=60,
         description="send the 0x305 inverter keep-alive this often (null = never; enable only when no inverter on the bus sends it), s",
     )
-    stale_after_s: float = Field(
-        5.0, gt=0, le=600, description="no 0x351/0x356 frame for this long: the worker logs the BMS silent and marks itself failed, s"
+    stale_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=600,
+        description="no 0x351/0x356 frame for this long: the worker raises the protection flag bms_silent (-> FAULT) until they return (null = control.fault_timeout_s), s",
     )
     ignore_ids: tuple[int, ...] = Field(
         (0x35A, 0x35B, 0x35F), description="frame ids skipped without counting them malformed (protocol V1.3 frames we do not decode)"

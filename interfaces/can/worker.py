@@ -23,9 +23,10 @@ from interfaces.can.bus import open_bus
 from interfaces.can.codec import KEEPALIVE_ID, BmsFrame, Codec, FrameError
 from interfaces.worker import Worker
 
-__all__ = ["CORE_FRAME_IDS", "CanWorker"]
+__all__ = ["CORE_FRAME_IDS", "SILENT_FLAG", "CanWorker"]
 
 CORE_FRAME_IDS = frozenset({0x351, 0x356})  # the BMS is "heard" while these arrive (PROTOCOLS.md advice)
+SILENT_FLAG = "bms_silent"  # protection flag raised by the worker itself: FAULT cause bms_protection:bms_silent
 _MAX_LOG_IDS = 4096  # bound on the per-id rate-limit table (random ids must not grow it forever)
 
 
@@ -39,6 +40,7 @@ class CanWorker(Worker):
         ctx: EMSContext,
         clock: Clock,
         bus_factory: Callable[[], can.BusABC] | None = None,
+        fault_timeout_s: float = 3.0,
         name: str = "can",
     ) -> None:
         super().__init__(name=name, ctx=ctx, clock=clock, period_s=cfg.receive_timeout_s)
@@ -51,6 +53,7 @@ class CanWorker(Worker):
         self._next_keepalive_s = clock.monotonic()
         self._last_core_s = clock.monotonic()
         self._silent = False
+        self._silent_after_s = cfg.stale_after_s if cfg.stale_after_s is not None else fault_timeout_s
         self._protections: frozenset[str] = frozenset()
         self._warnings: frozenset[str] = frozenset()
         self._info: dict[str, object] = {}
@@ -152,12 +155,17 @@ class CanWorker(Worker):
                 self._silent = False
                 changed = True
                 self.log.info("bms_heard", frame_id=f"0x{frame.frame_id:X}")
+                self._ctx.record_event("alarm", source="bms", level="protection", flag=SILENT_FLAG, raised=False)
+                self._publish_flags(now)
             self.succeeded()
         if changed:
             self._publish_status()
 
+    def _publish_flags(self, now: float) -> None:
+        protections = self._protections | {SILENT_FLAG} if self._silent else self._protections
+        self._ctx.update_bms_flags(protections=protections, warnings=self._warnings, at_s=now)
+
     def _update_flags(self, protections: frozenset[str], warnings: frozenset[str], now: float) -> bool:
-        self._ctx.update_bms_flags(protections=protections, warnings=warnings, at_s=now)
         changed = False
         for level, old, new in (("protection", self._protections, protections), ("warning", self._warnings, warnings)):
             for flag in sorted(new - old):
@@ -169,6 +177,7 @@ class CanWorker(Worker):
                 self.log.info(f"bms_{level}_cleared", flag=flag)
                 self._ctx.record_event("alarm", source="bms", level=level, flag=flag, raised=False)
         self._protections, self._warnings = protections, warnings
+        self._publish_flags(now)
         return changed
 
     def _update_info(self, info: Mapping[str, object]) -> bool:
@@ -184,7 +193,7 @@ class CanWorker(Worker):
             "bms",
             {
                 **self._info,
-                "protections": sorted(self._protections),
+                "protections": sorted(self._protections | {SILENT_FLAG} if self._silent else self._protections),
                 "warnings": sorted(self._warnings),
                 "silent": self._silent,
             },
@@ -192,8 +201,10 @@ class CanWorker(Worker):
 
     def _check_silence(self, now: float) -> None:
         silent_s = now - self._last_core_s
-        if not self._silent and silent_s > self._cfg.stale_after_s:
+        if not self._silent and silent_s > self._silent_after_s:
             self._silent = True
-            self.log.warning("bms_silent", silent_s=round(silent_s, 1), frames="0x351,0x356")
-            self.failed("bms_silent", detail=f"no 0x351/0x356 frame for {silent_s:.1f} s")
+            self.log.error("bms_silent", silent_s=round(silent_s, 1), frames="0x351,0x356", fault_cause=f"bms_protection:{SILENT_FLAG}")
+            self._ctx.record_event("alarm", source="bms", level="protection", flag=SILENT_FLAG, raised=True)
+            self.failed(SILENT_FLAG, detail=f"no 0x351/0x356 frame for {silent_s:.1f} s")
+            self._publish_flags(now)
             self._publish_status()

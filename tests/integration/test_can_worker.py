@@ -202,7 +202,7 @@ def test_a_warning_is_logged_once_exposed_and_does_not_fault(make_rig: Callable[
 
 
 def test_silence_gives_fault_after_the_timeout(make_rig: Callable[..., Rig]) -> None:
-    rig = make_rig(can_cfg={"stale_after_s": 3.0})
+    rig = make_rig()  # stale_after_s null: the worker uses control.fault_timeout_s too
     rig.bring_up()
     timeout_s = rig.cfg.control.fault_timeout_s
     rig.clock.advance(timeout_s - 0.5)  # the BMS says nothing more; the meter stays fresh
@@ -214,9 +214,28 @@ def test_silence_gives_fault_after_the_timeout(make_rig: Callable[..., Rig]) -> 
     assert d.state is State.FAULT and d.written_w == 0.0
     assert {"stale:soc_pct", "stale:bms_voltage_v", "stale:bms_ccl_a", "stale:bms_dcl_a"} <= set(d.fault_causes)
     wait_for(lambda: rig.ctx.snapshot().status.get("bms", {}).get("silent") is True, what="worker reports the BMS silent")
+    assert "bms_protection:bms_silent" in rig.controller.cycle().fault_causes
     assert {w.name: w for w in rig.ctx.snapshot().workers}["can"].last_error == "bms_silent"
-    rig.send_and_wait()  # heard again: the worker recovers
+    rig.send_and_wait()  # heard again: the worker recovers and drops its flag
     assert rig.ctx.snapshot().status["bms"]["silent"] is False
+    assert rig.ctx.snapshot().bms_flags is not None and rig.ctx.snapshot().bms_flags.protections == frozenset()
+
+
+def test_silence_faults_even_when_another_source_keeps_the_bms_fields_fresh(make_rig: Callable[..., Rig]) -> None:
+    """SunSpec model 802 over Modbus also writes soc_pct/bms_voltage_v/bms_ccl_a/bms_dcl_a: staleness
+    alone would not see the CAN BMS go quiet, so the worker raises its own protection flag."""
+    rig = make_rig()
+    rig.bring_up()
+    rig.clock.advance(rig.cfg.control.fault_timeout_s + 0.5)
+    rig.feed_meter()
+    rig.ctx.update_measurements(
+        {Q.SOC_PCT: 60.0, Q.BMS_VOLTAGE_V: 50.0, Q.BMS_CCL_A: 100.0, Q.BMS_DCL_A: 100.0}, at_s=rig.clock.monotonic()
+    )
+    wait_for(lambda: rig.ctx.snapshot().status.get("bms", {}).get("silent") is True, what="worker reports the BMS silent")
+    d = rig.controller.cycle()
+    assert d.state is State.FAULT and d.written_w == 0.0
+    assert d.fault_causes == ("bms_protection:bms_silent",)
+    assert [(e.data["flag"], e.data["raised"]) for e in rig.ctx.events_since(0) if e.kind == "alarm"] == [("bms_silent", True)]
 
 
 @pytest.mark.parametrize(
