@@ -52,7 +52,7 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
     if cfg.can.enabled:
         from interfaces.can.worker import CanWorker
 
-        services.append(CanWorker(cfg=cfg.can, ctx=ctx, clock=clock))
+        services.append(CanWorker(cfg=cfg.can, ctx=ctx, clock=clock, fault_timeout_s=cfg.control.fault_timeout_s))
     if cfg.mqtt.enabled:
         from interfaces.mqtt import MqttWorker
 
