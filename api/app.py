@@ -398,8 +398,17 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         return app.json.response(app.api_doc)  # type: ignore[no-any-return]
 
     roles["openapi_json"] = None
+    _tidy_spec(app.api_doc)  # generated once here and cached by flask-openapi3
     app.register_blueprint(ui_blueprint())  # dashboard at /ui/ (api/ui, docs/ui.md): static files, public
     return app
+
+
+def _tidy_spec(spec: dict[str, Any]) -> None:
+    """flask-openapi3 adds a 422 to every operation; drop it where nothing is validated (no parameters, no body)."""
+    for ops in spec.get("paths", {}).values():
+        for op in ops.values():
+            if not op.get("parameters") and "requestBody" not in op:
+                op.get("responses", {}).pop("422", None)
 
 
 def _setpoint_model(max_ttl_s: float) -> type[SetpointRequest]:
