@@ -1,0 +1,109 @@
+"""Pure pieces of the store and uplink: samples, minute aggregates, 5-minute batches, signatures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ems.clock import SimClock
+from ems.context import EMSContext
+from ems.model import Mode, Quantity
+from interfaces.store.aggregate import (
+    FIELDS,
+    WINDOW_S,
+    MinuteAgg,
+    Sample,
+    batch_id,
+    batch_payload,
+    minute_aggregate,
+    sample_from_snapshot,
+    window_start,
+)
+from interfaces.store.store import SampleQueue
+from interfaces.uplink import parse_retry_after, sign, timestamp_fresh, verify
+
+
+def test_a_sample_keeps_fresh_readings_and_the_command_only() -> None:
+    clock = SimClock()
+    ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
+    ctx.update_measurements({Quantity.SOC_PCT: 50.0}, at_s=clock.monotonic())
+    clock.advance(11.0)
+    ctx.update_measurements({Quantity.GRID_POWER_W: -300.0}, at_s=clock.monotonic())
+    s = sample_from_snapshot(ctx.snapshot(), wall_ts=1000.0004, stale_after_s=10.0)
+    assert s.values == {"grid_power_w": -300.0}  # soc is 11 s old: left out
+    assert (s.ts_ms, s.state, s.mode) == (1000000, "STOP", "SELF_CONSUMPTION")
+
+
+def test_a_minute_has_min_mean_max_last_count_and_state_time() -> None:
+    rows = [
+        ("SELF_CONSUMPTION", {"grid_power_w": 10.0, "soc_pct": None}),
+        ("FAULT", {"grid_power_w": -20.0, "soc_pct": 50.0}),
+        ("FAULT", {"grid_power_w": 40.0}),
+    ]
+    agg = minute_aggregate(60, rows)
+    assert agg.n == 3
+    assert agg.stats["grid_power_w"] == (-20.0, 10.0, 40.0, 40.0, 3)
+    assert agg.stats["soc_pct"] == (50.0, 50.0, 50.0, 50.0, 1)
+    assert agg.states == {"SELF_CONSUMPTION": 1, "FAULT": 2}
+
+
+def test_a_batch_weights_means_by_samples_and_shares_state_time() -> None:
+    minutes = [
+        MinuteAgg(300, 60, {"grid_power_w": (0.0, 10.0, 20.0, 5.0, 60)}, {"STANDBY": 60}),
+        MinuteAgg(360, 20, {"grid_power_w": (-5.0, 50.0, 90.0, 7.0, 20)}, {"FAULT": 20}),
+    ]
+    b = batch_payload(site_id="s1", start_ts=300, minutes=minutes, events_by_kind={"state": 2, "audit": 1})
+    assert b["batch_id"] == "s1:1970-01-01T00:05:00Z" and b["window_end"] == "1970-01-01T00:10:00Z"
+    assert b["fields"] == {"grid_power_w": {"min": -5.0, "mean": 20.0, "max": 90.0, "last": 7.0, "n": 80}}
+    assert b["state_share"] == {"FAULT": 0.25, "STANDBY": 0.75}
+    assert (b["minutes"], b["samples"], b["events"]) == (2, 80, 3)
+
+
+def test_batch_ids_are_stable_and_windows_are_wall_clock_aligned() -> None:
+    t = datetime(2026, 5, 1, 12, 7, 31, tzinfo=UTC).timestamp()
+    assert window_start(t) == datetime(2026, 5, 1, 12, 5, tzinfo=UTC).timestamp()
+    assert batch_id("site-1", window_start(t)) == batch_id("site-1", window_start(t + 100)) == "site-1:2026-05-01T12:05:00Z"
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_every_time_falls_in_exactly_one_window(t: float) -> None:
+    w = window_start(t)
+    assert w <= t < w + WINDOW_S and w % WINDOW_S == 0
+
+
+def test_the_sample_fields_are_the_quantities_plus_the_command() -> None:
+    assert set(FIELDS) == {q.value for q in Quantity} | {"cmd_computed_w", "cmd_written_w"}
+
+
+def test_a_full_queue_drops_its_oldest_item() -> None:
+    q = SampleQueue(3)
+    drops = [q.put(Sample(i, "STOP", "IDLE", MappingProxyType({}))) for i in range(5)]
+    assert drops == [False, False, False, True, True]
+    assert [s.ts_ms for s in q.drain()] == [2, 3, 4] and len(q) == 0
+
+
+def test_a_signature_covers_timestamp_and_body() -> None:
+    sig = sign(b"k", "1700000000", b"body")
+    assert sig.startswith("sha256=") and verify(b"k", "1700000000", b"body", sig)
+    assert not verify(b"k", "1700000001", b"body", sig)
+    assert not verify(b"k", "1700000000", b"bodY", sig)
+    assert not verify(b"other", "1700000000", b"body", sig)
+    assert not verify(b"k", "1700000000", b"body", "sha256=\u00e9")
+
+
+def test_only_a_recent_integer_timestamp_is_fresh() -> None:
+    assert timestamp_fresh("1000", now_s=1200.0, max_skew_s=300)
+    assert not timestamp_fresh("1000", now_s=1400.0, max_skew_s=300)
+    assert not timestamp_fresh("-5", now_s=0.0, max_skew_s=300)
+    assert not timestamp_fresh("1e3", now_s=1000.0, max_skew_s=300)
+
+
+def test_retry_after_is_seconds_or_an_http_date() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_retry_after("120", now=now) == 120.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:01:30 GMT", now=now) == 90.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:01:30 GMT", now=now + timedelta(hours=1)) == 0.0
+    assert parse_retry_after("soon", now=now) is None and parse_retry_after(None, now=now) is None
