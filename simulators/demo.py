@@ -176,7 +176,7 @@ def _running(procs: Sequence[Proc], run_dir: Path, term: Terminal) -> Iterator[N
     started: list[tuple[Proc, TextIO, threading.Thread]] = []
     try:
         for proc in procs:
-            log_file = (run_dir / f"{proc.name}.log").open("w", encoding="utf-8")
+            log_file: TextIO = (run_dir / f"{proc.name}.log").open("w", encoding="utf-8")
             proc.popen = subprocess.Popen(
                 proc.argv,
                 cwd=REPO_ROOT,

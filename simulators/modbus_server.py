@@ -238,5 +238,5 @@ class DeviceServer:
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
             log.info("sim_device_stopped", device=self.name, where=self.where())

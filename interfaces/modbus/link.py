@@ -21,6 +21,7 @@ from interfaces.modbus.pointmap import (
     ModelSpec,
     Point,
     PointMap,
+    PointType,
     available_maps,
     decode_raw,
     encode_raw,
@@ -111,7 +112,7 @@ class DeviceLink:
                 retries=c.retries,
             )
         if not client.connect():
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
             raise ConnectionError(f"{self.name}: cannot open {self.where()}")
         self._client = client
         try:
@@ -123,7 +124,7 @@ class DeviceLink:
     def close(self) -> None:
         client, self._client, self._layout = self._client, None, None
         if client is not None:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
 
     # ---- raw I/O ------------------------------------------------------------------------------
     def _read(self, address: int, count: int, *, function: str = "holding") -> list[int]:
@@ -294,7 +295,7 @@ class DeviceLink:
         return self._layout
 
 
-_SF_POINT = Point(name="sf", offset=0, type="sunssf")  # type: ignore[arg-type]
+_SF_POINT = Point(name="sf", offset=0, type=PointType.SUNSSF)
 
 
 def _group(points: list[tuple[int, Point, int | None]], max_count: int) -> tuple[_Read, ...]:

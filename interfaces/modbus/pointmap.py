@@ -288,7 +288,7 @@ def encode_raw(value: float | str, p: Point, *, word_order: str = "big") -> list
 
 def to_si(raw: float, p: Point, *, sf: float = 0.0) -> float:
     """Device number -> SI value, range-checked (DecodeError when outside min..max)."""
-    value = raw * (10.0**sf) * p.scale * p.sign
+    value = float(raw * (10.0**sf) * p.scale * p.sign)
     if (p.min is not None and value < p.min) or (p.max is not None and value > p.max):
         raise DecodeError(f"{p.name}: {value:g} outside {p.min}..{p.max}")
     return value
@@ -296,7 +296,7 @@ def to_si(raw: float, p: Point, *, sf: float = 0.0) -> float:
 
 def from_si(value: float, p: Point, *, sf: float = 0.0) -> float:
     """SI value -> device number (before rounding to the register type)."""
-    return value * p.sign / p.scale / (10.0**sf)
+    return float(value * p.sign / p.scale / (10.0**sf))
 
 
 # ---- loading ------------------------------------------------------------------------------------
