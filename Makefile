@@ -11,7 +11,7 @@ RUN_CONFIG ?= config/sim.yaml
 # Debian packages the tests use: PACKAGE:COMMAND-that-proves-it
 TEST_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd chromium:chromium socat:socat systemd:systemd-analyze
 
-.PHONY: help venv dev run test bench lint typecheck docs clean
+.PHONY: help venv dev run test bench lint typecheck docs clean install
 
 help:
 	@echo "make run | make test | make bench | make lint | make docs | make clean"
@@ -53,6 +53,12 @@ typecheck: $(VENV)/.dev
 docs: $(VENV)/.runtime
 	$(PY) -m ems.statemachine > docs/state-machine.md
 	$(PY) -m config.reference > docs/configuration.md
+
+# Install as a systemd service (deploy/README.md): a venv per release under $(PREFIX)/releases,
+# the unit, the dedicated user, /etc/ems/ems.yaml from the safe example if missing. Honours DESTDIR.
+PREFIX ?= /opt/ems
+install:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PYTHON="$(PYTHON)" deploy/install.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/artifacts
