@@ -171,7 +171,7 @@ class MeasurementsQuery(_In):
         None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="start (inclusive), unix seconds; default: to_ts - 1 h"
     )
     to_ts: float | None = Field(None, ge=0, le=_MAX_TS, allow_inf_nan=False, description="end (inclusive), unix seconds; default: now")
-    fields: list[MeasurementField] | None = Field(  # type: ignore[valid-type]
+    fields: list[MeasurementField] | None = Field(
         None, max_length=len(Quantity) + 2, description="fields to return (repeat the parameter); default: all"
     )
     resolution: Resolution = Field(Resolution.SECOND, description="1s samples or 1m aggregates (mean, min, max)")

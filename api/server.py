@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 import structlog
-from waitress import create_server, wasyncore
+from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 
 from api.app import create_app
 from api.sources import ReadSource

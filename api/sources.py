@@ -210,9 +210,9 @@ class StoreSource:
                     EventInfo(
                         seq=rid,
                         kind=str(r["kind"]),
-                        ts=float(r["ts"]),
+                        ts=_num(r["ts"]) or 0.0,
                         data=jsonable(data) if isinstance(data, Mapping) else {"value": jsonable(data)},
-                    )  # type: ignore[arg-type]
+                    )
                 )
                 if len(out) >= limit:
                     return out
