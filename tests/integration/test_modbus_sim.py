@@ -1,0 +1,125 @@
+"""The simulated site over real Modbus: the EMS's DeviceLink discovers it, writes set-points and
+heartbeats, the plant follows; the watchdog takes the inverter to 0 W; rehearsal commands work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pymodbus.exceptions import ModbusException
+
+from config.modbus import ModbusDeviceConfig
+from ems.model import Quantity
+from interfaces.modbus.link import DeviceLink
+from simulators.config import load_sim_config
+from simulators.site import Simulator
+from tests.helpers.common import free_port
+from tests.helpers.modbus import LoopThread
+
+
+@pytest.fixture
+def running() -> Iterator[tuple[LoopThread, Simulator, DeviceLink, DeviceLink]]:
+    loop = LoopThread()
+    ports = {"ess": free_port(), "meter": free_port()}
+    cfg = load_sim_config(
+        None,
+        {
+            "plant.profile": "summer-sunny",
+            "plant.start_time": "12:00",
+            "plant.meter_noise_w": 0.0,
+            "plant.watchdog_s": 5.0,
+            "plant.soc_start_pct": 50.0,
+            "ess.port": ports["ess"],
+            "meter.port": ports["meter"],
+            "control.enabled": False,
+        },
+    )
+    sim = Simulator(cfg)
+
+    async def start() -> None:
+        for dev in sim.devices.values():
+            await dev.start()
+
+    loop.run(start())
+    ess = DeviceLink("ess", ModbusDeviceConfig(port=ports["ess"], device_id=1, map="auto", timeout_s=1.0))
+    meter = DeviceLink("meter", ModbusDeviceConfig(port=ports["meter"], device_id=2, map="sdm630", timeout_s=1.0))
+    ess.connect()
+    meter.connect()
+    try:
+        yield loop, sim, ess, meter
+    finally:
+        ess.close()
+        meter.close()
+
+        async def stop() -> None:
+            for dev in sim.devices.values():
+                await dev.stop()
+
+        loop.run(stop())
+        loop.close()
+
+
+def _command(ess: DeviceLink, *, setpoint_w: float, beat: int) -> None:
+    ess.write_points([ess.encode("enable", 1.0)[:2], ess.encode("setpoint_w", setpoint_w)[:2], ess.encode("heartbeat", float(beat))[:2]])
+
+
+def _step(loop: LoopThread, sim: Simulator, seconds: float, dt_s: float = 0.1) -> None:
+    def run() -> None:
+        for _ in range(round(seconds / dt_s)):
+            sim.step(dt_s)
+
+    loop.call(run)
+
+
+def test_set_point_drives_the_plant_and_the_meter_sees_it(running: tuple[LoopThread, Simulator, DeviceLink, DeviceLink]) -> None:
+    loop, sim, ess, meter = running
+    assert ess.pmap is not None and ess.pmap.name == "sunspec_ess"
+    assert ess.identity["manufacturer"] == "EMS project"
+    _command(ess, setpoint_w=-2000.0, beat=1)
+    for beat in range(2, 12):  # a heartbeat every simulated second (watchdog_s = 5)
+        _step(loop, sim, 1.0)
+        ess.write_points([ess.encode("heartbeat", float(beat))[:2]])
+    values, rejected = ess.poll()
+    assert rejected == []
+    assert values[Quantity.ESS_POWER_W] == pytest.approx(-2000.0, abs=1.0)
+    assert sim.view.soc_pct > 50.0
+    assert values[Quantity.SOC_PCT] == pytest.approx(sim.view.soc_pct, abs=0.051)  # 0.1 % resolution (SF -1)
+    assert values[Quantity.BMS_CURRENT_A] > 0  # charging: + charge after the map's sign flip
+    grid, rejected = meter.poll()
+    assert rejected == []
+    view = sim.view
+    assert grid[Quantity.GRID_POWER_W] == pytest.approx(view.load_w - view.pv_w - view.ess_power_w, abs=2.0)
+
+
+def test_watchdog_lapse_drops_the_inverter_to_zero_and_clears_enable(running: tuple[LoopThread, Simulator, DeviceLink, DeviceLink]) -> None:
+    loop, sim, ess, _meter = running
+    _command(ess, setpoint_w=1500.0, beat=1)
+    for beat in range(2, 6):  # heartbeats every simulated second keep it running
+        _step(loop, sim, 1.0)
+        ess.write_points([ess.encode("heartbeat", float(beat))[:2]])
+    assert sim.view.ess_power_w == pytest.approx(1500.0, rel=0.02)
+    _step(loop, sim, 12.0)  # no heartbeat for longer than watchdog_s = 5 s (then ~7 tau of decay)
+    assert sim.view.watchdog_tripped and not sim.view.enabled
+    assert abs(sim.view.ess_power_w) < 20.0
+    values, _ = ess.poll()
+    assert abs(values[Quantity.ESS_POWER_W]) < 20.0
+    _command(ess, setpoint_w=1500.0, beat=7)  # the EMS's next command re-enables
+    _step(loop, sim, 4.0)
+    assert not sim.view.watchdog_tripped and sim.view.ess_power_w == pytest.approx(1500.0, rel=0.02)
+
+
+def test_rehearsal_commands(running: tuple[LoopThread, Simulator, DeviceLink, DeviceLink]) -> None:
+    loop, sim, _ess, meter = running
+    assert loop.run(sim.command("load_offset 750")) == "ok load_offset_w=750"
+    assert sim.plant.load_offset_w == 750.0
+    assert loop.run(sim.command("meter stop")) == "ok meter running=False"
+    with pytest.raises(ModbusException):
+        meter.poll()
+    assert loop.run(sim.command("meter start")) == "ok meter running=True"
+    meter.connect()
+    assert Quantity.GRID_POWER_W in meter.poll()[0]
+    status = loop.run(sim.command("status"))
+    assert '"load_offset_w":750.0' in status and '"meter":{"running":true' in status
+    assert loop.run(sim.command("fly away")).startswith("error: unknown command")
+    assert loop.run(sim.command("bms silent on")).startswith("error: the BMS simulator is not enabled")
+    assert loop.run(sim.command("load_offset nan")).startswith("error")
