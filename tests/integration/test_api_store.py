@@ -131,3 +131,22 @@ def test_main_wires_the_store_reader_into_the_api(tmp_path: Path) -> None:
     finally:
         for svc in reversed(services):
             svc.stop(timeout_s=5.0)
+
+
+def test_audited_writes_reach_the_store_events_table(tmp_path: Path) -> None:
+    clock = SimClock()
+    ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
+    store = Store(cfg=StoreConfig(path=tmp_path / "ems.db"), ctx=ctx, clock=clock, site_id="t", outbox_enabled=False)
+    try:
+        with running_api(api_config(), ctx, clock, store=StoreSource(tmp_path / "ems.db", clock)) as api:
+            assert api.put("/api/v1/mode", "operator", json={"mode": "IDLE"}).status_code == 200
+            assert api.put("/api/v1/mode", "viewer", json={"mode": "CHARGE_ONLY"}).status_code == 403
+            store.flush()
+            events = api.get("/api/v1/events", params={"kind": "audit"}).json()["events"]
+    finally:
+        store.close()
+    assert [(e["data"]["who"], e["data"]["new"], e["data"]["result"]) for e in events] == [
+        ("operator-1", "IDLE", "accepted"),
+        ("viewer-1", "CHARGE_ONLY", "refused"),
+    ]
+    assert events[1]["data"]["status"] == 403
