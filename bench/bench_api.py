@@ -6,7 +6,7 @@ cycle, and the real API server (waitress, loopback, random port). A second proce
 /api/v1/status at a bounded rate over one keep-alive connection and reports latencies. Printed:
 p50/p99/max per rate, and the control loop's overrun count during the load (expect 0).
 
-    python -m bench.bench_api            # ~25 s
+    python -m bench.bench_api            # ~25 s (BENCH_QUICK=1: ~10 s)
 """
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ def main() -> None:
     try:
         _run_client(url, 5, 1.0)  # warm-up (imports, first requests)
         results = []
+        seconds = 4.0 if os.environ.get("BENCH_QUICK") == "1" else SECONDS_PER_RATE
         for rate in RATES_PER_S:
             before = ctx.snapshot()
-            res = _run_client(url, rate, SECONDS_PER_RATE)
+            res = _run_client(url, rate, seconds)
             after = ctx.snapshot()
             res["loop_overruns"] = after.overruns - before.overruns
             res["loop_cycles"] = after.cycles - before.cycles
