@@ -121,6 +121,8 @@ class Plant:
     def __init__(self, params: PlantParams, profile: Profile, *, start_t_s: float = 0.0) -> None:
         self.params = params
         self.profile = profile
+        self._prof_load, self._prof_pv = profile.series()
+        self._prof_n = len(self._prof_load)
         self._start_t_s = float(start_t_s)
         self._rng = random.Random(params.seed)
         self.load_offset_w = 0.0  # added to the profile's load (a load step for tests/rehearsals), W
@@ -163,9 +165,10 @@ class Plant:
         t = self._t_s + dt_s
         self._t_s = t
         pt = self._start_t_s + t
-        load = self.profile.load_at(pt) + self.load_offset_w
+        i = int(pt) % self._prof_n
+        load = self._prof_load[i] + self.load_offset_w
         self._load_w = load if load > 0.0 else 0.0
-        self._pv_w = self.profile.pv_at(pt)
+        self._pv_w = self._prof_pv[i]
 
         if p.watchdog_s > 0.0 and not self._tripped and t - self._last_feed_t_s > p.watchdog_s:
             self._tripped = True
@@ -219,11 +222,17 @@ class Plant:
             dc_w = 0.0
         self._ess_w = ess
         self._soc_pct = soc
-        ocv = p.ocv_v(soc)
+        table = p._ocv_table
+        k = int(soc)
+        ocv = table[k] + (table[k + 1] - table[k]) * (soc - k)
         current = -dc_w / ocv  # + charge
         self._current_a = current
         self._voltage_v = ocv + current * p.internal_resistance_ohm
-        self._ccl_a, self._dcl_a = self._current_limits(soc)
+        if p.discharge_taper_end_pct <= soc <= p.charge_taper_start_pct:
+            self._ccl_a = p.max_charge_current_a
+            self._dcl_a = p.max_discharge_current_a
+        else:
+            self._ccl_a, self._dcl_a = self._current_limits(soc)
 
         if dt_s != self._thermal_dt_s:
             self._thermal_dt_s = dt_s

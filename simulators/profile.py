@@ -50,6 +50,10 @@ class Profile:
     def pv_at(self, t_s: float) -> float:
         return self._pv_w[int(t_s) % self._n]
 
+    def series(self) -> tuple[list[float], list[float]]:
+        """The (load_w, pv_w) lists on the 1 s grid (shared, do not modify): for hot loops."""
+        return self._load_w, self._pv_w
+
     @classmethod
     def constant(cls, *, load_w: float, pv_w: float, duration_s: int = 1, name: str = "constant") -> Profile:
         """A flat profile (tests, rehearsals)."""
