@@ -56,6 +56,7 @@ LIMIT_WHY: Mapping[str, str] = {
     "control_disabled": "gate: control.enabled is false, the inverter gets 0 W",
     "dry_run": "gate: control.dry_run is true, the inverter gets 0 W",
 }
+_SOURCE_WORKERS: Mapping[str, str] = {"modbus": "modbus", "can": "can", "mqtt": "mqtt"}  # worker name -> protocol
 _SECRET_WORDS = ("token", "password", "secret", "hmac", "api_key", "apikey", "passphrase", "private_key")
 
 
@@ -207,7 +208,7 @@ def _status_devices(snap: Snapshot, cfg: EMSConfig) -> list[tuple[str, str, dict
 
 
 def devices(snap: Snapshot, cfg: EMSConfig, jsonable: Any) -> list[DeviceInfo]:
-    """Every source the workers report (modbus.<dev>, bms, mqtt_link, device:<name>), then workers without one."""
+    """Every source the workers report (modbus.<dev>, bms, mqtt_link, device:<name>), then source workers without one."""
     health_by_name = {w.name: w for w in workers(snap, cfg)}
     out: list[DeviceInfo] = []
     covered: set[str] = set()
@@ -216,8 +217,8 @@ def devices(snap: Snapshot, cfg: EMSConfig, jsonable: Any) -> list[DeviceInfo]:
         details = {k: v for k, v in fields.items() if k not in ("protocol", "address", "map", "worker")}
         out.append(_device(name, fields, jsonable(details), health_by_name.get(worker_name)))
     for name, w in health_by_name.items():
-        if name not in covered:
-            out.append(_device(name, {}, {}, w))
+        if name in _SOURCE_WORKERS and name not in covered:  # a source worker that has not reported a device yet
+            out.append(_device(name, {"protocol": _SOURCE_WORKERS[name]}, {}, w))
     return out
 
 

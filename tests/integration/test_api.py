@@ -388,7 +388,7 @@ def test_devices_list_what_the_workers_report(api: RunningApi, ctx: EMSContext, 
     meter = devices["meter"]
     assert (meter["protocol"], meter["address"], meter["map"]) == ("modbus-tcp", "127.0.0.1:5020/1", "sunspec-meter")
     assert meter["details"] == {"model": "EM24"} and meter["last_seen_age_s"] == 1.5 and meter["ok"] is True
-    assert "modbus" not in devices and "api" in devices
+    assert set(devices) == {"meter"}  # the modbus worker has a device; the api worker is no source
 
 
 def test_devices_list_modbus_can_and_mqtt_sources_as_their_workers_report_them(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
@@ -400,12 +400,18 @@ def test_devices_list_modbus_can_and_mqtt_sources_as_their_workers_report_them(a
     for w in ("modbus", "can", "mqtt"):
         ctx.mark_ok(w, at_s=clock.monotonic())
     devices = {d["name"]: d for d in api.get("/api/v1/devices").json()["devices"]}
-    assert set(devices) == {"ess", "bms", "mqtt", "api"}
+    assert set(devices) == {"ess", "bms", "mqtt"}
     ess = devices["ess"]
     assert (ess["protocol"], ess["address"], ess["map"]) == ("modbus", "127.0.0.1:5020 unit 1", "sunspec")
     assert ess["details"]["identity"] == {"sn": "X1"} and ess["last_seen_age_s"] == 0.0
     assert devices["bms"]["protocol"] == "can" and devices["bms"]["details"]["name"] == "PYLON"
     assert devices["mqtt"]["address"] == "127.0.0.1:1883" and devices["mqtt"]["details"] == {"link": "up"}
+
+
+def test_a_source_worker_without_a_device_entry_is_listed_by_worker_name(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
+    ctx.mark_error("can", reason="OSError", at_s=clock.monotonic())
+    (dev,) = api.get("/api/v1/devices").json()["devices"]
+    assert (dev["name"], dev["protocol"], dev["last_seen_age_s"], dev["last_error"]) == ("can", "can", None, "OSError")
 
 
 def test_metrics_expose_state_command_limits_and_requests(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
