@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from config.common import Section
+from ems.model import Quantity
 
 __all__ = ["EssDeviceConfig", "MeterDeviceConfig", "ModbusConfig", "ModbusDeviceConfig", "Transport"]
 
@@ -37,6 +38,14 @@ class ModbusDeviceConfig(Section):
     timeout_s: float = Field(1.0, gt=0.05, le=30, description="request timeout, s")
     retries: int = Field(0, ge=0, le=5, description="retries per request before it counts as failed")
     ignore_points: tuple[str, ...] = Field((), description="readings not to publish (e.g. soc_pct when a CAN BMS reports it)")
+
+    @field_validator("ignore_points")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(v) - {q.value for q in Quantity})
+        if unknown:
+            raise ValueError(f"unknown reading(s) {unknown}; known: {sorted(q.value for q in Quantity)}")
+        return v
 
 
 class EssDeviceConfig(ModbusDeviceConfig):

@@ -254,3 +254,30 @@ def test_rtu_through_a_pty_pair(loop: LoopThread, ctx: EMSContext, clock: System
         finally:
             w.stop()
             meter.stop()
+
+
+def test_sunspec_discovery_at_base_0_and_ignored_points(loop: LoopThread, ctx: EMSContext, clock: SystemClock) -> None:
+    from interfaces.modbus.pointmap import load_map
+    from simulators.modbus_server import DeviceServer, RegisterImage
+
+    image = RegisterImage(load_map("sunspec_ess"), base=0)
+    image.set_values({"ess_power_w": 700.0, "soc_pct": 41.0})
+    server = DeviceServer("ess0", image, port=free_port(), device_id=1)
+    loop.run(server.start())
+    try:
+        cfg = ModbusConfig.model_validate(
+            {
+                "enabled": True,
+                "meter": {"enabled": False},
+                "ess": {"port": server.port, "poll_period_s": POLL_S, "ignore_points": ["soc_pct"]},
+            }
+        )
+        w = ModbusWorker(cfg=cfg, ctx=ctx, clock=clock)
+        w.start()
+        try:
+            wait_for(lambda: _value(ctx, Quantity.ESS_POWER_W) == pytest.approx(700.0), timeout_s=5, what="ESS power from base 0")
+            assert ctx.snapshot().reading(Quantity.SOC_PCT) is None  # ignored: a CAN BMS owns it
+        finally:
+            w.stop()
+    finally:
+        loop.run(server.stop())
