@@ -10,6 +10,7 @@ __all__ = ["duration", "event_line", "health_text", "status_text", "write_text"]
 
 _POWER_ROW = ("grid_power_w", "pv_power_w", "ess_power_w")
 _BATTERY_ROW = ("soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_temperature_degc", "bms_ccl_a", "bms_dcl_a")
+_LABEL = 10  # width of the label column ("battery   ")
 _UNITS = (("_degc", "°C"), ("_pct", "%"), ("_wh", "Wh"), ("_hz", "Hz"), ("_w", "W"), ("_v", "V"), ("_a", "A"))
 
 
@@ -37,8 +38,13 @@ def _unit(name: str) -> tuple[str, str]:
 
 def _value(name: str, r: Mapping[str, Any]) -> str:
     label, unit = _unit(name)
-    v = float(r["value"])
-    text = f"{v:+.0f} {unit}" if name in ("grid_power_w", "ess_power_w") else f"{v:.1f} {unit}".rstrip()
+    v = float(r["value"]) + 0.0  # no "-0.0"
+    if name in ("grid_power_w", "ess_power_w"):
+        text = f"{v:+.0f} {unit}"
+    elif not unit and v.is_integer():  # flags and codes: 1, 0, 4
+        text = f"{v:.0f}"
+    else:
+        text = f"{v:.1f} {unit}".rstrip()
     if name == "grid_power_w" and v:
         text += " (import)" if v > 0 else " (export)"
     if name == "ess_power_w" and v:
@@ -48,8 +54,15 @@ def _value(name: str, r: Mapping[str, Any]) -> str:
     return f"{label.replace('_', ' ')} {text}"
 
 
-def _row(names: Sequence[str], m: Mapping[str, Mapping[str, Any]]) -> str:
-    return "   ".join(_value(n, m[n]) for n in names if n in m) or "no readings"
+def _row(names: Sequence[str], m: Mapping[str, Mapping[str, Any]], width: int = 118) -> str:
+    """Readings side by side, wrapped under the label column."""
+    lines: list[str] = []
+    for item in (_value(n, m[n]) for n in names if n in m):
+        if lines and len(lines[-1]) + 3 + len(item) <= width - _LABEL:
+            lines[-1] += "   " + item
+        else:
+            lines.append(item)
+    return ("\n" + " " * _LABEL).join(lines) or "no readings"
 
 
 def _flags(control: Mapping[str, Any]) -> str:
