@@ -291,7 +291,7 @@ class Store:
                 break
             if self._outbox_enabled:
                 mins = [
-                    MinuteAgg(ts, n, {f: tuple(v) for f, v in json.loads(stats).items()}, json.loads(states))  # type: ignore[misc]
+                    MinuteAgg(ts, n, {f: tuple(v) for f, v in json.loads(stats).items()}, json.loads(states))
                     for ts, n, stats, states in c.execute(
                         "SELECT ts, n, stats, states FROM minutes WHERE ts >= ? AND ts < ? ORDER BY ts", (w, w + WINDOW_S)
                     )
