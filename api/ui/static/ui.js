@@ -287,7 +287,10 @@
     const load = loadOf(v("grid_power_w"), v("pv_power_w"), v("ess_power_w"));
     const anyStale = ["grid_power_w", "pv_power_w", "ess_power_w"].some((k) => m[k] && m[k].stale);
     tile("load", anyStale ? { stale: true, age_s: Math.max(...["grid_power_w", "pv_power_w", "ess_power_w"].map((k) => (m[k] ? m[k].age_s : 0))) } : null, load);
-    setText($("flow-note"), "load = grid + PV + battery");
+    const noPv = load !== null && !m.pv_power_w;
+    if (noPv && !anyStale) { setText($("load-dir"), "net of PV"); setAttr($("load-dir"), "data-dir", "net"); }
+    setText($("pv-dir"), m.pv_power_w ? $("pv-dir").textContent : "not measured");
+    setText($("flow-note"), noPv ? "load = grid + battery (no PV reading)" : "load = grid + PV + battery");
   }
 
   function renderSoc(s) {
@@ -366,7 +369,7 @@
       if (!badge) { badge = document.createElement("span"); tr.cells[1].append(badge); }
       setText(badge, text); setAttr(badge, "class", cls);
       setAttr(tr, "data-ok", w.ok);
-      setText(tr.cells[2], age(w.last_ok_age_s));
+      setText(tr.cells[2], w.last_ok_age_s === null ? "—" : age(w.last_ok_age_s));
       setText(tr.cells[3], age(w.last_beat_age_s));
       setText(tr.cells[4], `${w.error_streak} / ${w.errors_total}`);
       setAttr(tr.cells[4], "title", w.last_error ? `last error: ${w.last_error}` : "error streak / total");
@@ -426,16 +429,21 @@
   function makeChart() {
     const el = $("chart");
     if (typeof uPlot !== "function") { setText($("chart-note"), "chart library missing"); return null; }
+    const timeAxis = (u, splits) => {
+      const span = u.scales.x.max - u.scales.x.min;
+      return splits.map((ts) => new Date(ts * 1000).toLocaleTimeString([], span < 600
+        ? { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false } : { hour: "2-digit", minute: "2-digit", hour12: false }));
+    };
     const kwAxis = (u, vals) => vals.map((v) => (v === null ? "" : v.toFixed(Math.abs(v) < 10 ? 1 : 0)));
     const opts = {
       width: Math.max(200, el.clientWidth),
       height: chartHeight(),
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
-      // x: at least 5 minutes wide, so a short history still reads as a time axis
-      scales: { x: { time: true, range: (u, lo, hi) => [Math.min(lo, hi - 300), hi] }, kw: { auto: true }, pct: { range: [0, 100] } },
+      // x: at least a minute wide, so a short history still reads as a time axis
+      scales: { x: { time: true, range: (u, lo, hi) => [Math.min(lo, hi - 60), hi] }, kw: { auto: true }, pct: { range: [0, 100] } },
       axes: [
-        { stroke: "#7a8696", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e7ee" } },
+        { stroke: "#7a8696", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e7ee" }, values: timeAxis, space: 70 },
         { scale: "kw", label: "kW", stroke: "#7a8696", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e7ee" }, values: kwAxis, size: 48 },
         { scale: "pct", label: "SOC %", side: 1, stroke: "#7a8696", grid: { show: false }, ticks: { stroke: "#e2e7ee" }, size: 48 },
       ],
@@ -457,7 +465,7 @@
     }
     return u;
   }
-  function chartHeight() { return window.matchMedia("(max-width: 700px)").matches ? 220 : 330; }
+  function chartHeight() { return window.matchMedia("(max-width: 700px)").matches ? 220 : 340; }
   function chartData() { const R = st.rows; return [R.ts, R.grid, R.pv, R.load, R.battery, R.soc]; }
   function renderChart() {
     if (!st.chart) st.chart = makeChart();
