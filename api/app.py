@@ -292,7 +292,6 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
                 source=source.name,
                 events=events,
                 next_after_seq=events[-1].seq if full else None,
-                next_from_ts=events[-1].ts if full else None,
             )
         )
 

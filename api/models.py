@@ -223,10 +223,7 @@ class EventInfo(_Out):
 class EventsResponse(_Out):
     source: str = Field(description="store or context (recent events kept in memory)")
     events: list[EventInfo] = Field(description="oldest first")
-    next_after_seq: int | None = Field(
-        description="set when the page is full: pass as after_seq (with next_from_ts as from_ts) for the next page"
-    )
-    next_from_ts: float | None = Field(None, description="set when the page is full: pass as from_ts for the next page")
+    next_after_seq: int | None = Field(description="set when the page is full: pass as after_seq (same filters) for the next page")
 
 
 # ---- writes ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ handlers do not care which.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,6 @@ from ems.model import EventRecord, Quantity
 __all__ = ["ContextSource", "OutboxFigures", "ReadSource", "SourceUnavailable", "StoreSource", "event_info", "jsonable"]
 
 _CMD_FIELDS = ("cmd_computed_w", "cmd_written_w")
-_MAX_SCANS = 20  # events: batches read to skip rows at or before after_seq (same-millisecond rows only, when paging right)
 
 
 class SourceUnavailable(Exception):
@@ -184,44 +184,40 @@ class StoreSource:
     def events(
         self, *, kinds: Sequence[str] | None, from_ts: float | None, to_ts: float | None, after_seq: int, limit: int
     ) -> list[EventInfo]:
-        out: list[EventInfo] = []
-        seen: set[int] = set()
-        lower = from_ts
-        upper = None if to_ts is None else _upper_arg(to_ts, 1000.0)
-        for _ in range(_MAX_SCANS):
+        """Rows of the store's events table by row id (insertion order), so `after_seq` alone pages.
+
+        interfaces.store.query.events() orders by time and has no id cursor, so this reads the
+        table (schema v1: id, ts_ms, kind, seq, data) itself, through the store's read-only opener.
+        """
+        from interfaces.store.schema import open_readonly
+
+        clauses, args = ["id > ?"], [after_seq]
+        if from_ts is not None:
+            clauses.append("ts_ms >= ?")
+            args.append(math.ceil(from_ts * 1000.0 - 1e-6))
+        if to_ts is not None:
+            clauses.append("ts_ms <= ?")
+            args.append(math.floor(to_ts * 1000.0 + 1e-6))
+        if kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)  # type: ignore[arg-type]
+        sql = f"SELECT id, ts_ms, kind, data FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+        try:
+            conn = open_readonly(self._db)
             try:
-                rows = self._q.events(
-                    self._db,
-                    kinds=kinds,
-                    from_ts=None if lower is None else _lower_arg(lower, 1000.0),
-                    to_ts=upper,
-                    limit=limit,
-                    newest_first=False,
-                )
-            except sqlite3.Error as exc:
-                raise SourceUnavailable(f"store: {exc}") from exc
-            for r in rows:
-                rid = int(r["id"])  # type: ignore[call-overload]
-                if rid <= after_seq or rid in seen:
-                    continue
-                seen.add(rid)
-                data = r.get("data")
-                out.append(
-                    EventInfo(
-                        seq=rid,
-                        kind=str(r["kind"]),
-                        ts=_num(r["ts"]) or 0.0,
-                        data=jsonable(data) if isinstance(data, Mapping) else {"value": jsonable(data)},
-                    )
-                )
-                if len(out) >= limit:
-                    return out
-            if len(rows) < limit:
-                return out
-            new_lower = float(rows[-1]["ts"])  # type: ignore[arg-type]
-            if lower is not None and new_lower <= lower:
-                return out  # a full page within one millisecond: cannot move on by time
-            lower = new_lower
+                rows = conn.execute(sql, (*args, limit)).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"store: {exc}") from exc
+        out = []
+        for rid, ts_ms, kind, data in rows:
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                parsed = {"raw": str(data)[:1000]}
+            payload = jsonable(parsed) if isinstance(parsed, Mapping) else {"value": jsonable(parsed)}
+            out.append(EventInfo(seq=int(rid), kind=str(kind), ts=ts_ms / 1000.0, data=payload))
         return out
 
     def outbox(self) -> OutboxFigures:
