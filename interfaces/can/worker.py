@@ -23,11 +23,12 @@ from interfaces.can.bus import open_bus
 from interfaces.can.codec import KEEPALIVE_ID, BmsFrame, Codec, FrameError
 from interfaces.worker import Worker
 
-__all__ = ["CORE_FRAME_IDS", "SILENT_FLAG", "CanWorker"]
+__all__ = ["CORE_FRAME_IDS", "MAX_MALFORMED_LOGS", "SILENT_FLAG", "CanWorker"]
 
 CORE_FRAME_IDS = frozenset({0x351, 0x356})  # the BMS is "heard" while these arrive (PROTOCOLS.md advice)
 SILENT_FLAG = "bms_silent"  # protection flag raised by the worker itself: FAULT cause bms_protection:bms_silent
 _MAX_LOG_IDS = 4096  # bound on the per-id rate-limit table (random ids must not grow it forever)
+MAX_MALFORMED_LOGS = 100  # malformed-frame log lines per interval over all ids (a busy foreign bus must not flood the log)
 
 
 class CanWorker(Worker):
@@ -59,6 +60,8 @@ class CanWorker(Worker):
         self._info: dict[str, object] = {}
         self._log_at_s: dict[int, float] = {}
         self._suppressed: dict[int, int] = {}
+        self._log_window_s = clock.monotonic()
+        self._log_window_lines = 0
 
     # ---- loop ----------------------------------------------------------------------------
     def wait_next(self) -> bool:
@@ -123,14 +126,9 @@ class CanWorker(Worker):
     def _malformed(self, frame_id: int, exc: FrameError, now: float) -> None:
         self._ctx.count(f"can_frames_{exc.kind}")
         total = self._ctx.count("can_frames_malformed")
-        last = self._log_at_s.get(frame_id)
-        if last is not None and now - last < self._cfg.malformed_log_interval_s:
+        if not self._may_log(frame_id, now):
             self._suppressed[frame_id] = self._suppressed.get(frame_id, 0) + 1
             return
-        if len(self._log_at_s) >= _MAX_LOG_IDS:
-            self._log_at_s.clear()
-            self._suppressed.clear()
-        self._log_at_s[frame_id] = now
         self.log.warning(
             "can_frame_malformed",
             frame_id=f"0x{frame_id:X}",
@@ -139,6 +137,23 @@ class CanWorker(Worker):
             suppressed_since_last=self._suppressed.pop(frame_id, 0),
             malformed_total=total,
         )
+
+    def _may_log(self, frame_id: int, now: float) -> bool:
+        """At most once per interval per id, and at most MAX_MALFORMED_LOGS lines per interval in all."""
+        interval_s = self._cfg.malformed_log_interval_s
+        last = self._log_at_s.get(frame_id)
+        if last is not None and now - last < interval_s:
+            return False
+        if now - self._log_window_s >= interval_s:
+            self._log_window_s, self._log_window_lines = now, 0
+        if self._log_window_lines >= MAX_MALFORMED_LOGS:
+            return False
+        if len(self._log_at_s) >= _MAX_LOG_IDS:
+            self._log_at_s = {i: t for i, t in self._log_at_s.items() if now - t < interval_s}
+            self._suppressed = {i: n for i, n in self._suppressed.items() if i in self._log_at_s}
+        self._log_window_lines += 1
+        self._log_at_s[frame_id] = now
+        return True
 
     def _apply(self, frame: BmsFrame, now: float) -> None:
         self._ctx.count("can_frames_decoded")

@@ -19,7 +19,7 @@ from ems.context import EMSContext
 from ems.model import Mode
 from ems.model import Quantity as Q
 from interfaces.can.codec import Codec, FrameError
-from interfaces.can.worker import CanWorker
+from interfaces.can.worker import MAX_MALFORMED_LOGS, CanWorker
 from tests.helpers.can import BmsTx, can_counters, ems_config, virtual_bus, virtual_channel
 from tests.helpers.common import wait_for
 
@@ -95,7 +95,35 @@ def test_random_frames_are_counted_and_skipped_and_the_worker_survives(request: 
             worker.stop()
             tx.bus.shutdown()
     logged = [e for e in logs if e["event"] == "can_frame_malformed"]
-    assert sorted(int(e["frame_id"], 16) for e in logged) == sorted(malformed_ids)  # once per id per interval
+    logged_ids = [int(e["frame_id"], 16) for e in logged]
+    assert len(logged_ids) == len(set(logged_ids)) == min(len(malformed_ids), MAX_MALFORMED_LOGS)  # once per id, capped per interval
+    assert set(logged_ids) <= malformed_ids
     assert not [e for e in logs if e["event"] == "worker_iteration_failed"]
     # the counts, for the issue note: pytest --junitxml=FILE -o junit_family=legacy shows them as properties
     request.node.user_properties += [("frames_sent", tx.sent), *sorted(counters.items())]
+
+
+def test_a_malformed_id_is_logged_again_only_after_the_interval() -> None:
+    channel = virtual_channel()
+    cfg = ems_config(can_cfg={"channel": channel})
+    clock = SimClock()
+    ctx = EMSContext(clock=clock, start_mode=Mode.IDLE)
+    tx = BmsTx(virtual_bus(channel))
+    with structlog.testing.capture_logs() as logs:
+        worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
+        worker.start()
+        try:
+            wait_for(lambda: any(w.last_beat_s is not None for w in ctx.snapshot().workers), what="worker running")
+            for _ in range(3):
+                tx.send(0x123, b"\x01")
+            tx.send(0x351, b"\x00")  # another id: its own line
+            wait_for(lambda: can_counters(ctx).get("can_frames_malformed", 0) == 4, what="4 malformed frames counted")
+            clock.advance(cfg.can.malformed_log_interval_s + 1.0)
+            tx.send(0x123, b"\x02")
+            wait_for(lambda: can_counters(ctx).get("can_frames_malformed", 0) == 5, what="5 malformed frames counted")
+        finally:
+            worker.stop()
+            tx.bus.shutdown()
+    lines = [(e["frame_id"], e["kind"], e["suppressed_since_last"]) for e in logs if e["event"] == "can_frame_malformed"]
+    assert lines == [("0x123", "unknown_id", 0), ("0x351", "bad_dlc", 0), ("0x123", "unknown_id", 2)]
+    assert can_counters(ctx)["can_frames_unknown_id"] == 4 and can_counters(ctx)["can_frames_bad_dlc"] == 1
