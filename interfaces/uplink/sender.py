@@ -217,8 +217,8 @@ class Sender(Worker):
         if woken or now >= self._next_poll_s:
             self._store.outbox_changed.clear()
             for _ in range(_ROWS_PER_ITERATION):
+                self._ctx.heartbeat(self.name, at_s=self._clock.monotonic())  # alive up to one POST ago
                 outcome = self.pump()
-                self._ctx.heartbeat(self.name, at_s=self._clock.monotonic())
                 if outcome not in ("delivered", "parked") or self._stop_event.is_set():
                     break
             if outcome == "idle":
