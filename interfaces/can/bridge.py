@@ -171,7 +171,8 @@ class SocketcandHub:
                 sent += 1
             except OSError:
                 self._drop(c)
-        self.frames_forwarded += 1
+        with self._lock:
+            self.frames_forwarded += 1
         return sent
 
     def _accept_loop(self) -> None:
@@ -203,8 +204,8 @@ class SocketcandHub:
                     break
                 for token in reader.feed(data):
                     self._handle(c, token)
-        except OSError:
-            pass
+        except OSError as exc:
+            log.debug("can_hub_client_failed", peer=c.peer, error=repr(exc))
         finally:
             self._drop(c)
 
@@ -230,9 +231,11 @@ class SocketcandHub:
             self._reject(c, token)
 
     def _reject(self, c: _Client, token: str) -> None:
-        self.lines_rejected += 1
-        if self.lines_rejected == 1 or self.lines_rejected % 1000 == 0:
-            log.warning("can_hub_line_rejected", peer=c.peer, line=token[:80], rejected_total=self.lines_rejected)
+        with self._lock:
+            self.lines_rejected += 1
+            total = self.lines_rejected
+        if total == 1 or total % 1000 == 0:
+            log.warning("can_hub_line_rejected", peer=c.peer, line=token[:80], rejected_total=total)
 
     def _drop(self, c: _Client) -> None:
         with self._lock:
