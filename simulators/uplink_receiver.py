@@ -4,7 +4,7 @@ It checks, in order: bearer token (401), signature over timestamp + body (401), 
 (401), gzip + JSON + batch id (400/415); then stores the batch once by its batch id and answers
 200 {"status": "stored"} or 200 {"status": "duplicate"}. Storage is SQLite (a file or memory).
 
-    python -m simulators.uplink_receiver --port 8443 --cert server.pem --key server.key \
+    python -m simulators.uplink_receiver --port 8443 (--cert server.pem [--key server.key] | --tls-dir var/uplink-tls) \
         [--db var/uplink-received.db] [--token-env EMS_UPLINK_TOKEN] [--hmac-key-env EMS_UPLINK_HMAC_KEY]
 
 Tests import `UplinkReceiver`, bind 127.0.0.1 port 0, and may script failures (`fail_next`).
@@ -290,11 +290,27 @@ def _secret(env: str | None, file: str | None, what: str) -> str:
     return value
 
 
+def _test_certificate(tls_dir: Path) -> str:
+    """A throw-away CA (tls_dir/ca.pem) and server key + chain (tls_dir/server.pem), for `make run`."""
+    try:
+        import trustme
+    except ImportError as exc:
+        raise SystemExit("uplink_receiver: --tls-dir needs trustme (pip install -r requirements-dev.txt)") from exc
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tls_dir / "ca.pem"))
+    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(tls_dir / "server.pem"))
+    return str(tls_dir / "server.pem")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulators.uplink_receiver", description="Reference HTTPS receiver of EMS uplink batches")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8443, help="TCP port (0 = any free port)")
-    p.add_argument("--cert", required=True, help="PEM server certificate (chain); may also hold the key")
+    p.add_argument("--cert", help="PEM server certificate (chain); may also hold the key")
+    p.add_argument(
+        "--tls-dir", help="no --cert: make a test CA and a 127.0.0.1/localhost certificate here (ca.pem for uplink.ca_file; needs trustme)"
+    )
     p.add_argument("--key", help="PEM private key (if not in --cert)")
     p.add_argument("--db", default="var/uplink-received.db", help="SQLite file the batches are stored in")
     p.add_argument("--path", default="/api/v1/batches", help="URL path batches are POSTed to")
@@ -304,6 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hmac-key-file", help="file holding the HMAC key (instead of --hmac-key-env)")
     p.add_argument("--max-skew-s", type=float, default=300.0, help="accepted |timestamp - now|, s")
     args = p.parse_args(argv)
+    if not args.cert:
+        if not args.tls_dir:
+            p.error("give --cert (and --key) or --tls-dir")
+        args.cert, args.key = _test_certificate(Path(args.tls_dir)), None
     from interfaces.logs import configure_logging
 
     configure_logging(fmt="auto", level="info")

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,7 @@ from ems.model import Mode, Quantity
 from interfaces.store import Store, StoreSampler, StoreWriter, events, outbox_status
 from interfaces.uplink import Sender, sign
 from simulators.uplink_receiver import UplinkReceiver
-from tests.helpers.common import wait_for
+from tests.helpers.common import PYTHON, REPO_ROOT, wait_for
 from tests.helpers.uplink import HMAC_KEY, TOKEN, FastWallClock, SimSite, Tls, make_receiver, make_tls, store_cfg, uplink_cfg
 
 DAY_S = 86400.0
@@ -194,3 +198,27 @@ def test_the_receiver_checks_token_signature_timestamp_and_drops_duplicates(tls:
         rx.stop()
     assert rx.batch_ids() == ["s:1"]
     assert rx.counts["rejected:bad_token"] == rx.counts["rejected:bad_signature"] == rx.counts["rejected:stale_timestamp"] == 1
+
+
+def test_the_receiver_runs_as_a_program_with_its_own_test_ca(tmp_path: Path) -> None:
+    env = {**os.environ, "EMS_UPLINK_TOKEN": TOKEN, "EMS_UPLINK_HMAC_KEY": HMAC_KEY.decode()}
+    args = ["-m", "simulators.uplink_receiver", "--port", "0", "--tls-dir", str(tmp_path / "tls"), "--db", str(tmp_path / "rx.db")]
+    proc = subprocess.Popen([PYTHON, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        body = gzip.compress(json.dumps({"batch_id": "p:1"}).encode())
+        ts = str(int(time.time()))
+        headers = {
+            "Authorization": f"Bearer {TOKEN}",
+            "X-EMS-Timestamp": ts,
+            "X-EMS-Signature": sign(HMAC_KEY, ts, body),
+            "Content-Encoding": "gzip",
+        }
+        resp = requests.post(url, data=body, headers=headers, verify=str(tmp_path / "tls" / "ca.pem"), timeout=5)
+        assert (resp.status_code, resp.json()["status"]) == (200, "stored")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    stored = sqlite3.connect(tmp_path / "rx.db").execute("SELECT batch_id FROM received").fetchall()
+    assert stored == [("p:1",)]
