@@ -39,14 +39,14 @@ STALL_MAX_S = 60.0
 _STALL_POLL_S = 0.05
 
 
-def _open(environ: Mapping[str, str]) -> socket.socket | None:
-    """The connected, non-blocking notify socket, or None when not run by systemd."""
-    if not environ.get("NOTIFY_SOCKET"):
+def _open() -> socket.socket | None:
+    """The connected, non-blocking notify socket, or None when not run by systemd ($NOTIFY_SOCKET, read by sdnotify)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
         return None
     try:
         notifier = sdnotify.SystemdNotifier(debug=True)  # debug: raise instead of silently ignoring
     except (OSError, TypeError, IndexError) as exc:
-        log.warning("systemd_notify_unavailable", notify_socket=environ.get("NOTIFY_SOCKET"), error=str(exc))
+        log.warning("systemd_notify_unavailable", notify_socket=os.environ.get("NOTIFY_SOCKET"), error=str(exc))
         return None
     sock: socket.socket = notifier.socket
     sock.setblocking(False)
@@ -68,10 +68,9 @@ def _watchdog_usec(environ: Mapping[str, str]) -> int | None:
 class SystemdNotifier:
     """Per-cycle hook (`on_cycle`) and shutdown notice for systemd. Owns the notify socket."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        self._sock = _open(env)
-        self.watchdog_usec = _watchdog_usec(env) if self._sock is not None else None
+    def __init__(self) -> None:
+        self._sock = _open()
+        self.watchdog_usec = _watchdog_usec(os.environ) if self._sock is not None else None
         self._ready = False
         self._state: str | None = None
         self._failing = False
@@ -126,9 +125,9 @@ class SystemdNotifier:
             self._sock = None
 
 
-def notify_stopping(environ: Mapping[str, str] | None = None) -> None:
+def notify_stopping() -> None:
     """Tell systemd the process is shutting down (no-op outside systemd)."""
-    n = SystemdNotifier(environ)
+    n = SystemdNotifier()
     try:
         n.stopping()
     finally:

@@ -8,6 +8,7 @@ STOPPING=1 on SIGTERM.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -17,8 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.helpers.common import REPO_ROOT
+from simulators.ctl import send
+from tests.helpers.common import REPO_ROOT, free_port, wait_for
 from tests.helpers.proc import LoggedProcess
 
 pytestmark = pytest.mark.system
@@ -77,25 +80,57 @@ def _after(messages: list[str], marker: str) -> list[str]:
     return messages[messages.index(marker) + 1 :] if marker in messages else []
 
 
-def test_ready_watchdog_only_while_the_loop_runs_on_time_stopping_and_clean_exit(short_dir: Path) -> None:
+def _site_configs(d: Path) -> tuple[Path, Path, int]:
+    """The simulators (flat 1.5 kW export) and a live EMS config driving them."""
+    ports = {"ess": free_port(), "meter": free_port(), "control": free_port()}
+    (d / "flat.csv").write_text("t_s,load_w,pv_w\n0,1500,3000\n", encoding="utf-8")
+    sim_cfg = {
+        "plant": {"profile": str(d / "flat.csv"), "summary_interval_s": 0, "soc_start_pct": 50.0, "meter_noise_w": 0.0, "watchdog_s": 30.0},
+        "ess": {"port": ports["ess"], "device_id": 1},
+        "meter": {"port": ports["meter"], "device_id": 2},
+        "control": {"port": ports["control"]},
+    }
+    ems_cfg = {
+        "control": {"enabled": True, "dry_run": False, "summary_interval_s": 0},
+        "modbus": {
+            "enabled": True,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 0.5,
+            "ess": {"port": ports["ess"], "device_id": 1, "map": "auto", "poll_period_s": 0.2, "timeout_s": 0.5},
+            "meter": {"port": ports["meter"], "device_id": 2, "map": "sdm630", "poll_period_s": 0.2, "timeout_s": 0.5},
+        },
+    }
+    (d / "sim.yaml").write_text(yaml.safe_dump(sim_cfg), encoding="utf-8")
+    (d / "ems.yaml").write_text(yaml.safe_dump(ems_cfg), encoding="utf-8")
+    return d / "sim.yaml", d / "ems.yaml", ports["control"]
+
+
+def _inverter_setpoint_w(port: int) -> float:
+    return float(json.loads(send("status", port=port))["setpoint_w"])
+
+
+def test_ready_watchdog_only_while_the_loop_runs_on_time_stopping_and_0_w_at_the_inverter(short_dir: Path) -> None:
+    sim_cfg, ems_cfg, ctl_port = _site_configs(short_dir)
     listener = NotifyListener(short_dir / "notify")
     stall_file = short_dir / "stall"
     env = {"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": str(WATCHDOG_USEC), "EMS_TEST_STALL_FILE": str(stall_file)}
-    p = LoggedProcess(["main.py", "--config", "config/ems.example.yaml", "--log-format", "json"], env=env)
+    sim = LoggedProcess(["-m", "simulators", "--config", str(sim_cfg), "--log-format", "json"])
+    p: LoggedProcess | None = None
     try:
+        sim.wait_event(lambda e: e.get("event") == "simulator_started", timeout_s=20, what="simulator_started")
+        p = LoggedProcess(["main.py", "--config", str(ems_cfg), "--log-format", "json"], env=env)
         armed = p.wait_event(lambda e: e.get("event") == "test_stall_hook_armed", timeout_s=30, what="test_stall_hook_armed")
         assert armed["level"] == "warning"
         msgs = listener.wait(lambda m: "READY=1" in m, timeout_s=30, what="READY=1")
         assert not [m for m in msgs[: msgs.index("READY=1")] if m == "WATCHDOG=1"], "no ping before READY"
-        # healthy loop (FAULT with no devices is healthy for the watchdog: it holds 0 W): periodic pings
+        # healthy loop: periodic pings
         listener.wait(lambda m: _after(m, "READY=1").count("WATCHDOG=1") >= 3, timeout_s=15, what="3 WATCHDOG=1 after READY")
         status = [m for m in listener.messages if m.startswith("STATUS=")]
-        assert status and "state" in status[0]
+        assert status and status[0].startswith("STATUS=state ")
 
         # stall the control loop: the pings stop
         stall_file.touch()
         listener.wait(lambda m: "STATUS=test stall started" in m, timeout_s=10, what="stall start marker")
-        p.wait_event(lambda e: e.get("event") == "test_stall_started", timeout_s=10, what="test_stall_started")
         with pytest.raises(AssertionError):  # longer than WatchdogSec: systemd would restart the process
             listener.wait(
                 lambda m: "WATCHDOG=1" in _after(m, "STATUS=test stall started"),
@@ -105,22 +140,28 @@ def test_ready_watchdog_only_while_the_loop_runs_on_time_stopping_and_clean_exit
         stall_file.unlink()
         msgs = listener.wait(lambda m: "STATUS=test stall ended" in m, timeout_s=10, what="stall end marker")
         during = _after(msgs, "STATUS=test stall started")
-        during = during[: during.index("STATUS=test stall ended")]
-        assert "WATCHDOG=1" not in during
+        assert "WATCHDOG=1" not in during[: during.index("STATUS=test stall ended")]
         # the loop runs on time again: pings resume
         listener.wait(lambda m: "WATCHDOG=1" in _after(m, "STATUS=test stall ended"), timeout_s=10, what="WATCHDOG=1 after the stall")
         overrun = p.wait_event(lambda e: e.get("event") == "cycle_overrun", timeout_s=5, what="cycle_overrun after the stall")
         assert overrun["skipped_cycles"] >= 1
 
+        # the battery is charging from the export when the stop comes
+        wait_for(lambda: _inverter_setpoint_w(ctl_port) < -100.0, timeout_s=30, what="a charge command at the inverter")
         rc = p.terminate_and_wait(timeout_s=5)  # the contract: exit within 5 s of SIGTERM
         listener.wait(lambda m: "STOPPING=1" in m, timeout_s=5, what="STOPPING=1")
+        assert _inverter_setpoint_w(ctl_port) == 0.0
     finally:
-        p.kill()
+        for proc in (p, sim):
+            if proc is not None:
+                if proc.proc.poll() is None:
+                    proc.terminate_and_wait(timeout_s=15)
+                proc.kill()
         listener.close()
     assert rc == 0
-    stopped = [e for e in p.events if e.get("event") == "state_changed" and e.get("to_state") == "STOP"]
-    assert stopped and stopped[-1]["setpoint_w"] == 0.0  # 0 W is the last command
-    assert [e for e in p.events if e.get("event") == "controller_stopped"]
+    assert _after(listener.messages, "STOPPING=1").count("WATCHDOG=1") <= 1  # at most the ping of a cycle already running
+    stopped = [e for e in p.events if e.get("event") == "controller_stopped"]
+    assert stopped and stopped[-1]["zero_written"] is True
     assert p.events[-1]["event"] == "ems_stopped"
 
 
