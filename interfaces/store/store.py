@@ -189,8 +189,8 @@ class Store:
             marks = list(self._marks)
             self._marks.clear()
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
         try:
+            c.execute("BEGIN IMMEDIATE")  # inside the try: a busy database must also restore the queue
             if samples:
                 c.executemany(self._insert_sample, [(s.ts_ms, s.state, s.mode, *(s.values.get(f) for f in FIELDS)) for s in samples])
             if events:

@@ -211,3 +211,20 @@ def test_main_builds_the_store_and_sender_when_enabled(tmp_path: Path) -> None:
     assert (tmp_path / "x" / "ems.db").exists()
     no_store = build_services(parse_config({}, {}), EMSContext(clock=clock), clock)
     assert [s.name for s in no_store if s.name.startswith(("store", "uplink"))] == []
+
+
+def test_a_failed_flush_loses_nothing_and_the_next_one_writes_it_all(site: SimSite) -> None:
+    other = sqlite3.connect(site.store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock (e.g. a manual sqlite3 session)
+    site.store._conn.execute("PRAGMA busy_timeout = 50")
+    site.ctx.request_mode(Mode.IDLE, who="bob", via="rest")
+    for _ in range(400):
+        site.store.sample_once()
+        site.clock.advance(1.0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        site.store.flush()
+    other.execute("ROLLBACK")
+    other.close()
+    result = site.store.flush()
+    assert (result.samples, result.events, result.minutes, len(result.batches)) == (400, 1, 6, 1)
+    assert len(measurements(site.store.path, limit=1000)) == 400 and len(events(site.store.path)) == 1
