@@ -110,18 +110,24 @@ def events(
     to_ts: float | None = None,
     limit: int = 1000,
     newest_first: bool = True,
+    after_id: int | None = None,
 ) -> list[dict[str, object]]:
-    """Stored events in [from_ts, to_ts): {"id", "ts" (unix s), "kind", "seq", "data": {...}}; newest first by default."""
+    """Stored events in [from_ts, to_ts): {"id", "ts" (unix s), "kind", "seq", "data": {...}}; newest first by default.
+
+    `after_id` pages by row id (insertion order): only rows with id > after_id, ordered by id.
+    """
     clauses, args = _where("ts_ms", from_ts, to_ts, 1000)
+    if after_id is not None:
+        clauses.append("id > ?")
+        args.append(int(after_id))
     if kinds:
         clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
         args.extend(kinds)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     order = "DESC" if newest_first else "ASC"
     with _ro(db_path) as conn:
-        rows = conn.execute(
-            f"SELECT id, ts_ms, kind, seq, data FROM events {where} ORDER BY ts_ms {order}, id {order} LIMIT ?", (*args, max(0, int(limit)))
-        )
+        by = f"id {order}" if after_id is not None else f"ts_ms {order}, id {order}"
+        rows = conn.execute(f"SELECT id, ts_ms, kind, seq, data FROM events {where} ORDER BY {by} LIMIT ?", (*args, max(0, int(limit))))
         return [{"id": i, "ts": ts / 1000, "kind": k, "seq": seq, "data": json.loads(d)} for i, ts, k, seq, d in rows]
 
 

@@ -228,3 +228,12 @@ def test_a_failed_flush_loses_nothing_and_the_next_one_writes_it_all(site: SimSi
     result = site.store.flush()
     assert (result.samples, result.events, result.minutes, len(result.batches)) == (400, 1, 6, 1)
     assert len(measurements(site.store.path, limit=1000)) == 400 and len(events(site.store.path)) == 1
+
+
+def test_events_page_by_row_id(site: SimSite) -> None:
+    for i in range(5):
+        site.ctx.record_event("limit", n=i)
+    site.store.flush()
+    first = events(site.store.path, after_id=0, limit=2, newest_first=False)
+    rest = events(site.store.path, after_id=int(first[-1]["id"]), limit=10, newest_first=False)  # type: ignore[call-overload]
+    assert [e["data"]["n"] for e in first + rest] == [0, 1, 2, 3, 4]  # type: ignore[index]
