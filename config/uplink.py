@@ -17,7 +17,9 @@ class UplinkConfig(Section):
     ca_file: Path | None = Field(None, description="PEM CA bundle to verify the receiver with (null = the system CAs)")
     token: SecretRef | None = Field(None, description="bearer token sent as `Authorization: Bearer`: {env: NAME} or {file: PATH}")
     hmac_key: SecretRef | None = Field(None, description="key of the X-EMS-Signature HMAC-SHA256: {env: NAME} or {file: PATH}")
-    timeout_s: float = Field(5.0, gt=0, le=60, description="connect and read timeout of one POST; keep it well under control.worker_stall_s, s")
+    timeout_s: float = Field(
+        5.0, gt=0, le=60, description="connect and read timeout of one POST; keep it well under control.worker_stall_s, s"
+    )
     backoff_initial_s: float = Field(2.0, gt=0, le=3600, description="first retry delay after a network error, 5xx, 408 or 429, s")
     backoff_max_s: float = Field(600.0, gt=0, le=86400, description="longest retry delay (exponential backoff stops growing here), s")
     backoff_jitter_s: float = Field(2.0, ge=0, le=3600, description="random extra delay added to each retry (0..this), s")
