@@ -40,11 +40,15 @@ def _digest(token: str) -> bytes:
 
 class TokenTable:
     def __init__(self, tokens: Sequence[ApiToken]) -> None:
-        entries = []
+        entries: list[_Entry] = []
         for t in tokens:
             if t.secret is None or not t.secret.value:
                 raise ValueError(f"api.tokens: token {t.name!r} has no resolved secret")
-            entries.append(_Entry(t.name, t.role, _digest(t.secret.value)))
+            digest = _digest(t.secret.value)
+            same = [e.name for e in entries if hmac.compare_digest(e.digest, digest)]
+            if same:  # which role would win would depend on the order: refuse
+                raise ValueError(f"api.tokens: tokens {same[0]!r} and {t.name!r} have the same secret")
+            entries.append(_Entry(t.name, t.role, digest))
         self._entries = tuple(entries)
 
     def __len__(self) -> int:

@@ -83,6 +83,8 @@ class ApiServer(threading.Thread):
             protect_reads=self._cfg.api.protect_reads,
             tokens=len(self._cfg.api.tokens),
         )
+        if not self._cfg.api.tokens:
+            log.warning("api_without_tokens", hint="no api.tokens configured: every write is refused with 401")
         try:
             while not self._stop_event.is_set():
                 try:

@@ -491,6 +491,14 @@ def test_a_token_without_a_resolvable_secret_stops_the_config() -> None:
         parse_config({"api": {"tokens": [{"name": "x", "role": "admin", "secret": {"env": "EMS_TEST_MISSING"}}]}}, {})
 
 
+def test_two_tokens_with_the_same_secret_are_refused(ctx: EMSContext, clock: SimClock) -> None:
+    cfg = api_config(
+        {"tokens": [{"name": n, "role": r, "secret": {"env": "EMS_TEST_TOKEN_VIEWER"}} for n, r in (("a", "viewer"), ("b", "admin"))]}
+    )
+    with pytest.raises(ValueError, match="'a' and 'b' have the same secret"):
+        create_app(cfg, ctx, clock)
+
+
 def test_responses_are_plain_json(api: RunningApi) -> None:
     r = api.get("/api/v1/status")
     assert r.headers["Content-Type"] == "application/json" and isinstance(json.loads(r.text), dict)
