@@ -120,7 +120,7 @@
       const code = data && data.error ? data.error : "";
       return { ok: false, status: resp.status, data, error: `HTTP ${resp.status}${code ? " " + code : ""}: ${msg}` };
     } catch (e) {
-      return { ok: false, status: 0, data: null, error: e.name === "AbortError" ? "no answer within 4 s" : "no answer (connection failed)" };
+      return { ok: false, status: 0, data: null, error: e.name === "AbortError" ? "no answer within 4 s" : "connection failed" };
     } finally {
       clearTimeout(timer);
     }
@@ -249,7 +249,12 @@
     const req = $("requested-mode"), eff = $("effective-mode");
     setText(req, enumText(s.requested_mode)); setAttr(req, "data-value", s.requested_mode);
     setText(eff, enumText(s.effective_mode)); setAttr(eff, "data-value", s.effective_mode);
-    setList($("fault-causes"), (s.fault_causes || []).map((c) => li(c, "", { "data-cause": c })));
+    setList($("fault-causes"), (s.fault_causes || []).map((c) => {
+      const e = li(c, "", { "data-cause": c });
+      const why = causeWhy(c);
+      if (why) { const w = document.createElement("span"); w.className = "why"; w.textContent = why; e.append(w); }
+      return e;
+    }));
     setList($("bms-flags"), [
       ...(s.bms_protections || []).map((f) => li(`BMS protection: ${f}`, "prot")),
       ...(s.bms_warnings || []).map((f) => li(`BMS warning: ${f}`, "")),
@@ -275,7 +280,7 @@
     const stale = !!(reading && reading.stale);
     setClass(t, "is-stale", stale);
     const [words, dir] = direction(kind, value);
-    setText(dirEl, stale ? `stale · ${age(reading.age_s)} old` : words);
+    setText(dirEl, stale ? `stale ${age(reading.age_s)}` : words);
     setAttr(dirEl, "data-dir", stale ? "stale" : dir);
   }
 
@@ -289,7 +294,6 @@
     tile("load", anyStale ? { stale: true, age_s: Math.max(...["grid_power_w", "pv_power_w", "ess_power_w"].map((k) => (m[k] ? m[k].age_s : 0))) } : null, load);
     const noPv = load !== null && !m.pv_power_w;
     if (noPv && !anyStale) { setText($("load-dir"), "net of PV"); setAttr($("load-dir"), "data-dir", "net"); }
-    setText($("pv-dir"), m.pv_power_w ? $("pv-dir").textContent : "not measured");
     setText($("flow-note"), noPv ? "load = grid + battery (no PV reading)" : "load = grid + PV + battery");
   }
 
@@ -398,8 +402,20 @@
           : d.what === "release" ? `release set-point → mode ${fmtVal(d.new_mode)}` : `mode ${fmtVal(d.old)} → ${fmtVal(d.new)}`;
         return `${fmtVal(d.who)} via ${fmtVal(d.via)}: ${what} · ${fmtVal(d.result)}${d.message ? " (" + d.message + ")" : ""}`;
       }
+      case "modbus": return d.connected ? `${fmtVal(d.device)} connected${d.where ? " · " + d.where : ""}` : `${fmtVal(d.device)} disconnected · ${fmtVal(d.reason)}`;
       case "alarm": return `${fmtVal(d.source)} ${fmtVal(d.level)} ${fmtVal(d.flag)} ${d.raised ? "raised" : "cleared"}`;
       default: return Object.entries(d).map(([k, v]) => `${k}=${fmtVal(v)}`).join(" ");
+    }
+  }
+  /* A short explanation of a FAULT cause, from its prefix (the raw cause stays visible). */
+  function causeWhy(c) {
+    const [kind, what] = [c.split(":")[0], c.slice(c.indexOf(":") + 1)];
+    switch (kind) {
+      case "stale": return `no fresh ${what.replace(/_(w|pct|v|a|degc)$/, "").replace(/_/g, " ")} reading`;
+      case "worker_dead": return `the ${what} worker thread died`;
+      case "worker_stalled": return `the ${what} worker stopped beating`;
+      case "bms_protection": case "bms": return "the BMS raised a protection alarm";
+      default: return "";
     }
   }
   function renderEvents() {
@@ -473,6 +489,9 @@
     st.chart.setData(chartData());
     if (st.rows.ts.length && st.chart.cursor.left < 0) st.chart.setLegend({ idx: st.rows.ts.length - 1 }); // latest values when not hovering
     setAttr($("chart"), "data-points", st.rows.ts.length);
+    const R = st.rows;
+    const empty = ![R.grid, R.pv, R.load, R.battery, R.soc].some((a) => a.some((v) => v !== null));
+    setHidden($("chart-empty"), !empty);
     setText($("chart-note"), st.source === "context"
       ? "no store: history starts when this page opened"
       : `${st.rows.ts.length} points · grid + import, battery + discharge`);
@@ -509,7 +528,7 @@
   function showResult(ok, text) {
     const el = $("op-result");
     el.className = `result ${ok ? "ok" : "err"}`;
-    el.textContent = text;
+    el.textContent = `${clock(Date.now() / 1000)} ${text}`;
   }
   async function act(label, method, path, opts) {
     if (!token()) { openTokenDialog(); return; }
