@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from interfaces.cli import render
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[read], help="validate a config file without starting (uses this environment for EMS_* and secrets)"
     )
     chk.add_argument("file", metavar="FILE")
+    chk.add_argument("--env-file", metavar="PATH", help="also read KEY=VALUE lines from this file, as the service does (/etc/ems/ems.env)")
 
     mb = sub.add_parser("modbus", help="read-only Modbus TCP wiring checks")
     mb_sub = mb.add_subparsers(dest="modbus_cmd", required=True, metavar="scan|read")
@@ -168,7 +170,7 @@ def _client(args: argparse.Namespace, env: Mapping[str, str]) -> ApiClient:
 
 def _dispatch(args: argparse.Namespace, env: Mapping[str, str], io: _Io, stop: threading.Event) -> int:
     if args.cmd == "config":
-        return _config_check(args.file, env, io)
+        return _config_check(args.file, {**env, **_env_file(args.env_file)} if args.env_file else env, io)
     if args.cmd == "modbus":
         return _modbus(args, io)
     if args.cmd == "can":
@@ -230,6 +232,27 @@ def _events(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.E
             io.emit(e, render.event_line(e))
             after = e["seq"]
     return EXIT_OK
+
+
+def _env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines (systemd EnvironmentFile= syntax without continuation lines); # comments."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"--env-file: cannot read {path}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise CliError(f"--env-file: {path}:{n}: expected KEY=VALUE", EXIT_USAGE)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
 
 
 def _config_check(path: str, env: Mapping[str, str], io: _Io) -> int:

@@ -322,3 +322,18 @@ def test_can_dump_prints_decoded_frames_from_the_bus() -> None:
     assert result == [EXIT_OK], err.getvalue()
     rows = [as_json(line) for line in out.getvalue().splitlines()]
     assert len(rows) == 2 and rows[0]["name"] and rows[0]["values"] == {"soc_pct": 61.0, "soh_pct": 98.0}
+
+
+def test_config_check_resolves_secrets_from_an_env_file_like_the_service(tmp_path: Path) -> None:
+    cfg = tmp_path / "ems.yaml"
+    cfg.write_text("api:\n  enabled: true\n  tokens:\n    - {name: ops, role: operator, secret: {env: EMS_TOKEN_OPS}}\n", encoding="utf-8")
+    rc, out, _ = run("config", "check", str(cfg), role=None)
+    assert rc == EXIT_FAIL and "api.tokens.0.secret" in out and "EMS_TOKEN_OPS" in out
+    env_file = tmp_path / "ems.env"
+    env_file.write_text("# secrets\nEMS_TOKEN_OPS='s3cret'\nEMS_CONTROL__SOC_MIN_PCT=15\n", encoding="utf-8")
+    rc, out, _ = run("config", "check", "--json", str(cfg), "--env-file", str(env_file), role=None)
+    assert rc == EXIT_OK, out
+    assert as_json(out)["enabled"] == ["api"]
+    env_file.write_text("not a line\n", encoding="utf-8")
+    rc, _, err = run("config", "check", str(cfg), "--env-file", str(env_file), role=None)
+    assert rc == EXIT_USAGE and "ems.env:1: expected KEY=VALUE" in err
