@@ -194,6 +194,7 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         ctx.record_event(
             "audit", who=g.who, via="rest", what=what, old=old, new=new, result="refused", status=resp.status_code, message=message[:300]
         )
+        ctx.count("api_writes_refused")
         refusals.warning("api_write_refused", who=g.who, what=what, status=resp.status_code, message=message[:300])
 
     @app.errorhandler(HTTPException)

@@ -299,6 +299,7 @@ def test_bad_bodies_get_4xx_naming_the_field_and_are_audited(
     assert ctx.snapshot().requested_mode is Mode.SELF_CONSUMPTION
     (audit,) = _audits(ctx)
     assert audit["result"] == "refused" and audit["status"] == status and audit["who"] == "operator-1"
+    assert ctx.snapshot().counters["api_writes_refused"] == 1
 
 
 def test_setpoint_with_nan_power_gets_422_naming_power_w(api: RunningApi) -> None:
