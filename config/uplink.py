@@ -14,7 +14,9 @@ __all__ = ["UplinkConfig"]
 class UplinkConfig(Section):
     enabled: bool = Field(False, description="build 5-minute batches into the outbox and start the sender (needs store.enabled)")
     url: str = Field("", max_length=2000, description="receiver endpoint, https://host[:port]/path; batches are POSTed here")
-    ca_file: Path | None = Field(None, description="PEM CA bundle to verify the receiver with (null = the system CAs)")
+    ca_file: Path | None = Field(
+        None, description="PEM CA bundle to verify the receiver with (null = the system CAs, e.g. /etc/ssl/certs/ca-certificates.crt)"
+    )
     token: SecretRef | None = Field(None, description="bearer token sent as `Authorization: Bearer`: {env: NAME} or {file: PATH}")
     hmac_key: SecretRef | None = Field(None, description="key of the X-EMS-Signature HMAC-SHA256: {env: NAME} or {file: PATH}")
     timeout_s: float = Field(

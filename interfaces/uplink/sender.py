@@ -15,7 +15,9 @@ once a second, so heartbeats continue and tests can drive `pump()` in simulated 
 from __future__ import annotations
 
 import email.utils
+import os
 import sqlite3
+import ssl
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +34,7 @@ from interfaces.store.schema import open_readonly
 from interfaces.uplink.signing import BATCH_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from interfaces.worker import Worker
 
-__all__ = ["DeliveryLog", "Sender", "TransientError", "parse_retry_after"]
+__all__ = ["DeliveryLog", "Sender", "TransientError", "parse_retry_after", "system_cas"]
 
 _ROWS_PER_ITERATION = 50
 _MAX_WAIT_CHUNK_S = 1.0  # the thread looks at its deadline (and heartbeats) at least this often
@@ -72,6 +74,18 @@ class _WaitRetryAfter(wait_base):
         return float(self._fallback(retry_state))
 
 
+def system_cas() -> str | bool:
+    """The operating system's CA bundle (what OpenSSL uses), not requests' bundled certifi list;
+    True (certifi) only when the system has none."""
+    paths = ssl.get_default_verify_paths()
+    for f in (paths.cafile, paths.openssl_cafile):
+        if f and os.path.isfile(f):
+            return f
+    if paths.capath and os.path.isdir(paths.capath):
+        return paths.capath
+    return True
+
+
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
     if not value:
@@ -99,7 +113,7 @@ class Sender(Worker):
         self._store = store
         self._token = cfg.token.value
         self._key = cfg.hmac_key.value.encode()
-        self._verify: str | bool = str(cfg.ca_file) if cfg.ca_file is not None else True
+        self._verify: str | bool = str(cfg.ca_file) if cfg.ca_file is not None else system_cas()
         self._session = session or requests.Session()
         self._conn: sqlite3.Connection | None = None
         self._after_id = 0  # every row up to this id is finished (delivered or parked) in this process

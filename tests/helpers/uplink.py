@@ -49,7 +49,7 @@ def secret(value: str) -> SecretRef:
     return SecretRef(env="TEST_SECRET").model_copy(update={"value": value})
 
 
-def uplink_cfg(url: str, ca_file: Path, **kw: Any) -> UplinkConfig:
+def uplink_cfg(url: str, ca_file: Path | None, **kw: Any) -> UplinkConfig:
     base: dict[str, Any] = {"enabled": True, "url": url, "ca_file": ca_file, "token": secret(TOKEN), "hmac_key": secret(HMAC_KEY.decode())}
     base.update(backoff_initial_s=2.0, backoff_max_s=600.0, backoff_jitter_s=1.0, timeout_s=5.0)
     base.update(kw)

@@ -222,3 +222,15 @@ def test_the_receiver_runs_as_a_program_with_its_own_test_ca(tmp_path: Path) -> 
         assert proc.wait(10) == 0
     stored = sqlite3.connect(tmp_path / "rx.db").execute("SELECT batch_id FROM received").fetchall()
     assert stored == [("p:1",)]
+
+
+def test_without_a_ca_file_the_system_cas_are_used_and_a_test_ca_is_refused(tmp_path: Path, tls: Tls) -> None:
+    site = SimSite(tmp_path / "ems.db", uplink=uplink_cfg("https://127.0.0.1:1/api/v1/batches", None))
+    rx = make_receiver(tls, clock=site.receiver_clock)
+    _attach(site, rx)
+    try:
+        site.run(600)
+        assert rx.counts["tls_error"] >= 1 and rx.batch_ids() == [] and "delivered" not in site.outcomes
+    finally:
+        rx.stop()
+        site.store.close()
