@@ -17,10 +17,19 @@ class StoreSampler(Worker):
     def __init__(self, *, store: Store, ctx: EMSContext, clock: Clock) -> None:
         super().__init__(name="store-sampler", ctx=ctx, clock=clock, period_s=store.cfg.sample_period_s)
         self._store = store
+        self._next_s = clock.monotonic()
 
     def iterate(self) -> None:
         self._store.sample_once()
         self.succeeded()
+
+    def wait_next(self) -> bool:
+        """Absolute deadlines: no drift, one sample per period; a late tick skips, never bursts."""
+        now = self._clock.monotonic()
+        self._next_s += self.period_s
+        if self._next_s <= now:
+            self._next_s = now + self.period_s
+        return self._clock.wait_until(self._next_s, self._stop_event)
 
 
 class StoreWriter(Worker):
