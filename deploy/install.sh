@@ -76,5 +76,6 @@ if [[ -z "$DESTDIR" && $(id -u) -eq 0 ]]; then
   chgrp ems "$SYSCONFDIR" "$SYSCONFDIR/ems.yaml" "$SYSCONFDIR/ems.example.yaml"
   if [[ -d /run/systemd/system ]]; then systemctl daemon-reload; fi
 fi
-"$DESTDIR$PREFIX/current/venv/bin/python" -m main --config "$DESTDIR$SYSCONFDIR/ems.yaml" --check-config >&2 || say "WARNING: $SYSCONFDIR/ems.yaml does not validate (see above)"
+"$rel/venv/bin/python" -m interfaces.cli.main config check "$DESTDIR$SYSCONFDIR/ems.yaml" --env-file "$DESTDIR$SYSCONFDIR/ems.env" >&2 \
+  || say "WARNING: $SYSCONFDIR/ems.yaml does not validate with this release (see above): fix it before restarting the service"
 say "done. Next: edit $SYSCONFDIR/ems.yaml, then: systemctl enable --now ems; journalctl -u ems -o cat -f (deploy/README.md)"
