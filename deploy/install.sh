@@ -26,6 +26,10 @@ RELEASE="${RELEASE:-$(git -C "$SRC" describe --always --dirty 2>/dev/null || dat
 say() { echo "install: $*" >&2; }
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "EMS needs Python >= 3.11, found " + sys.version.split()[0])'
 
+case "$("$PYTHON" -c 'import os, sys; print(os.path.realpath(sys.executable))')" in
+  /root/* | /home/*) say "WARNING: $PYTHON lives under /root or /home, which the service cannot see (ProtectHome=yes); use PYTHON=/usr/bin/python3" ;;
+esac
+
 root="$DESTDIR$PREFIX"
 rel="$root/releases/$RELEASE"
 say "release $RELEASE -> $rel"
