@@ -252,9 +252,6 @@ class StatusLog:
         if urlsplit(resp.url).path.endswith("/api/v1/status") and resp.status == 200:
             self._responses.append(resp)
 
-    def by_cycles(self, cycles: int) -> dict[str, Any] | None:
-        for resp in reversed(self._responses[-20:]):
-            body = resp.json()
-            if body.get("cycles") == cycles:
-                return dict(body)
-        return None
+    def by_cycles(self, cycles: int) -> list[dict[str, Any]]:
+        """The answers (newest first) for control cycle `cycles` (two polls can fall in one cycle)."""
+        return [body for resp in reversed(self._responses[-20:]) if (body := resp.json()).get("cycles") == cycles]
