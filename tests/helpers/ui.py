@@ -26,6 +26,7 @@ __all__ = [
     "ARTIFACTS",
     "OPERATOR_TOKEN",
     "TOKEN_ENV",
+    "VIEWER_TOKEN",
     "BrowserLog",
     "StatusLog",
     "api_section",

@@ -22,6 +22,7 @@ from tests.helpers.ui import (
     ARTIFACTS,
     OPERATOR_TOKEN,
     TOKEN_ENV,
+    VIEWER_TOKEN,
     BrowserLog,
     StatusLog,
     api_section,
@@ -260,6 +261,33 @@ def test_dashboard_shows_fault_causes_dry_run_and_requested_mode_without_devices
             assert "control.dry_run is true" in d["op_result"]
             _assert_renders_status(page, statuses, "requested CHARGE_ONLY")
             page.screenshot(path=str(ARTIFACTS / "ui-fault-no-devices.png"), full_page=True)
+        assert log.off_loopback() == [] and log.page_errors == []
+        assert _only_expected_console_errors(log) == []
+    finally:
+        _stop(ems)
+
+
+def test_dashboard_asks_for_a_token_when_reads_are_protected_and_shows_a_viewers_refusal(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = _ems_config(port, {})
+    cfg["api"]["protect_reads"] = True
+    (tmp_path / "ems.yaml").write_text(yaml.safe_dump(cfg))
+    ems = LoggedProcess(["main.py", "--config", str(tmp_path / "ems.yaml"), "--log-format", "json"], env=TOKEN_ENV)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ems.wait_event(lambda e: e.get("event") == "api_started", timeout_s=30, what="api_started")
+        with chromium_page(tmp_path / "chromium-profile", width=1280, height=900) as (page, log):
+            page.goto(f"{url}/ui/")
+            d = wait_page(page, lambda d: d["conn_text"] == "token needed to read" and d["stale_banner"], what="token needed")
+            assert d["state"] is None and d["cycles"] == -1
+
+            sign_in(page, VIEWER_TOKEN)
+            d = wait_page(page, lambda d: d["state"] == "FAULT" and d["conn"] == "live", what="status with the viewer token")
+            assert not d["stale_banner"]
+            page.click("button[data-mode=IDLE]")
+            d = wait_page(page, lambda d: _op_done(d) and not d["op_ok"], what="viewer refused")
+            msg = _api_message("PUT", f"{url}/api/v1/mode", VIEWER_TOKEN, json={"mode": "IDLE"})
+            assert "HTTP 403 forbidden" in d["op_result"] and msg in d["op_result"]
         assert log.off_loopback() == [] and log.page_errors == []
         assert _only_expected_console_errors(log) == []
     finally:
