@@ -31,6 +31,7 @@ from interfaces.cli.client import (
 
 __all__ = ["main"]
 
+_MAX_PAGES = 100  # `events` pages through at most this many pages of history
 MODES = ("IDLE", "SELF_CONSUMPTION", "CHARGE_ONLY", "DISCHARGE_ONLY", "EXTERNAL")
 
 EPILOG = """exit status: 0 ok/healthy/valid; 1 not ok (unhealthy, invalid config, undecodable frame, no SunSpec device);
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--kind", action="append", help="only this kind (repeat): state, fault, audit, ...")
     ev.add_argument("--limit", type=int, default=50, help="how many of the latest events to show first (default 50)")
     ev.add_argument("--interval", type=float, default=1.0, help="--follow poll interval, s (default 1)")
+    ev.add_argument("--since", type=float, default=86400.0, metavar="S", help="look back this many seconds (default 86400 = 1 day)")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_cmd", required=True, metavar="check")
@@ -215,10 +217,13 @@ def _api_command(args: argparse.Namespace, api: ApiClient, io: _Io, stop: thread
 
 
 def _events(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.Event) -> int:
+    from ems.clock import SystemClock
+
     params: dict[str, Any] = {"kind": args.kind} if args.kind else {}
+    since = {"from_ts": max(0.0, SystemClock().wall().timestamp() - args.since)}
     after, latest = 0, list[dict[str, Any]]()
-    while True:  # page to the end; keep the last --limit
-        page = api.request("GET", "/events", params={**params, "after_seq": after, "limit": 1000}).body
+    for _ in range(_MAX_PAGES):  # page to the end (bounded); keep the last --limit
+        page = api.request("GET", "/events", params={**params, **since, "after_seq": after, "limit": 1000}).body
         events = page.get("events") or []
         latest = (latest + events)[-max(1, args.limit) :]
         after = events[-1]["seq"] if events else after
