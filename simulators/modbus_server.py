@@ -12,6 +12,7 @@ or silenced (accepts requests, never answers) for rehearsals. It runs in an asyn
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from interfaces.modbus.pointmap import DecodeError, EncodeError, Point, PointMap
 __all__ = ["SUNSPEC_BASE", "DeviceServer", "RegisterImage"]
 
 log = structlog.get_logger("simulators.modbus")
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # failures are reported by us, once
 SUNSPEC_BASE = 40000
 _SUNS = (0x5375, 0x6E53)
 
@@ -231,7 +233,10 @@ class DeviceServer:
             server = ModbusTcpServer(device, address=(self.host, self.port))
         else:
             server = ModbusSerialServer(device, framer=FramerType.RTU, port=self.serial_port, baudrate=self.baudrate)
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus: "Could not start listen, please check address."
+            raise OSError(f"{exc} (port in use?)") from exc
         self._server = server
         log.info("sim_device_started", device=self.name, where=self.where(), device_id=self.device_id, map=self.image.map.name)
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import structlog
 
@@ -27,6 +29,7 @@ from simulators.profile import load_profile
 __all__ = ["PlantView", "Simulator"]
 
 log = structlog.get_logger("simulators.site")
+T = TypeVar("T")
 _AC_V = 230.0
 _HZ = 50.0
 
@@ -84,6 +87,14 @@ class BatteryView:
     @property
     def discharge_current_limit_a(self) -> float:
         return self._sim.view.discharge_current_limit_a
+
+
+async def _named(what: str, aw: Awaitable[T]) -> T:
+    """Await `aw`; an OSError (e.g. address in use) is re-raised naming the part and its address."""
+    try:
+        return await aw
+    except OSError as exc:
+        raise OSError(f"cannot start {what}: {exc.strerror or exc}") from exc
 
 
 def _hms(t_s: float) -> str:
@@ -303,30 +314,33 @@ class Simulator:
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop` is set."""
+        """Serve until `stop` is set. Raises OSError naming the part that cannot start (e.g. a port in use)."""
         loop = asyncio.get_running_loop()
         cfg = self.cfg
-        for dev in self.devices.values():
-            await dev.start()
-        if cfg.control.enabled:
-            self._control_server = await asyncio.start_server(self._serve_client, cfg.control.host, cfg.control.port)
-            self.control_port = self._control_server.sockets[0].getsockname()[1]
-        if self.bms is not None:
-            await asyncio.to_thread(self.bms.start)
-        log.info(
-            "simulator_started",
-            profile=self.plant.profile.name,
-            start_time=cfg.plant.start_time,
-            speed=cfg.plant.speed,
-            soc_pct=round(self.plant.soc_pct, 1),
-            control=f"tcp://{cfg.control.host}:{self.control_port}" if self.control_port else None,
-            **{n: d.where() for n, d in self.devices.items()},
-            bms_port=self.bms.port if self.bms is not None else None,
-        )
+        bms_started = False
         try:
+            for dev in self.devices.values():
+                await _named(f"{dev.name} ({dev.where()})", dev.start())
+            if cfg.control.enabled:
+                where = f"command channel (tcp://{cfg.control.host}:{cfg.control.port})"
+                self._control_server = await _named(where, asyncio.start_server(self._serve_client, cfg.control.host, cfg.control.port))
+                self.control_port = self._control_server.sockets[0].getsockname()[1]
+            if self.bms is not None:
+                await _named(f"bms (CAN hub tcp://{cfg.bms.host}:{cfg.bms.port})", asyncio.to_thread(self.bms.start))
+                bms_started = True
+            log.info(
+                "simulator_started",
+                profile=self.plant.profile.name,
+                start_time=cfg.plant.start_time,
+                speed=cfg.plant.speed,
+                soc_pct=round(self.plant.soc_pct, 1),
+                control=f"tcp://{cfg.control.host}:{self.control_port}" if self.control_port else None,
+                **{n: d.where() for n, d in self.devices.items()},
+                bms_port=self.bms.port if self.bms is not None else None,
+            )
             await self._tick(stop, loop)
         finally:
-            if self.bms is not None:
+            if self.bms is not None and bms_started:
                 await asyncio.to_thread(self.bms.stop)
             if self._control_server is not None:
                 self._control_server.close()
