@@ -1,7 +1,7 @@
 """Store benchmark (issue 6): samples/s the SQLite store sustains, and bytes written per simulated
 day at 1 Hz (an SD card's wear budget matters on a Pi).
 
-    python -m bench.bench_store        (BENCH_QUICK=1: 6 simulated hours, scaled to a day)
+    python -m bench.bench_store        (6 simulated hours scaled to a day; BENCH_QUICK=1: 3 hours)
 
 Both run the real store (WAL, synchronous=NORMAL, batched transactions, minute aggregates,
 5-minute outbox batches, retention steps) in simulated time on a temporary file. "Bytes written"
@@ -138,11 +138,11 @@ def throughput(tmp: Path, *, n: int, chunk: int) -> dict[str, float | int]:
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only: stdout carries the JSON
     quick = os.environ.get("BENCH_QUICK") == "1"
-    sim_s = DAY_S // 4 if quick else DAY_S // 2
+    sim_s = DAY_S // 8 if quick else DAY_S // 4
     with tempfile.TemporaryDirectory(prefix="bench-store-") as d:
         tmp = Path(d)
-        tp = throughput(tmp, n=50_000 if quick else 150_000, chunk=5)  # 5 samples a flush: the 1 Hz / 5 s shape
-        tp_bulk = throughput(tmp, n=50_000 if quick else 150_000, chunk=500)
+        tp = throughput(tmp, n=30_000 if quick else 100_000, chunk=5)  # 5 samples a flush: the 1 Hz / 5 s shape
+        tp_bulk = throughput(tmp, n=30_000 if quick else 100_000, chunk=500)
         day5 = day_at_1hz(tmp, flush_interval_s=5.0, sim_s=sim_s)
         day30 = day_at_1hz(tmp, flush_interval_s=30.0, sim_s=sim_s)
     emit(
