@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from config import EMSConfig
 from ems.clock import Clock
 from ems.context import EMSContext
@@ -15,7 +17,10 @@ __all__ = ["build_store_services"]
 def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Worker]:
     """Writer first, then the sampler, then (uplink.enabled) the sender: stopped in reverse, so the
     writer's final flush sees the sampler's last samples and the sender's last delivery marks."""
-    store = Store(cfg=cfg.store, ctx=ctx, clock=clock, site_id=cfg.site.id, outbox_enabled=cfg.uplink.enabled)
+    try:
+        store = Store(cfg=cfg.store, ctx=ctx, clock=clock, site_id=cfg.site.id, outbox_enabled=cfg.uplink.enabled)
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
+        raise RuntimeError(f"store.path: cannot open the database {cfg.store.path}: {exc}") from exc
     services: list[Worker] = [StoreWriter(store=store, ctx=ctx, clock=clock), StoreSampler(store=store, ctx=ctx, clock=clock)]
     if cfg.uplink.enabled:
         from interfaces.uplink.sender import Sender
