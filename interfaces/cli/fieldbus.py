@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymodbus.client import ModbusTcpClient
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
 
 from ems.clock import Clock, SystemClock
 from interfaces.cli.client import EXIT_FAIL, EXIT_UNREACHABLE, EXIT_USAGE, CliError
@@ -24,6 +25,7 @@ from interfaces.modbus.pointmap import DecodeError, Point, PointType, available_
 __all__ = [
     "MODEL_NAMES",
     "ModbusReader",
+    "Serial",
     "SunSpecModel",
     "SunSpecScan",
     "can_decode",
@@ -76,6 +78,9 @@ _IDENTITY = ("manufacturer", "model", "options", "version", "serial_number", "de
 
 
 def parse_host(text: str, default_port: int = 502) -> tuple[str, int]:
+    """HOST[:PORT] for TCP; a path (/dev/ttyUSB0) is returned as is, for RTU."""
+    if text.startswith("/"):
+        return text, 0
     host, sep, port = text.rpartition(":")
     if not sep:
         return text, default_port
@@ -113,20 +118,51 @@ class _RateLimiter:
         self._next_s = max(self._next_s, self._clock.monotonic()) + self._period_s
 
 
+@dataclass(frozen=True, slots=True)
+class Serial:
+    """RS-485 line settings for a device given as a path (/dev/ttyUSB0)."""
+
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+
+
 class ModbusReader:
-    """A read-only Modbus TCP client (holding/input registers only), rate-limited."""
+    """A read-only Modbus client (holding/input registers only), rate-limited: TCP for HOST[:PORT],
+    RTU for a serial device path (`serial` settings)."""
 
     def __init__(
-        self, host: str, port: int, unit: int, *, rate_hz: float = 5.0, timeout_s: float = 2.0, clock: Clock | None = None
+        self,
+        host: str,
+        port: int,
+        unit: int,
+        *,
+        rate_hz: float = 5.0,
+        timeout_s: float = 2.0,
+        serial: Serial | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.where = f"{host}:{port} unit {unit}"
         self._unit = unit
-        self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
+        self._client: ModbusTcpClient | ModbusSerialClient
+        if serial is None:
+            self.where = f"{host}:{port} unit {unit}"
+            self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
+        else:
+            self.where = f"{host}@{serial.baudrate}{serial.parity}{serial.stopbits} unit {unit}"
+            self._client = ModbusSerialClient(
+                host,
+                framer=FramerType.RTU,
+                baudrate=serial.baudrate,
+                parity=serial.parity,
+                stopbits=serial.stopbits,
+                timeout=timeout_s,
+                retries=0,
+            )
         self._limit = _RateLimiter(rate_hz, clock or SystemClock())
         self.requests = 0
 
     def __enter__(self) -> ModbusReader:
-        if not self._client.connect():  # type: ignore[no-untyped-call]
+        if not self._client.connect():
             raise CliError(f"Modbus {self.where}: cannot connect", EXIT_UNREACHABLE)
         return self
 

@@ -106,7 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     mb = sub.add_parser("modbus", help="read-only Modbus TCP wiring checks")
     mb_sub = mb.add_subparsers(dest="modbus_cmd", required=True, metavar="scan|read")
     dev = argparse.ArgumentParser(add_help=False, parents=[read])
-    dev.add_argument("host", metavar="HOST[:PORT]", help="device or gateway (port 502 by default)")
+    dev.add_argument(
+        "host", metavar="HOST[:PORT]|/dev/TTY", help="TCP device or gateway (port 502 by default), or an RS-485 serial port (RTU)"
+    )
+    dev.add_argument("--baud", type=int, default=9600, help="RTU: baud rate (default 9600)")
+    dev.add_argument("--parity", choices=("N", "E", "O"), default="N", help="RTU: parity (default N)")
+    dev.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="RTU: stop bits (default 1)")
     dev.add_argument("--unit", type=int, required=True, help="Modbus unit / device id (0-247)")
     dev.add_argument("--rate", type=float, default=5.0, help="at most this many requests per second (default 5, max 20)")
     scan = mb_sub.add_parser("scan", parents=[dev], help="find the SunSpec marker and list the models (read-only)")
@@ -294,9 +299,10 @@ def _config_check(path: str, env: Mapping[str, str], io: _Io) -> int:
 
 
 def _modbus(args: argparse.Namespace, io: _Io) -> int:
-    from interfaces.cli.fieldbus import ModbusReader, parse_host, parse_range, read_registers, scan_sunspec
+    from interfaces.cli.fieldbus import ModbusReader, Serial, parse_host, parse_range, read_registers, scan_sunspec
 
     host, port = parse_host(args.host)
+    serial = Serial(args.baud, args.parity, args.stopbits) if host.startswith("/") else None
     if not 0 <= args.unit <= 247:
         raise CliError(f"--unit: 0..247 (got {args.unit})", EXIT_USAGE)
     if not 0 < args.rate <= 20:
@@ -304,11 +310,11 @@ def _modbus(args: argparse.Namespace, io: _Io) -> int:
     timeout_s = getattr(args, "timeout", 2.0)
     if args.modbus_cmd == "scan":
         search = parse_range(args.search) if args.search else None
-        with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s) as reader:
+        with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s, serial=serial) as reader:
             result = scan_sunspec(reader, search)
         io.emit(result.as_json(), result.text)
         return EXIT_OK if result.base is not None else EXIT_FAIL
-    with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s) as reader:
+    with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s, serial=serial) as reader:
         r = read_registers(reader, args.address, args.count, type_=args.type, input_regs=args.input)
     regs = " ".join(f"{w:04x}" for w in r["registers"])
     vals = ", ".join("n/a" if v is None else (v if isinstance(v, str) else f"{v:g}") for v in r["values"])

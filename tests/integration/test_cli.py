@@ -23,7 +23,7 @@ from interfaces.cli.main import main as emsctl
 from tests.helpers.api import TOKENS, api_config, running_api
 from tests.helpers.can import BmsTx, virtual_bus, virtual_channel
 from tests.helpers.common import REPO_ROOT, free_port, wait_for
-from tests.helpers.modbus import LoopThread, SimDevice
+from tests.helpers.modbus import LoopThread, SimDevice, pty_pair
 
 FRESH = {Quantity.GRID_POWER_W: 800.0, Quantity.PV_POWER_W: 1500.0, Quantity.ESS_POWER_W: -300.0, Quantity.SOC_PCT: 55.0}
 
@@ -282,6 +282,21 @@ def test_modbus_read_shows_raw_and_decoded_registers(ess: SimDevice) -> None:
     rc, _, err = run("modbus", "read", where, "--unit", "3", "9", role=None)
     assert rc == EXIT_FAIL and "refused" in err
     assert ess.server.writes == 0
+
+
+def test_modbus_read_over_rtu_through_a_pty_pair(loop: LoopThread, tmp_path: Path) -> None:
+    with pty_pair(tmp_path) as (server_end, client_end):
+        meter = SimDevice(loop, "sdm630", transport="rtu", serial_port=server_end, baudrate=19200, device_id=4)
+        meter.start()
+        try:
+            meter.set(grid_power_w=-2500.0)
+            rc, out, err = run(
+                "modbus", "read", client_end, "--unit", "4", "--baud", "19200", "52", "--type", "float32", "--input", role=None
+            )
+        finally:
+            meter.stop()
+    assert rc == EXIT_OK, err
+    assert "@19200N1 unit 4 input 52+2" in out and out.rstrip().endswith("float32 -2500")
 
 
 # ---- CAN -----------------------------------------------------------------------------------------
