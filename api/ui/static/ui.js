@@ -313,6 +313,10 @@
       setText(num, "—"); setAttr(num, "data-value", null); fill.style.width = "0";
       setText($("soc-age"), "no reading");
     }
+    const m = s.measurements || {};
+    const extra = [["soh_pct", "SOH ", " %", 0], ["bms_voltage_v", "", " V", 1], ["bms_current_a", "", " A", 1], ["bms_temperature_degc", "", " °C", 0]]
+      .filter(([k]) => m[k]).map(([k, pre, unit, dp]) => `${pre}${m[k].value.toFixed(dp)}${unit}`);
+    setText($("soc-extra"), extra.length ? `battery ${extra.join(" · ")}` : "");
     const minMark = $("soc-min-mark"), maxMark = $("soc-max-mark");
     setHidden(minMark, lo === null); setHidden(maxMark, hi === null);
     if (lo !== null) minMark.style.left = `${lo}%`;
