@@ -119,6 +119,7 @@ class SocketcandHub:
         self._stop = threading.Event()
         self._server: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []  # client threads (accept thread only)
         self.frames_forwarded = 0
         self.lines_rejected = 0
 
@@ -148,12 +149,14 @@ class SocketcandHub:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(2.0)
         with self._lock:
             clients, self._clients = self._clients, []
         for c in clients:
             _close(c.sock)
-        if self._accept_thread is not None:
-            self._accept_thread.join(2.0)
+        for t in self._threads:
+            t.join(2.0)
         if self._server is not None:
             _close(self._server)
         log.info("can_hub_stopped", frames_forwarded=self.frames_forwarded, lines_rejected=self.lines_rejected)
@@ -189,7 +192,9 @@ class SocketcandHub:
             client = _Client(sock, f"{addr[0]}:{addr[1]}")
             with self._lock:
                 self._clients.append(client)
-            threading.Thread(target=self._client_loop, args=(client,), name=f"can-hub-{addr[1]}", daemon=True).start()
+            thread = threading.Thread(target=self._client_loop, args=(client,), name=f"can-hub-{addr[1]}", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
 
     def _client_loop(self, c: _Client) -> None:
         reader = _TokenReader()
