@@ -26,6 +26,8 @@ log = structlog.get_logger("api.server")
 
 
 class ApiServer(threading.Thread):
+    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
+
     def __init__(
         self,
         *,

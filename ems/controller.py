@@ -28,7 +28,13 @@ log = structlog.get_logger("ems.controller")
 
 
 class Supervised(Protocol):
-    """A worker thread the controller watches: dead thread or stale heartbeat -> FAULT."""
+    """A worker thread the controller watches.
+
+    A dead or stalled *critical* worker (one that feeds or drives control: Modbus, CAN) is a FAULT
+    cause. A non-critical service (store, uplink, API, MQTT; attribute `critical = False`) is
+    reported as degraded — logged on the edge and exposed — but never stops the battery: the
+    sources it may feed go stale and fault on their own.
+    """
 
     @property
     def name(self) -> str: ...
@@ -44,7 +50,7 @@ class CycleReport:
 
 
 def supervise(workers: Sequence[Supervised], snap: Snapshot, stall_s: float) -> tuple[str, ...]:
-    """Names of dead or stalled workers, as FAULT causes."""
+    """Dead or stalled workers as named causes: `worker_dead:<name>`, `worker_stalled:<name>`."""
     beats = {w.name: w.last_beat_s for w in snap.workers}
     causes = []
     for w in workers:
@@ -71,7 +77,9 @@ class Controller:
         self._ctx = ctx
         self._cfg = cfg
         self._clock = clock
-        self._workers = workers
+        self._critical = tuple(w for w in workers if getattr(w, "critical", True))
+        self._auxiliary = tuple(w for w in workers if not getattr(w, "critical", True))
+        self._last_degraded: tuple[str, ...] = ()
         self._on_cycle = tuple(on_cycle)
         self._core = CoreState()
         self._seq = 0
@@ -94,7 +102,7 @@ class Controller:
             bms_flags=snap.bms_flags,
             requested_mode=snap.requested_mode,
             external_setpoint=snap.external_setpoint,
-            worker_faults=supervise(self._workers, snap, self._cfg.worker_stall_s),
+            worker_faults=supervise(self._critical, snap, self._cfg.worker_stall_s),
             shutdown=shutdown,
         )
         prev_state = self._core.machine.state
@@ -104,7 +112,20 @@ class Controller:
         cmd = Command(self._seq, decision.state, decision.setpoint_w, decision.written_w, decision.reasons, snap.at_s)
         self._ctx.publish_command(cmd, fault_causes=decision.fault_causes, limits_bound=decision.reasons)
         self._log_edges(decision, snap, prev_state)
+        self._check_auxiliary(snap)
         return decision
+
+    def _check_auxiliary(self, snap: Snapshot) -> None:
+        degraded = supervise(self._auxiliary, snap, self._cfg.worker_stall_s)
+        if degraded == self._last_degraded:
+            return
+        for cause in sorted(set(degraded) - set(self._last_degraded)):
+            log.warning("service_degraded", cause=cause, effect="no FAULT: control goes on")
+        for cause in sorted(set(self._last_degraded) - set(degraded)):
+            log.info("service_restored", cause=cause)
+        self._ctx.set_status("degraded_services", degraded)
+        self._ctx.record_event("service", degraded=list(degraded))
+        self._last_degraded = degraded
 
     def _log_edges(self, d: Decision, snap: Snapshot, prev_state: State) -> None:
         tr = d.transition

@@ -22,6 +22,7 @@ class Worker(threading.Thread):
     """
 
     expected_errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, ValueError)
+    critical: bool = True  # dead/stalled -> FAULT; False for services control does not depend on
 
     def __init__(self, *, name: str, ctx: EMSContext, clock: Clock, period_s: float) -> None:
         super().__init__(name=name, daemon=True)

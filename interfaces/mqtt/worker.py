@@ -51,6 +51,7 @@ def make_client(cfg: MqttConfig, *, client_id: str, will_topic: str) -> mqtt.Cli
 
 
 class MqttWorker(Worker):
+    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
     expected_errors = (OSError, ValueError)  # ssl.SSLError and socket timeouts are OSErrors
 
     def __init__(

@@ -14,6 +14,8 @@ __all__ = ["StoreSampler", "StoreWriter"]
 
 
 class StoreSampler(Worker):
+    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
+
     def __init__(self, *, store: Store, ctx: EMSContext, clock: Clock) -> None:
         super().__init__(name="store-sampler", ctx=ctx, clock=clock, period_s=store.cfg.sample_period_s)
         self._store = store
@@ -33,6 +35,7 @@ class StoreSampler(Worker):
 
 
 class StoreWriter(Worker):
+    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
     expected_errors = (*Worker.expected_errors, sqlite3.Error)
 
     def __init__(self, *, store: Store, ctx: EMSContext, clock: Clock) -> None:

@@ -101,6 +101,7 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
 
 
 class Sender(Worker):
+    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
     expected_errors = (*Worker.expected_errors, sqlite3.Error)
 
     def __init__(

@@ -133,3 +133,17 @@ def test_sigterm_path_writes_zero_and_stops(ctx: EMSContext, sim_clock: SimClock
     acker.join(10)
     cmd = ctx.snapshot().command
     assert cmd is not None and (cmd.state, cmd.written_w) == (State.STOP, 0.0)
+
+
+def test_a_dead_auxiliary_service_degrades_but_does_not_fault(ctx: EMSContext, sim_clock: SimClock, live_cfg: EMSConfig) -> None:
+    uplink = StubWorker("uplink", alive=False)
+    uplink.critical = False  # type: ignore[attr-defined]
+    c = Controller(ctx=ctx, cfg=live_cfg.control, clock=sim_clock, workers=[uplink])
+    with capture_logs() as logs:
+        for _ in range(3):
+            feed(ctx, sim_clock)
+            d = c.cycle()
+            sim_clock.advance(1.0)
+    assert d.state is State.SELF_CONSUMPTION and d.fault_causes == ()
+    assert ctx.snapshot().status["degraded_services"] == ("worker_dead:uplink",)
+    assert [e["cause"] for e in logs if e["event"] == "service_degraded"] == ["worker_dead:uplink"]
