@@ -69,12 +69,22 @@ def _limit_inputs(inputs: Inputs, core: CoreState, cfg: ControlConfig) -> LimitI
 
 
 def _ess_at(t_s: float, ess_w: float, ess_at_s: float, core: CoreState) -> float:
-    """Inverter power at monotonic `t_s` (when the meter was read), between the last two readings."""
+    """Inverter power at monotonic `t_s` (when the meter measured), between the last two readings."""
     prev_w, prev_at_s = core.ess_w, core.ess_at_s
     if prev_w is None or prev_at_s is None or t_s >= ess_at_s or ess_at_s <= prev_at_s:
         return ess_w
     share = max(0.0, (t_s - prev_at_s) / (ess_at_s - prev_at_s))
     return prev_w + (ess_w - prev_w) * share
+
+
+def _ess_now(now_s: float, ess_w: float, ess_at_s: float, prev_cmd_w: float, cfg: ControlConfig) -> float:
+    """Inverter power now: the last reading moved on toward the last command by the first-order model."""
+    age_s = now_s - ess_at_s
+    if age_s <= 0:
+        return ess_w
+    if cfg.inverter_tau_s <= 0:
+        return prev_cmd_w  # an instant inverter is already there
+    return prev_cmd_w + (ess_w - prev_cmd_w) * math.exp(-age_s / cfg.inverter_tau_s)
 
 
 def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState, cfg: ControlConfig) -> tuple[float, str | None, float | None]:
@@ -89,8 +99,15 @@ def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState,
     grid, ess = inputs.measurements.get(Q.GRID_POWER_W), inputs.measurements.get(Q.ESS_POWER_W)
     if (cfg.live and cfg.law is Law.PREDICTIVE and inputs.requested_mode is Mode.SELF_CONSUMPTION
             and li.grid_w is not None and li.ess_w is not None and grid is not None and ess is not None):
-        cmd_w, goal_w = predictive_w(ess_w=li.ess_w, ess_at_grid_w=_ess_at(grid.at_s, li.ess_w, ess.at_s, core),
-                                     grid_w=li.grid_w, prev_cmd_w=li.prev_cmd_w, prev_goal_w=core.goal_w, cfg=cfg)
+        cmd_w, goal_w = predictive_w(
+            ess_w=_ess_now(inputs.now_s, li.ess_w, ess.at_s, li.prev_cmd_w, cfg),
+            ess_at_grid_w=_ess_at(grid.at_s - cfg.meter_age_s, li.ess_w, ess.at_s, core),
+            grid_w=li.grid_w,
+            prev_cmd_w=li.prev_cmd_w,
+            prev_goal_w=core.goal_w,
+            moved_w=li.ess_w - core.ess_w if core.ess_w is not None else 0.0,
+            cfg=cfg,
+        )
         return cmd_w, None, goal_w
     if cfg.live:
         base_w, gain = li.prev_cmd_w, cfg.gain
