@@ -37,6 +37,7 @@ class Observation:
     grid_w: float  # meter value as the EMS reads it (may be old and noisy), + import
     grid_at_s: float  # when that meter value was taken
     ess_w: float  # measured inverter AC power, + discharge
+    ess_at_s: float  # when that inverter value was taken
     soc_pct: float
     voltage_v: float
     ccl_a: float
@@ -75,7 +76,7 @@ class EmsController:
         now = obs.now_s
         m = {
             Q.GRID_POWER_W: Reading(obs.grid_w, obs.grid_at_s),
-            Q.ESS_POWER_W: Reading(obs.ess_w, now),
+            Q.ESS_POWER_W: Reading(obs.ess_w, obs.ess_at_s),
             Q.SOC_PCT: Reading(obs.soc_pct, now),
             Q.BMS_VOLTAGE_V: Reading(obs.voltage_v, now),
             Q.BMS_CCL_A: Reading(obs.ccl_a, now),

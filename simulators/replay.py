@@ -41,7 +41,9 @@ class ReplayOptions:
 
     inverter_tau_s: float = 1.0  # first-order inverter response
     meter_period_s: float = 1.0  # meter refresh
-    meter_delay_s: float = 0.0  # extra age of the meter value the EMS reads (poll phase, averaging)
+    meter_phase_s: float = 0.5  # control cycles run this long after a meter refresh
+    meter_delay_s: float = 0.25  # age of the meter poll the EMS uses (Modbus poll phase)
+    ess_delay_s: float = 0.25  # age of the inverter power poll the EMS uses
     meter_noise_w: float = 10.0  # std of the meter's Gaussian noise
     quantisation_w: float = 10.0  # inverter set-point resolution
     load_phase_s: float = 0.5  # load/PV change this far into a cycle (steps inside a second)
@@ -94,19 +96,23 @@ def run(
     duration_s = profile.duration_s if opts.duration_s is None else opts.duration_s
     n_cycles = int(duration_s / period_s)
     target_w = cfg.target_grid_w
-    meter: deque[tuple[float, float]] = deque([(0.0, plant.grid_power_w)])
+    if opts.meter_phase_s > 0:
+        plant.step(opts.meter_phase_s)  # cycles fall this long after a meter refresh (not counted)
+    # what a poll at each sub-step instant would have read: (t, meter, inverter power)
+    polls: deque[tuple[float, float, float]] = deque(maxlen=int(max(opts.meter_delay_s, opts.ess_delay_s) / h) + 2)
+    polls.append((plant.t_s, plant.grid_power_w, plant.ess_power_w))
     add_sample, add_cycle, step = acc.add_sample, acc.add_cycle, plant.step
     t0 = time.perf_counter()
     for _ in range(n_cycles):
         t = plant.t_s
-        while len(meter) > 1 and meter[1][0] <= t - opts.meter_delay_s + 1e-9:
-            meter.popleft()
-        grid_at, grid_w = meter[0]
+        grid_at, grid_w, _e = _polled(polls, t - opts.meter_delay_s)
+        ess_at, _g, ess_w = _polled(polls, t - opts.ess_delay_s)
         obs = Observation(
             START_MONOTONIC_S + t,
             grid_w,
             START_MONOTONIC_S + grid_at,
-            plant.ess_power_w,
+            ess_w,
+            START_MONOTONIC_S + ess_at,
             plant.soc_pct,
             plant.battery_voltage_v,
             plant.charge_current_limit_a,
@@ -131,13 +137,21 @@ def run(
                 ess_w=plant.ess_power_w,
                 soc_pct=plant.soc_pct,
             )
-            meter.append((plant.t_s, plant.grid_power_w))  # what a poll at this instant would read
+            polls.append((plant.t_s, plant.grid_power_w, plant.ess_power_w))
         add_cycle(cmd_w=action.cmd_w, state=action.state, limits=action.reasons)
         if trace is not None:
             trace.append((plant.t_s, action.cmd_w, plant.grid_true_w))
     wall_s = max(time.perf_counter() - t0, 1e-9)
     sim_s = n_cycles * period_s
     return RunResult(controller, acc.result(), wall_s, n_cycles / wall_s, sim_s / wall_s)
+
+
+def _polled(polls: deque[tuple[float, float, float]], t_s: float) -> tuple[float, float, float]:
+    """The latest poll taken at or before `t_s` (the oldest one kept if none)."""
+    for entry in reversed(polls):
+        if entry[0] <= t_s + 1e-9:
+            return entry
+    return polls[0]
 
 
 def compare(profile: Profile, cfg: ControlConfig, opts: ReplayOptions, controllers: Sequence[str] = CONTROLLERS) -> dict[str, object]:
@@ -271,7 +285,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--inverter-tau", type=float, default=d.inverter_tau_s, metavar="S")
     p.add_argument("--meter-period", type=float, default=d.meter_period_s, metavar="S")
-    p.add_argument("--meter-delay", type=float, default=d.meter_delay_s, metavar="S")
+    p.add_argument("--meter-phase", type=float, default=d.meter_phase_s, metavar="S", help="cycles run this long after a meter refresh")
+    p.add_argument("--meter-delay", type=float, default=d.meter_delay_s, metavar="S", help="age of the meter poll the EMS uses")
+    p.add_argument("--ess-delay", type=float, default=d.ess_delay_s, metavar="S", help="age of the inverter power poll the EMS uses")
     p.add_argument("--meter-noise", type=float, default=d.meter_noise_w, metavar="W")
     p.add_argument("--quantisation", type=float, default=d.quantisation_w, metavar="W")
     p.add_argument("--load-phase", type=float, default=d.load_phase_s, metavar="S", help="load changes this far into a cycle")
@@ -297,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = ReplayOptions(
         inverter_tau_s=a.inverter_tau,
         meter_period_s=a.meter_period,
+        meter_phase_s=a.meter_phase,
         meter_delay_s=a.meter_delay,
+        ess_delay_s=a.ess_delay,
         meter_noise_w=a.meter_noise,
         quantisation_w=a.quantisation,
         load_phase_s=a.load_phase,
