@@ -182,7 +182,8 @@ class DeviceServer:
         self.baudrate = baudrate
         self.device_id = device_id
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self._silent = asyncio.Event()
+        self._speak = asyncio.Event()  # cleared while silent
+        self._speak.set()
         self.requests = 0
         self.writes = 0
 
@@ -192,7 +193,7 @@ class DeviceServer:
 
     @property
     def silent(self) -> bool:
-        return self._silent.is_set()
+        return not self._speak.is_set()
 
     def where(self) -> str:
         return f"tcp://{self.host}:{self.port}" if self.transport == "tcp" else f"rtu://{self.serial_port}@{self.baudrate}"
@@ -200,17 +201,17 @@ class DeviceServer:
     def set_silent(self, on: bool) -> None:
         """Silent: requests are accepted but never answered (the EMS sees timeouts)."""
         if on:
-            self._silent.set()
+            self._speak.clear()
         else:
-            self._silent.clear()
+            self._speak.set()
         log.info("sim_device_silenced" if on else "sim_device_unsilenced", device=self.name)
 
     async def _action(
         self, _fc: int, start_address: int, address: int, count: int, registers: list[int], set_values: list[int] | list[bool] | None
     ) -> ExcCodes | None:
         self.requests += 1
-        if self._silent.is_set():
-            await asyncio.Event().wait()  # never answers; cancelled when the server stops
+        if not self._speak.is_set():
+            await self._speak.wait()  # answers only after the silence (the client has long timed out)
         if set_values:
             self.writes += 1
             return None if self.image.write(address, [int(v) for v in set_values]) else ExcCodes.ILLEGAL_ADDRESS
@@ -242,6 +243,7 @@ class DeviceServer:
 
     async def stop(self) -> None:
         server, self._server = self._server, None
+        self._speak.set()  # let requests held by a silence finish
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]
             log.info("sim_device_stopped", device=self.name, where=self.where())

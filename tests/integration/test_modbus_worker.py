@@ -281,3 +281,24 @@ def test_sunspec_discovery_at_base_0_and_ignored_points(loop: LoopThread, ctx: E
             w.stop()
     finally:
         loop.run(server.stop())
+
+
+def test_silent_meter_times_out_without_starving_inverter_writes(
+    worker: ModbusWorker, devices: tuple[SimDevice, SimDevice], ctx: EMSContext, clock: SystemClock
+) -> None:
+    ess, meter = devices
+    wait_for(lambda: _value(ctx, Quantity.GRID_POWER_W) is not None, timeout_s=5, what="meter reading")
+    meter.loop.call(lambda: meter.server.set_silent(True))
+    wait_for(lambda: (s := ctx.snapshot().status.get("modbus.meter")) and not s["connected"], timeout_s=5, what="silent meter noticed")  # type: ignore[index]
+    last = ctx.snapshot().reading(Quantity.GRID_POWER_W)
+    for seq, w in ((1, 420.0), (2, -42.0)):
+        _publish(ctx, clock, seq, w)
+        # a blocked meter read can delay a write by at most one request timeout (0.5 s)
+        wait_for(lambda w=w: ess.value("setpoint_w") == w, timeout_s=0.5 + POLL_S, what=f"set-point {w} W with the meter silent")
+    assert ctx.snapshot().reading(Quantity.GRID_POWER_W) == last  # no reading while silent: it goes stale
+    meter.loop.call(lambda: meter.server.set_silent(False))
+    wait_for(
+        lambda: (r := ctx.snapshot().reading(Quantity.GRID_POWER_W)) is not None and last is not None and r.at_s > last.at_s,
+        timeout_s=10,
+        what="meter readings resume",
+    )
