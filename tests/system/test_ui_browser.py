@@ -114,6 +114,16 @@ def _assert_renders_status(page: Any, statuses: StatusLog, what: str) -> dict[st
     raise errors[0]
 
 
+_WATCH_JS = """() => {
+  window.__uiRewrites = {};
+  for (const id of ["state", "fault-causes", "grid-value", "limits", "events"]) {
+    window.__uiRewrites[id] = 0;
+    new MutationObserver((ms) => { window.__uiRewrites[id] += ms.length; })
+      .observe(document.getElementById(id), { childList: true, subtree: true, characterData: true, attributes: true });
+  }
+}"""
+
+
 def _api_message(method: str, url: str, token: str, **kw: Any) -> str:
     """What the API itself answers to the same request (its error message)."""
     r = requests.request(method, url, headers={"Authorization": f"Bearer {token}"}, timeout=5, **kw)
@@ -253,6 +263,12 @@ def test_dashboard_shows_fault_causes_dry_run_and_requested_mode_without_devices
             assert d["control_badge"] == "DRY RUN" and d["dry_run_badge"] == "DRY RUN · 0 W written"
             assert d["tiles"]["grid"]["text"] == "—" and d["soc"]["value"] is None
             _assert_renders_status(page, statuses, "FAULT without devices")
+
+            # No flicker: over two more refreshes, what did not change is not rewritten.
+            page.evaluate(_WATCH_JS)
+            wait_page(page, lambda x: x["cycles"] >= d["cycles"] + 2, what="two more refreshes")
+            rewrites = page.evaluate("() => window.__uiRewrites")
+            assert rewrites == {"state": 0, "fault-causes": 0, "grid-value": 0, "limits": 0, "events": 0}
 
             sign_in(page, OPERATOR_TOKEN)
             page.click("button[data-mode=CHARGE_ONLY]")
