@@ -140,7 +140,19 @@ def table(doc: dict[str, Any]) -> str:
                 for n, m in s["controllers"].items()
             )
             lines.append(f"  law {law}: {row}")
-    elif "error" in reg:
+    rt = _get(res, "bench_loop", "realtime_regulation") or {}
+    if rt:
+        cells = ", ".join(f"{law} {_f(_get(v, 'mean_abs_grid_w'))} W over {_f(_get(v, 'window_s'), 0)} s" for law, v in rt.items())
+        lines.append(f"REAL TIME  main.py + simulators, mean |grid| (plant truth): {cells}")
+    loop = res.get("bench_loop", {})
+    for phase in ("loop_no_load", "loop_api_load"):
+        lat = _get(loop, phase, "lateness")
+        if lat:
+            lines.append(
+                f"LOOP {phase[5:]:8} lateness p50/p99/max {_f(lat.get('p50_ms'), 2)}/{_f(lat.get('p99_ms'), 2)}/"
+                f"{_f(lat.get('max_ms'), 2)} ms over {lat.get('n')} cycles, overruns {_get(loop, phase, 'overruns')}"
+            )
+    if "error" in reg and "profiles" not in reg:
         lines.append(f"REGULATION  error: {reg['error']}")
     for name, r in res.items():
         if name == "bench_regulation":
