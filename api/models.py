@@ -75,6 +75,8 @@ class ControlFlags(_Out):
     enabled: bool = Field(description="control.enabled: opt-in 1 of 2")
     dry_run: bool = Field(description="control.dry_run: opt-in 2 of 2 (must be false)")
     live: bool = Field(description="both opt-ins given: non-zero commands reach the inverter")
+    soc_min_pct: float | None = Field(None, description="control.soc_min_pct: no discharge at or below, %")
+    soc_max_pct: float | None = Field(None, description="control.soc_max_pct: no charge at or above, %")
 
 
 class ReadingInfo(_Out):

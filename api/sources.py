@@ -24,6 +24,8 @@ __all__ = ["ContextSource", "OutboxFigures", "ReadSource", "SourceUnavailable", 
 _CMD_FIELDS = ("cmd_computed_w", "cmd_written_w")
 
 
+_NOW_SLACK_S = 2.0  # s
+
 class SourceUnavailable(Exception):
     """The store cannot answer now (file missing, locked, corrupt): the API says 503."""
 
@@ -87,7 +89,9 @@ class ContextSource:
     ) -> list[MeasurementRow]:
         snap = self._ctx.snapshot()
         now_ts = self._clock.wall().timestamp()
-        if not from_ts <= now_ts <= to_ts:
+        # The context holds only the latest values, stamped "now". A to_ts the handler defaulted to
+        # "now" a moment ago must still include them, so allow a little slack.
+        if not (from_ts <= now_ts and now_ts - to_ts <= _NOW_SLACK_S):
             return []
         cmd = snap.command
         values: dict[str, float | None] = {}

@@ -61,7 +61,8 @@ _SECRET_WORDS = ("token", "password", "secret", "hmac", "api_key", "apikey", "pa
 
 
 def control_flags(cfg: EMSConfig) -> ControlFlags:
-    return ControlFlags(enabled=cfg.control.enabled, dry_run=cfg.control.dry_run, live=cfg.control.live)
+    c = cfg.control
+    return ControlFlags(enabled=c.enabled, dry_run=c.dry_run, live=c.live, soc_min_pct=c.soc_min_pct, soc_max_pct=c.soc_max_pct)
 
 
 def effective_mode(state: State, requested: Mode) -> Mode:

@@ -113,7 +113,7 @@ def test_status_shows_state_modes_measurements_with_ages_command_limits_and_flag
     assert r.status_code == 200
     s = r.json()
     assert s["state"] == "SELF_CONSUMPTION" and s["requested_mode"] == "SELF_CONSUMPTION" and s["effective_mode"] == "SELF_CONSUMPTION"
-    assert s["control"] == {"enabled": False, "dry_run": True, "live": False}
+    assert s["control"] == {"enabled": False, "dry_run": True, "live": False, "soc_min_pct": 10.0, "soc_max_pct": 95.0}
     grid = s["measurements"]["grid_power_w"]
     assert grid["value"] == 1234.5 and grid["age_s"] == 2.0 and grid["stale"] is False
     assert s["command"]["computed_w"] == 800.0 and s["command"]["written_w"] == 0.0 and s["command"]["acknowledged"] is False
@@ -139,6 +139,10 @@ def test_measurements_from_the_context_give_latest_values_of_the_asked_fields(ap
     assert m["source"] == "context" and m["fields"] == ["grid_power_w", "soc_pct"] and m["resolution"] == "1s"
     assert m["rows"][0]["values"] == {"grid_power_w": -300.0, "soc_pct": 50.0} and m["next_from_ts"] is None
     assert api.get("/api/v1/measurements", params={"from_ts": 200, "to_ts": 100}).json()["rows"] == []
+    now_ts = clock.wall().timestamp()
+    # a to_ts set to "now" by a client (or the handler) a moment ago still gets the latest values
+    assert len(api.get("/api/v1/measurements", params={"to_ts": now_ts - 1.0}).json()["rows"]) == 1
+    assert api.get("/api/v1/measurements", params={"to_ts": now_ts - 10.0}).json()["rows"] == []
 
 
 @pytest.mark.parametrize(
@@ -367,7 +371,7 @@ def test_setpoint_obeys_the_dual_opt_in(ctx: EMSContext, clock: SimClock, contro
 def test_mode_change_with_control_disabled_is_accepted_and_says_0_w(api: RunningApi, ctx: EMSContext) -> None:
     r = api.put("/api/v1/mode", "operator", json={"mode": "DISCHARGE_ONLY"})
     assert r.status_code == 200 and r.json()["accepted"] is True
-    assert r.json()["control"] == {"enabled": False, "dry_run": True, "live": False}
+    assert r.json()["control"] == {"enabled": False, "dry_run": True, "live": False, "soc_min_pct": 10.0, "soc_max_pct": 95.0}
     assert "control.enabled is false" in r.json()["note"] and "0 W" in r.json()["note"]
 
 
