@@ -80,6 +80,12 @@ class ModbusConfig(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> ModbusConfig:
+        e, m = self.ess, self.meter
+        if e.enabled and m.enabled and e.transport is m.transport is Transport.RTU and e.serial_port == m.serial_port:
+            if (e.baudrate, e.parity, e.stopbits) != (m.baudrate, m.parity, m.stopbits):
+                raise ValueError("meter: on the serial port the ESS uses, baudrate, parity and stopbits must match modbus.ess")
+            if e.device_id == m.device_id:
+                raise ValueError(f"meter: device_id {m.device_id} is the ESS's on the same serial line")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError(
                 f"reconnect_min_s: must be <= modbus.reconnect_max_s (got {self.reconnect_min_s:g} > {self.reconnect_max_s:g})"

@@ -20,7 +20,7 @@ import structlog
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 
 from interfaces.modbus.pointmap import DecodeError, EncodeError, Point, PointMap, PointType, decode_raw, encode_raw, from_si, to_si
 
@@ -159,7 +159,10 @@ class RegisterImage:
 
 
 class DeviceServer:
-    """One simulated Modbus device (TCP or RTU) serving a `RegisterImage`; start/stop/silence at will."""
+    """A simulated Modbus device (TCP or RTU) serving a `RegisterImage`; start/stop/silence at will.
+
+    More devices can share the server (`attach`), e.g. an ESS and a meter on one RS-485 line.
+    """
 
     def __init__(
         self,
@@ -181,6 +184,7 @@ class DeviceServer:
         self.serial_port = serial_port
         self.baudrate = baudrate
         self.device_id = device_id
+        self._images: dict[int, RegisterImage] = {device_id: image}
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._speak = asyncio.Event()  # cleared while silent
         self._speak.set()
@@ -206,40 +210,58 @@ class DeviceServer:
             self._speak.set()
         log.info("sim_device_silenced" if on else "sim_device_unsilenced", device=self.name)
 
-    async def _action(
-        self, _fc: int, start_address: int, address: int, count: int, registers: list[int], set_values: list[int] | list[bool] | None
-    ) -> ExcCodes | None:
-        self.requests += 1
-        if not self._speak.is_set():
-            await self._speak.wait()  # answers only after the silence (the client has long timed out)
-        if set_values:
-            self.writes += 1
-            return None if self.image.write(address, [int(v) for v in set_values]) else ExcCodes.ILLEGAL_ADDRESS
-        words = self.image.read(address, count)
-        if words is None:
-            return ExcCodes.ILLEGAL_ADDRESS
-        registers[address - start_address : address - start_address + count] = words
-        return None
+    def attach(self, device_id: int, image: RegisterImage) -> None:
+        """Serve another device (unit ID) on the same transport; takes effect at the next start()."""
+        if device_id in self._images:
+            raise ValueError(f"{self.name}: unit ID {device_id} is already served on {self.where()}")
+        self._images[device_id] = image
+
+    def _action_for(self, image: RegisterImage) -> SimAction:
+        async def action(
+            _fc: int, start_address: int, address: int, count: int, registers: list[int], set_values: list[int] | list[bool] | None
+        ) -> ExcCodes | None:
+            self.requests += 1
+            if not self._speak.is_set():
+                await self._speak.wait()  # answers only after the silence (the client has long timed out)
+            if set_values:
+                self.writes += 1
+                return None if image.write(address, [int(v) for v in set_values]) else ExcCodes.ILLEGAL_ADDRESS
+            words = image.read(address, count)
+            if words is None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            registers[address - start_address : address - start_address + count] = words
+            return None
+
+        return action
 
     async def start(self) -> None:
         if self._server is not None:
             return
-        device = SimDevice(
-            id=self.device_id,
-            simdata=[SimData(self.image.start, count=len(self.image.regs), values=0, datatype=DataType.REGISTERS)],
-            action=self._action,
-        )
+        devices = [
+            SimDevice(
+                id=did,
+                simdata=[SimData(img.start, count=len(img.regs), values=0, datatype=DataType.REGISTERS)],
+                action=self._action_for(img),
+            )
+            for did, img in self._images.items()
+        ]
         server: ModbusTcpServer | ModbusSerialServer
         if self.transport == "tcp":
-            server = ModbusTcpServer(device, address=(self.host, self.port))
+            server = ModbusTcpServer(devices, address=(self.host, self.port))
         else:
-            server = ModbusSerialServer(device, framer=FramerType.RTU, port=self.serial_port, baudrate=self.baudrate)
+            server = ModbusSerialServer(devices, framer=FramerType.RTU, port=self.serial_port, baudrate=self.baudrate)
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:  # pymodbus: "Could not start listen, please check address."
             raise OSError(f"{exc} (port in use?)") from exc
         self._server = server
-        log.info("sim_device_started", device=self.name, where=self.where(), device_id=self.device_id, map=self.image.map.name)
+        log.info(
+            "sim_device_started",
+            device=self.name,
+            where=self.where(),
+            device_ids=",".join(str(d) for d in self._images),
+            maps=",".join(i.map.name for i in self._images.values()),
+        )
 
     async def stop(self) -> None:
         server, self._server = self._server, None

@@ -21,7 +21,7 @@ from typing import TypeVar
 import structlog
 
 from interfaces.modbus.pointmap import load_map
-from simulators.config import SimDeviceConfig, SimulatorConfig
+from simulators.config import SimulatorConfig
 from simulators.modbus_server import DeviceServer, RegisterImage
 from simulators.plant import Plant
 from simulators.profile import load_profile
@@ -114,10 +114,33 @@ class Simulator:
         self._battery_heartbeat = 0
         self._abs_grid_ws = 0.0
         self._stats_s = 0.0
-        self.devices: dict[str, DeviceServer] = {}
+        self.images: dict[str, RegisterImage] = {}
+        self.devices: dict[str, DeviceServer] = {}  # by device name; devices on one serial line share a server
         for name, dc, on_write in (("ess", cfg.ess, self._on_ess_write), ("meter", cfg.meter, None)):
             if dc.enabled:
-                self.devices[name] = self._device(name, dc, on_write)
+                self.images[name] = RegisterImage(load_map(dc.map), on_write=on_write)
+                shared = next(
+                    (
+                        d
+                        for d in self.devices.values()
+                        if dc.transport == "rtu" and d.transport == "rtu" and d.serial_port == dc.serial_port
+                    ),
+                    None,
+                )
+                if shared is not None:
+                    shared.attach(dc.device_id, self.images[name])
+                    self.devices[name] = shared
+                else:
+                    self.devices[name] = DeviceServer(
+                        name,
+                        self.images[name],
+                        transport=dc.transport,
+                        host=dc.host,
+                        port=dc.port,
+                        serial_port=dc.serial_port,
+                        baudrate=dc.baudrate,
+                        device_id=dc.device_id,
+                    )
         self.battery = BatteryView(self)
         self.view = self._make_view()
         self.bms = None
@@ -127,20 +150,6 @@ class Simulator:
             self.bms = BmsSimulator(self.battery, cfg.bms)
         self._control_server: asyncio.Server | None = None
         self.control_port: int | None = None
-
-    @staticmethod
-    def _device(name: str, dc: SimDeviceConfig, on_write: object) -> DeviceServer:
-        image = RegisterImage(load_map(dc.map), on_write=on_write)  # type: ignore[arg-type]
-        return DeviceServer(
-            name,
-            image,
-            transport=dc.transport,
-            host=dc.host,
-            port=dc.port,
-            serial_port=dc.serial_port,
-            baudrate=dc.baudrate,
-            device_id=dc.device_id,
-        )
 
     # ---- the inverter's behaviour on writes -----------------------------------------------------
     def _on_ess_write(self, name: str, value: float) -> None:
@@ -172,12 +181,12 @@ class Simulator:
 
     def _refresh_images(self) -> None:
         p = self.plant
-        ess = self.devices.get("ess")
+        ess = self.images.get("ess")
         if ess is not None:
             prm = p.params
             ess_w = p.ess_power_w
             charging, discharging = ess_w < -1.0, ess_w > 1.0
-            ess.image.set_values(
+            ess.set_values(
                 {
                     "ac_current_a": abs(ess_w) / _AC_V / 3.0,
                     "ac_voltage_v": _AC_V,
@@ -211,10 +220,10 @@ class Simulator:
                     "watchdog_tripped": 1.0 if p.watchdog_tripped else 0.0,
                 }
             )
-        meter = self.devices.get("meter")
+        meter = self.images.get("meter")
         if meter is not None:
             g = p.grid_power_w
-            meter.image.set_values(
+            meter.set_values(
                 {
                     "grid_voltage_v": _AC_V,
                     "l2_voltage_v": _AC_V,
@@ -319,7 +328,7 @@ class Simulator:
         cfg = self.cfg
         bms_started = False
         try:
-            for dev in self.devices.values():
+            for dev in self._servers():
                 await _named(f"{dev.name} ({dev.where()})", dev.start())
             if cfg.control.enabled:
                 where = f"command channel (tcp://{cfg.control.host}:{cfg.control.port})"
@@ -344,7 +353,7 @@ class Simulator:
                 await asyncio.to_thread(self.bms.stop)
             if self._control_server is not None:
                 self._control_server.close()
-            for dev in self.devices.values():
+            for dev in self._servers():
                 await dev.stop()
             log.info(
                 "simulator_stopped",
@@ -353,6 +362,14 @@ class Simulator:
                 mean_abs_grid_w=round(self.view.mean_abs_grid_w, 1),
                 stats_s=round(self.view.stats_s, 1),
             )
+
+    def _servers(self) -> list[DeviceServer]:
+        """Each server once (devices on one serial line share one)."""
+        out: list[DeviceServer] = []
+        for d in self.devices.values():
+            if all(d is not o for o in out):
+                out.append(d)
+        return out
 
     async def _tick(self, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
         pc = self.cfg.plant

@@ -30,7 +30,7 @@ from interfaces.modbus.pointmap import (
     to_si,
 )
 
-__all__ = ["SUNSPEC_BASES", "DeviceLink", "LinkError", "Rejected"]
+__all__ = ["SUNSPEC_BASES", "DeviceLink", "LinkError", "Rejected", "serial_client"]
 
 SUNSPEC_BASES = (40000, 0, 50000)
 _SUNS = [0x5375, 0x6E53]
@@ -70,9 +70,12 @@ class _Layout:
 class DeviceLink:
     """A device on TCP or RTU with its point map; `connect()` discovers, `poll()` reads and decodes."""
 
-    def __init__(self, name: str, cfg: ModbusDeviceConfig) -> None:
+    def __init__(self, name: str, cfg: ModbusDeviceConfig, *, shared_client: ModbusSerialClient | None = None) -> None:
+        """`shared_client`: the serial client of an RS-485 line this device shares with another link
+        (the worker passes one per serial port; after either link closes it, the next request reopens it)."""
         self.name = name
         self.cfg = cfg
+        self._shared = shared_client
         self._client: ModbusTcpClient | ModbusSerialClient | None = None
         self._layout: _Layout | None = None
         self.identity: dict[str, str] = {}
@@ -102,15 +105,7 @@ class DeviceLink:
         if c.transport is Transport.TCP:
             client = ModbusTcpClient(c.host, port=c.port, timeout=c.timeout_s, retries=c.retries)
         else:
-            client = ModbusSerialClient(
-                c.serial_port,
-                framer=FramerType.RTU,
-                baudrate=c.baudrate,
-                parity=c.parity,
-                stopbits=c.stopbits,
-                timeout=c.timeout_s,
-                retries=c.retries,
-            )
+            client = self._shared or serial_client(c)
         if not client.connect():
             client.close()  # type: ignore[no-untyped-call]
             raise ConnectionError(f"{self.name}: cannot open {self.where()}")
@@ -293,6 +288,19 @@ class DeviceLink:
         if self._layout is None or self._client is None:
             raise ConnectionError(f"{self.name}: not connected")
         return self._layout
+
+
+def serial_client(c: ModbusDeviceConfig) -> ModbusSerialClient:
+    """An RTU client for the serial line of `c` (not opened yet)."""
+    return ModbusSerialClient(
+        c.serial_port,
+        framer=FramerType.RTU,
+        baudrate=c.baudrate,
+        parity=c.parity,
+        stopbits=c.stopbits,
+        timeout=c.timeout_s,
+        retries=c.retries,
+    )
 
 
 _SF_POINT = Point(name="sf", offset=0, type=PointType.SUNSSF)

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import cast
 
 import tenacity
+from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
-from config.modbus import ModbusConfig, ModbusDeviceConfig
+from config.modbus import ModbusConfig, ModbusDeviceConfig, Transport
 from ems.clock import Clock
 from ems.context import EMSContext
 from ems.model import Command
-from interfaces.modbus.link import DeviceLink, LinkError, Rejected
+from interfaces.modbus.link import DeviceLink, LinkError, Rejected, serial_client
 from interfaces.modbus.pointmap import DecodeError, MapError
 from interfaces.worker import Worker
 
@@ -51,10 +52,10 @@ class _Waiting(ConnectionError):
 class _Device:
     """Scheduling state of one device (worker-thread only)."""
 
-    def __init__(self, name: str, cfg: ModbusDeviceConfig, now_s: float) -> None:
+    def __init__(self, name: str, cfg: ModbusDeviceConfig, now_s: float, *, shared_client: ModbusSerialClient | None = None) -> None:
         self.name = name
         self.cfg = cfg
-        self.link = DeviceLink(name, cfg)
+        self.link = DeviceLink(name, cfg, shared_client=shared_client)
         self.failures = 0
         self.next_connect_s = now_s
         self.next_poll_s = now_s
@@ -72,7 +73,11 @@ class ModbusWorker(Worker):
         super().__init__(name=name, ctx=ctx, clock=clock, period_s=period_s)
         self._cfg = cfg
         now = clock.monotonic()
-        self._devices = [_Device(n, d, now) for n, d in devices]
+        lines: dict[str, ModbusSerialClient] = {}  # one client per serial port: devices on one RS-485 line share it
+        self._devices: list[_Device] = []
+        for n, d in devices:
+            shared = lines.setdefault(d.serial_port, serial_client(d)) if d.transport is Transport.RTU else None
+            self._devices.append(_Device(n, d, now, shared_client=shared))
         self._ess = next((d for d in self._devices if d.name == "ess"), None)
         self._backoff = tenacity.wait_exponential(multiplier=cfg.reconnect_min_s, min=cfg.reconnect_min_s, max=cfg.reconnect_max_s)
         self._latest: Command | None = None  # newest command seen

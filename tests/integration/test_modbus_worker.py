@@ -302,3 +302,43 @@ def test_silent_meter_times_out_without_starving_inverter_writes(
         timeout_s=10,
         what="meter readings resume",
     )
+
+
+def test_rtu_ess_and_meter_share_one_serial_line(loop: LoopThread, ctx: EMSContext, clock: SystemClock, tmp_path: Path) -> None:
+    from interfaces.modbus.pointmap import load_map
+    from simulators.modbus_server import DeviceServer, RegisterImage
+
+    with pty_pair(tmp_path) as (server_end, client_end):
+        writes: list[tuple[str, float]] = []
+        ess_img = RegisterImage(load_map("sunspec_ess"), on_write=lambda n, v: writes.append((n, v)))
+        meter_img = RegisterImage(load_map("sdm630"))
+        ess_img.set_values({"ess_power_w": -900.0, "soc_pct": 77.7})
+        meter_img.set_values({"grid_power_w": 35.0})
+        line = DeviceServer("rs485", ess_img, transport="rtu", serial_port=server_end, baudrate=38400, device_id=1)
+        line.attach(2, meter_img)
+        loop.run(line.start())
+        rtu = {"transport": "rtu", "serial_port": client_end, "baudrate": 38400, "poll_period_s": POLL_S, "timeout_s": 0.5}
+        cfg = ModbusConfig.model_validate({"enabled": True, "ess": {**rtu, "device_id": 1}, "meter": {**rtu, "device_id": 2}})
+        w = ModbusWorker(cfg=cfg, ctx=ctx, clock=clock)
+        w.start()
+        try:
+            wait_for(
+                lambda: _value(ctx, Quantity.GRID_POWER_W) == pytest.approx(35.0) and _value(ctx, Quantity.SOC_PCT) == pytest.approx(77.7),
+                timeout_s=10,
+                what="both devices read over one RTU line",
+            )
+            _publish(ctx, clock, 1, -600.0)
+            wait_for(lambda: ("setpoint_w", -600.0) in writes, timeout_s=5, what="set-point over RTU")
+        finally:
+            w.stop()
+            loop.run(line.stop())
+
+
+def test_devices_on_one_serial_line_must_agree() -> None:
+    from config import ConfigError, parse_config
+
+    rtu = {"transport": "rtu", "serial_port": "/dev/ttyUSB0"}
+    with pytest.raises(ConfigError, match=r"modbus\.meter"):
+        parse_config({"modbus": {"ess": {**rtu, "baudrate": 9600}, "meter": {**rtu, "baudrate": 19200}}}, {})
+    with pytest.raises(ConfigError, match=r"modbus\.meter"):
+        parse_config({"modbus": {"ess": {**rtu, "device_id": 2}, "meter": {**rtu, "device_id": 2}}}, {})
