@@ -37,7 +37,7 @@ class ControlConfig(Section):
     meter_age_s: float = Field(0.5, ge=0, le=10, description="predictive law: typical age of a meter value when it is polled (about half the meter's refresh period), s")
     lag_compensation: float = Field(1.0, ge=0, le=1, description="predictive law: share of the inverter lag compensated (1 = reach the goal in one cycle, 0 = none)")
     smoothing_band_w: float = Field(60.0, ge=0, le=1e6, description="predictive law: changes of the balancing goal smaller than this are smoothed (meter noise, load flicker), W")
-    trust_scale_w: float = Field(150.0, ge=0, le=1e6, description="predictive law: a meter reading taken while the inverter moved this much since its last reading counts half (0 = always full), W")
+    trust_scale_w: float = Field(100.0, ge=0, le=1e6, description="predictive law: a meter reading taken while the inverter moved this much since its last reading counts half; its weight falls with the square of the move (0 = always full), W")
     smoothing_gain: float = Field(0.3, gt=0, le=1, description="predictive law: share of a small goal change taken per cycle (1 = no smoothing)")
     charge_power_w: float = Field(2000.0, ge=0, le=1e6, description="CHARGE_ONLY charge power, W")
     discharge_power_w: float = Field(2000.0, ge=0, le=1e6, description="DISCHARGE_ONLY discharge power, W")

@@ -39,7 +39,7 @@ def predictive_w(*, ess_w: float, ess_at_grid_w: float, grid_w: float, prev_cmd_
     meter poll) + grid - target. The goal is a filtered estimate: a change smaller than
     `smoothing_band_w` is taken at `smoothing_gain` (meter noise, load flicker), and a reading
     taken while the inverter moved `moved_w` since its last reading counts 1 / (1 + moved /
-    trust_scale_w) (its timing is uncertain, so it is a poor sample of the net load). The command
+    trust_scale_w)^2 (its timing is uncertain, so it is a poor sample of the net load). The command
     drives the inverter from `ess_w` (its power now) toward the goal so that a first-order
     response with `inverter_tau_s` gets there within one period (`lag_compensation` = 1). No
     integrator: a clamp needs no anti-windup. Inside the deadband (goal within deadband_w of the
@@ -48,7 +48,7 @@ def predictive_w(*, ess_w: float, ess_at_grid_w: float, grid_w: float, prev_cmd_
     goal_w = ess_at_grid_w + grid_w - cfg.target_grid_w
     if prev_goal_w is not None:
         # a reading taken while the inverter was moving has an uncertain time, so it counts less
-        trust = 1.0 / (1.0 + abs(moved_w) / cfg.trust_scale_w) if cfg.trust_scale_w > 0 else 1.0
+        trust = 1.0 / (1.0 + (moved_w / cfg.trust_scale_w) ** 2) if cfg.trust_scale_w > 0 else 1.0
         gain = cfg.smoothing_gain if abs(goal_w - prev_goal_w) < cfg.smoothing_band_w else 1.0
         goal_w = prev_goal_w + gain * trust * (goal_w - prev_goal_w)
     if abs(goal_w - prev_cmd_w) <= cfg.deadband_w:
