@@ -3,6 +3,7 @@
 4. loop timing: cycle start lateness against the 1 s deadline grid (p50/p99/max), cycle work
    duration, overruns; a phase without and a phase with API load from a second process
    (`bench._api_load`; only when the REST API part exists);
+   plus real-time regulation (mean |grid| at the plant) and a +/-2500 W load step per control law;
 5. fault reaction: the meter is silenced (requests never answered) and the time until the
    simulated inverter's set-point is 0 W is measured at the simulator;
 6. resources: RSS and CPU% of the EMS process over the no-load phase (from /proc).
@@ -32,6 +33,9 @@ from bench.common import REPO_ROOT, emit, free_port, stats_ms
 
 PERIOD_S = 1.0
 SETTLE_S = 10.0
+STEP_W = 2500.0  # real-time load step (half the simulated inverter's rating)
+STEP_WINDOW_S = 12.0
+STEP_BAND = 0.04  # settle band, share of the step (the profile's own load flicker is ~1 %)
 
 
 def _wait(pred: Any, timeout_s: float, pause_s: float = 0.05) -> Any:
@@ -183,6 +187,31 @@ def _regulation(status: dict[str, Any]) -> dict[str, object]:
     }
 
 
+def _load_steps(rig: _Rig) -> list[dict[str, object]]:
+    """+STEP_W then back to 0 via the simulator's load offset; overshoot and settle time at the plant."""
+    out = []
+    ev = threading.Event()
+    for offset_w, size_w in ((STEP_W, STEP_W), (0.0, -STEP_W)):
+        t0 = time.monotonic()
+        rig.ctl(f"load_offset {offset_w:g}")
+        samples: list[tuple[float, float]] = []
+        while (t := time.monotonic() - t0) < STEP_WINDOW_S:
+            samples.append((t, float(rig.sim_status()["grid_true_w"])))
+            ev.wait(0.1)
+        sgn = 1.0 if size_w > 0 else -1.0
+        overshoot = max(0.0, -min(g * sgn for _, g in samples)) / abs(size_w) * 100.0
+        band_w = STEP_BAND * abs(size_w)
+        settle = next((t for i, (t, _) in enumerate(samples) if all(abs(g) <= band_w for _, g in samples[i:])), None)
+        out.append(
+            {
+                "step_w": size_w,
+                "overshoot_pct": round(overshoot, 1),
+                f"settle_s_{STEP_BAND * 100:g}pct": None if settle is None else round(settle, 1),
+            }
+        )
+    return out
+
+
 def _regulation_with_law(law: str, window_s: float) -> dict[str, object]:
     """Real-time regulation of main.py with `control.law` = law (a second, shorter rig)."""
     with tempfile.TemporaryDirectory(prefix="ems-bench-law-") as d:
@@ -192,7 +221,9 @@ def _regulation_with_law(law: str, window_s: float) -> dict[str, object]:
             threading.Event().wait(SETTLE_S)
             rig.ctl("stats reset")
             threading.Event().wait(window_s)
-            return _regulation(rig.sim_status())
+            res = _regulation(rig.sim_status())
+            res["load_steps"] = _load_steps(rig)
+            return res
         except (RuntimeError, OSError, ValueError) as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -251,6 +282,7 @@ def main() -> None:
                 b1, b1_wall = time.monotonic(), time.time()
                 lines = [ln for ln in load.stdout.splitlines() if ln.startswith("{")]
                 out["api_load"] = json.loads(lines[-1]) if lines else {"error": load.stderr[-500:]}
+            out["realtime_regulation"][rig.law]["load_steps"] = _load_steps(rig)
             # fault reaction: meter silenced -> 0 W at the simulated inverter
             before_w = rig.sim_status()["setpoint_w"]
             f0 = time.monotonic()
@@ -284,7 +316,7 @@ def main() -> None:
     if "realtime_regulation" in out:
         for law in ("integrating", "predictive"):
             if law not in out["realtime_regulation"]:
-                out["realtime_regulation"][law] = _regulation_with_law(law, phase_s)
+                out["realtime_regulation"][law] = _regulation_with_law(law, min(phase_s, 45.0))
     emit(out)
 
 

@@ -144,6 +144,13 @@ def table(doc: dict[str, Any]) -> str:
     if rt:
         cells = ", ".join(f"{law} {_f(_get(v, 'mean_abs_grid_w'))} W over {_f(_get(v, 'window_s'), 0)} s" for law, v in rt.items())
         lines.append(f"REAL TIME  main.py + simulators, mean |grid| (plant truth): {cells}")
+        for law, v in rt.items():
+            steps = "; ".join(
+                f"{s.get('step_w'):+g} W: overshoot {s.get('overshoot_pct')} %, settle {s.get('settle_s_4pct')} s"
+                for s in (_get(v, "load_steps") or [])
+            )
+            if steps:
+                lines.append(f"  load steps, law {law} (+/-4 % band): {steps}")
     loop = res.get("bench_loop", {})
     for phase in ("loop_no_load", "loop_api_load"):
         lat = _get(loop, phase, "lateness")
