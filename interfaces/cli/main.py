@@ -285,7 +285,7 @@ def _config_check(path: str, env: Mapping[str, str], io: _Io) -> int:
         "ok": True,
         "file": path,
         "site": cfg.site.id,
-        "control": {"enabled": c.enabled, "dry_run": c.dry_run, "live": c.live},
+        "control": {"enabled": c.enabled, "dry_run": c.dry_run, "live": c.live, "soc_min_pct": c.soc_min_pct, "soc_max_pct": c.soc_max_pct},
         "enabled": parts,
         "required_sources": sources,
     }
@@ -293,7 +293,7 @@ def _config_check(path: str, env: Mapping[str, str], io: _Io) -> int:
     io.emit(
         summary,
         f"config ok: {path}\nsite {cfg.site.id} · control {live} · parts: {', '.join(parts) or 'none'}"
-        f" · required sources: {', '.join(sources)}",
+        f" · SOC window {c.soc_min_pct:g}-{c.soc_max_pct:g} % · required sources: {', '.join(sources)}",
     )
     return EXIT_OK
 

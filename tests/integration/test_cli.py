@@ -199,7 +199,7 @@ def test_config_check_accepts_the_example_and_says_it_is_not_live() -> None:
     rc, out, _ = run("config", "check", str(REPO_ROOT / "config" / "ems.example.yaml"), role=None)
     assert rc == EXIT_OK and out.startswith("config ok:") and "not live" in out
     rc, out, _ = run("config", "check", "--json", str(REPO_ROOT / "config" / "ems.example.yaml"), role=None)
-    assert as_json(out)["control"] == {"enabled": False, "dry_run": True, "live": False}
+    assert as_json(out)["control"] == {"enabled": False, "dry_run": True, "live": False, "soc_min_pct": 10.0, "soc_max_pct": 95.0}
 
 
 def test_config_check_names_every_bad_key(tmp_path: Path) -> None:
