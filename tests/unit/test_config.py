@@ -94,3 +94,12 @@ def test_main_exits_2_with_key_path_and_reason(tmp_path: Path, yaml_text: str | 
     assert r.returncode == 2
     assert expected in r.stderr, r.stderr
     assert "not starting" in r.stderr
+
+
+def test_can_and_modbus_may_not_both_report_the_battery_readings() -> None:
+    base = {"can": {"enabled": True}, "modbus": {"enabled": True},
+            "control": {"required_sources": ["grid_power_w", "ess_power_w", "soc_pct", "bms_voltage_v", "bms_ccl_a", "bms_dcl_a"]}}
+    (p,) = problems(base)
+    assert p.startswith("modbus.ess.ignore_points: with can.enabled, add bms_ccl_a, bms_current_a, bms_dcl_a")
+    ok = {**base, "modbus": {"enabled": True, "ess": {"ignore_points": ["soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_ccl_a", "bms_dcl_a"]}}}
+    assert parse_config(ok, {}).can.enabled
