@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 RUN_CONFIG ?= config/sim.yaml
 # Debian packages the tests use: PACKAGE:COMMAND-that-proves-it
 TEST_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd chromium:chromium socat:socat systemd:systemd-analyze
+# Debian packages `make run` uses when it can install them (the demo runs without them)
+RUN_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd
 
 .PHONY: help venv dev run test bench lint typecheck docs clean install
 
@@ -34,6 +36,7 @@ venv: $(VENV)/.runtime
 dev: $(VENV)/.dev
 
 run: $(VENV)/.runtime
+	@deploy/system-deps.sh $(RUN_SYSTEM_DEPS) || echo "make run: mosquitto missing; the demo runs without MQTT"
 	$(PY) -m simulators.demo --config $(RUN_CONFIG)
 
 test: $(VENV)/.dev

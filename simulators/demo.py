@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -212,6 +213,16 @@ def _running(procs: Sequence[Proc], run_dir: Path, term: Terminal) -> Iterator[N
             log_file.close()
 
 
+DEMO_TOKEN_ENV = "EMS_DEMO_OPERATOR_TOKEN"
+
+
+def _demo_operator_token() -> str:
+    """The operator token config/sim.yaml names; a fresh one per run unless the user set it."""
+    token = os.environ.get(DEMO_TOKEN_ENV) or secrets.token_urlsafe(12)
+    os.environ[DEMO_TOKEN_ENV] = token  # inherited by the EMS process
+    return token
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulators.demo", description="make run: simulators + EMS, stopped together by Ctrl-C")
     p.add_argument("--config", default="config/sim.yaml", help="EMS config (live control against the simulators)")
@@ -221,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--status-every-s", type=float, default=5.0, help="site status line period (0 = off)")
     args = p.parse_args(argv)
     try:
+        demo_token = _demo_operator_token()
         cfg = load_config(args.config)
         sim_cfg = load_sim_config(args.sim_config)
     except ConfigError as exc:
@@ -258,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         api = f"http://{cfg.api.host}:{cfg.api.port}/api/v1 (GET /status, /measurements)" if cfg.api.enabled else "off (api.enabled: false)"
         term.line(f"[demo] EMS config {args.config} (live control of a SIMULATED battery); simulators {args.sim_config}")
         term.line(f"[demo] logs: {run_dir / 'ems.log'}, {run_dir / 'simulators.log'} (JSON lines); REST API: {api}")
+        if cfg.api.enabled:
+            base = f"http://{cfg.api.host}:{cfg.api.port}"
+            term.line(f"[demo] dashboard: {base}/ui/  operator token: {demo_token}  (emsctl: EMSCTL_URL={base} EMSCTL_TOKEN={demo_token} .venv/bin/emsctl status)")
         if sim_cfg.control.enabled:
             term.line(
                 f"[demo] rehearse faults: {sys.executable} -m simulators.ctl --port {sim_cfg.control.port} meter stop | meter start | load_offset 1500 | status"
