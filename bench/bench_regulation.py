@@ -2,7 +2,9 @@
 
 Runs `simulators.replay` (the real `ems.core.step` against the plant model) for the three shipped
 day profiles and the controllers ideal, naive, pid, ems:integrating (DESIGN §4 law) and
-ems:predictive, side by side with the same realism knobs. `BENCH_QUICK=1` replays 2 h instead
+ems:predictive, side by side with the same realism knobs, plus `bound_1hz` (the floor for any
+causal controller acting once per cycle on the same meter: exact net power as of the meter
+reading, instant inverter). `BENCH_QUICK=1` replays 2 h instead
 of 24 h per profile.
 """
 
@@ -17,7 +19,7 @@ from config.control import Law
 from simulators.profile import available_profiles, load_profile
 from simulators.replay import ReplayOptions, compare, live_config, step_response
 
-CONTROLLERS = ("ideal", "naive", "pid", "ems:integrating", "ems:predictive")
+CONTROLLERS = ("ideal", "bound_1hz", "naive", "pid", "ems:integrating", "ems:predictive")
 
 
 def main() -> None:

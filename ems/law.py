@@ -38,8 +38,8 @@ def predictive_w(*, ess_w: float, ess_at_grid_w: float, grid_w: float, prev_cmd_
     `ess_at_grid_w` (the inverter power then, interpolated by the caller `meter_age_s` before the
     meter poll) + grid - target. The goal is a filtered estimate: a change smaller than
     `smoothing_band_w` is taken at `smoothing_gain` (meter noise, load flicker), and a reading
-    taken while the inverter moved `moved_w` since its last reading counts 1 / (1 + moved /
-    trust_scale_w)^2 (its timing is uncertain, so it is a poor sample of the net load). The command
+    taken while the inverter moved `moved_w` since its last reading counts 1 / (1 + (moved /
+    trust_scale_w)^2) (its timing is uncertain, so it is a poor sample of the net load). The command
     drives the inverter from `ess_w` (its power now) toward the goal so that a first-order
     response with `inverter_tau_s` gets there within one period (`lag_compensation` = 1). No
     integrator: a clamp needs no anti-windup. Inside the deadband (goal within deadband_w of the

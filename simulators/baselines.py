@@ -10,6 +10,9 @@ chain (`ems.limits.apply_limits`, same config), so a comparison measures regulat
 - `pid`: the balancing controller of OpenEMS Edge as its source describes it, written here from
   that description: `required = grid + ess - target` filtered by a PID (P 0.3, I 0.3, D 0.1) whose
   input is the measured ESS power, the integral clamped to the output limits.
+- `bound_1hz`: the ideal asked once per cycle with the information the EMS has: the true net
+  power at the instant the meter value it reads was measured, and an instant inverter. The floor
+  for any causal controller that acts once per cycle on that meter (it cannot know later loads).
 - `ideal`: an oracle. It is asked before every plant sub-step and knows the load and PV of that
   sub-step; with an instant inverter (tau 0) and no meter it is bounded only by the battery and
   the configured limits: the physical bound.
@@ -56,6 +59,7 @@ class Controller(Protocol):
     def name(self) -> str: ...
 
     oracle: bool  # True: asked again before every plant sub-step with the true net power
+    truth: bool  # True: sees the true grid and inverter power at the cycle instant (no poll delay, no noise)
 
     def decide(self, obs: Observation) -> Action: ...
 
@@ -64,6 +68,7 @@ class EmsController:
     """`ems.core.step`: the same pure function the 1 Hz controller calls."""
 
     oracle = False
+    truth = False
 
     def __init__(self, cfg: ControlConfig, *, started_at_s: float, name: str = "ems") -> None:
         self.name = name
@@ -123,6 +128,7 @@ class _Limited:
 class NaiveController(_Limited):
     name = "naive"
     oracle = False
+    truth = False
 
     def decide(self, obs: Observation) -> Action:
         return self.limit(obs.ess_w + obs.grid_w - self._cfg.target_grid_w, obs)
@@ -133,6 +139,7 @@ class PidController(_Limited):
 
     name = "pid"
     oracle = False
+    truth = False
 
     def __init__(self, cfg: ControlConfig, *, p: float = 0.3, i: float = 0.3, d: float = 0.1) -> None:
         super().__init__(cfg)
@@ -157,10 +164,20 @@ class IdealController(_Limited):
 
     name = "ideal"
     oracle = True
+    truth = True
 
     def decide(self, obs: Observation) -> Action:
         net_w = obs.grid_w + obs.ess_w  # load - pv of the coming sub-step
         return self.limit(net_w - self._cfg.target_grid_w, obs)
+
+
+class CycleBoundController(IdealController):
+    """The best a once-per-cycle controller can do with the EMS's information: the exact net power
+    when the meter value it reads was measured, an instant inverter, no noise."""
+
+    name = "bound_1hz"
+    oracle = False
+    truth = True
 
 
 CONTROLLERS: tuple[str, ...] = ("ideal", "naive", "pid", "ems")
@@ -181,4 +198,6 @@ def make_controller(name: str, cfg: ControlConfig, *, started_at_s: float) -> Co
         return PidController(cfg)
     if name == "ideal":
         return IdealController(cfg)
+    if name == "bound_1hz":
+        return CycleBoundController(cfg)
     raise ValueError(f"controller must be one of {', '.join(CONTROLLERS)} (got {name!r})")

@@ -89,7 +89,7 @@ def run(
 ) -> RunResult:
     """One controller over the profile. `trace` (if given) gets (t_s, cmd_w, grid_true_w) per cycle."""
     ctl: Controller = make_controller(controller, cfg, started_at_s=START_MONOTONIC_S)
-    plant = Plant(_plant_params(cfg, opts, oracle=ctl.oracle), profile, start_t_s=opts.start_s + opts.load_phase_s)
+    plant = Plant(_plant_params(cfg, opts, oracle=ctl.truth), profile, start_t_s=opts.start_s + opts.load_phase_s)
     acc = KpiAccumulator(capacity_wh=opts.capacity_wh)
     period_s = cfg.period_s
     h = period_s / opts.substeps
@@ -118,6 +118,11 @@ def run(
             plant.charge_current_limit_a,
             plant.discharge_current_limit_a,
         )
+        if ctl.truth and not ctl.oracle:  # the information floor: the true net power when the meter it reads measured
+            refresh_t = math.floor((t - opts.meter_delay_s) / opts.meter_period_s + 1e-9) * opts.meter_period_s
+            load_w, pv_w = profile.at(opts.start_s + opts.load_phase_s + max(0.0, refresh_t))
+            now = START_MONOTONIC_S + t
+            obs = replace(obs, grid_w=load_w - pv_w - plant.ess_power_w, grid_at_s=now, ess_w=plant.ess_power_w, ess_at_s=now)
         action = ctl.decide(obs)
         plant.set_setpoint(action.cmd_w)
         plant.feed_watchdog()
@@ -160,7 +165,7 @@ def compare(profile: Profile, cfg: ControlConfig, opts: ReplayOptions, controlle
     results = {name: run(profile, name, cfg, opts) for name in names}
     kpis = {n: r.kpis for n, r in results.items()}
     out: dict[str, object] = {"profile": profile.name, "controllers": {n: _result_dict(r, kpis["ideal"]) for n, r in results.items()}}
-    ratios = {n: _ratios(n, kpis) for n in names if n.startswith("ems")}
+    ratios = {n: _ratios(n, kpis) for n in names if n.startswith("ems") or n == "bound_1hz"}
     if ratios:
         out["ratios"] = ratios
     return out
@@ -216,6 +221,9 @@ def step_response(
 ) -> dict[str, object]:
     """Overshoot (% of the step), cycles to settle within +/-1 % and command reversals, per controller.
 
+    A reversal is a change of direction of the command by at least the +/-1 % band; reversals
+    once the grid has settled mean a sustained oscillation.
+
     Noise-free (meter noise and quantisation 0) so the +/-1 % band measures the law, not the noise;
     the steps land at the start of a cycle period (load phase 0) so cycles are counted from the
     first cycle that can see the step.
@@ -247,7 +255,9 @@ def _step_metrics(trace: list[tuple[float, float, float]], steps: list[tuple[int
                 "step_w": size_w,
                 "overshoot_pct": round(overshoot_pct, 2),
                 "settle_cycles": None if settle is None else settle + 1,
-                "command_reversals": _reversals(cmds, 0.005 * abs(size_w)),
+                "command_reversals": _reversals(cmds, band_w),
+                # sustained oscillation: the command still changes direction once the grid is settled
+                "reversals_after_settle": None if settle is None else _reversals(cmds[settle:], band_w),
             }
         )
     settles = [s["settle_cycles"] for s in per_step]
@@ -255,6 +265,7 @@ def _step_metrics(trace: list[tuple[float, float, float]], steps: list[tuple[int
         "overshoot_pct_max": max(float(s["overshoot_pct"]) for s in per_step),  # type: ignore[arg-type]
         "settle_cycles_max": None if None in settles else max(settles),  # type: ignore[type-var]
         "command_reversals_max": max(int(s["command_reversals"]) for s in per_step),  # type: ignore[call-overload]
+        "reversals_after_settle_max": None if None in settles else max(int(s["reversals_after_settle"]) for s in per_step),  # type: ignore[call-overload]
         "steps": per_step,
     }
 

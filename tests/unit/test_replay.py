@@ -67,7 +67,8 @@ def test_step_metrics_on_a_hand_made_trace() -> None:
     step = m["steps"][0]  # type: ignore[index]
     assert step["overshoot_pct"] == pytest.approx(10.0)
     assert step["settle_cycles"] == 4  # inside +/-10 W from the 4th cycle on
-    assert step["command_reversals"] == 2  # up 600, down 120, up 15, up 5 (moves below 5 W ignored)
+    assert step["command_reversals"] == 2  # up 600, down 120, up 15, up 5 (moves below the 10 W band ignored: 995 -> 1000)
+    assert step["reversals_after_settle"] == 0
 
 
 def test_predictive_law_beats_the_integrating_law_on_a_half_rating_step() -> None:
