@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(cfg: EMSConfig, *, config_path: str) -> int:
+    # The control thread shares the GIL with the API/worker threads: a 1 ms switch interval (default 5 ms)
+    # lets it take the GIL sooner when its deadline comes (bench: loop lateness p99 15 -> 5.5 ms under API load).
+    sys.setswitchinterval(0.001)
     clock = SystemClock()
     ctx = EMSContext(clock=clock, start_mode=cfg.control.start_mode, max_ttl_s=cfg.control.external_max_ttl_s)
     stop = threading.Event()
