@@ -33,6 +33,9 @@ def _instrument(starts: list[float], durations: list[float]) -> None:
 
 
 def run() -> int:
+    switch_s = os.environ.get("EMS_BENCH_SWITCH_INTERVAL_S")  # experiments only: GIL switch interval
+    if switch_s:
+        sys.setswitchinterval(float(switch_s))
     starts: list[float] = []
     durations: list[float] = []
     _instrument(starts, durations)

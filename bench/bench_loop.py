@@ -239,7 +239,7 @@ def _api_available() -> bool:
 
 
 def main() -> None:
-    phase_s = 15.0 if os.environ.get("BENCH_QUICK") == "1" else 60.0
+    phase_s = float(os.environ.get("BENCH_LOOP_PHASE_S", "15" if os.environ.get("BENCH_QUICK") == "1" else "60"))
     with_api = _api_available()
     out: dict[str, Any] = {"phase_s": phase_s}
     with tempfile.TemporaryDirectory(prefix="ems-bench-") as d:
