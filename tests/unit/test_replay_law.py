@@ -1,0 +1,77 @@
+"""The predictive law inside the pure core: bounded whatever its memory and inputs, 0 W when not operating."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config.control import Law
+from ems.core import CoreState, step
+from ems.inputs import Inputs
+from ems.model import Mode, Quantity, Reading, State
+from ems.statemachine import MachineState
+from tests.helpers.core import control_cfg
+
+Q = Quantity
+wild = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1e7, 1e7))
+maybe_wild = st.one_of(st.none(), wild)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    grid=wild,
+    ess=wild,
+    soc=st.floats(0, 100),
+    grid_age=st.floats(0, 5),
+    ess_age=st.floats(0, 5),
+    goal=maybe_wild,
+    prev_ess=maybe_wild,
+    prev_ess_at=maybe_wild,
+    prev_cmd=wild,
+    state=st.sampled_from(list(State)),
+    mode=st.sampled_from(list(Mode)),
+    tau=st.floats(0, 5),
+    meter_age=st.floats(0, 2),
+    trust=st.floats(0, 1000),
+    rating=st.floats(0, 1e5),
+)
+def test_predictive_command_stays_inside_the_rating_and_is_zero_when_not_operating(  # type: ignore[no-untyped-def]
+    grid, ess, soc, grid_age, ess_age, goal, prev_ess, prev_ess_at, prev_cmd, state, mode, tau, meter_age, trust, rating
+) -> None:
+    cfg = control_cfg(
+        enabled=True,
+        dry_run=False,
+        law="predictive",
+        inverter_tau_s=tau,
+        meter_age_s=meter_age,
+        trust_scale_w=trust,
+        max_charge_w=rating,
+        max_discharge_w=rating,
+    )
+    now = 100.0
+    m = {Q.GRID_POWER_W: Reading(grid, now - grid_age), Q.ESS_POWER_W: Reading(ess, now - ess_age), Q.SOC_PCT: Reading(soc, now)}
+    inputs = Inputs(now_s=now, started_at_s=0.0, measurements=m, bms_flags=None, requested_mode=mode, external_setpoint=None)
+    core = CoreState(machine=MachineState(state, 0.0), prev_cmd_w=prev_cmd, goal_w=goal, ess_w=prev_ess, ess_at_s=prev_ess_at)
+    d = step(core, inputs, cfg)
+    assert math.isfinite(d.setpoint_w)
+    assert -rating - 1e-6 <= d.setpoint_w <= rating + 1e-6
+    if d.state in (State.STOP, State.STANDBY, State.FAULT):
+        assert d.written_w == 0.0
+    d2 = step(d.core, inputs, cfg)  # the memory it left behind is usable
+    assert math.isfinite(d2.setpoint_w) and -rating - 1e-6 <= d2.setpoint_w <= rating + 1e-6
+
+
+def test_predictive_law_is_selected_by_config_and_integrating_stays_available() -> None:
+    now = 100.0
+    m = {Q.GRID_POWER_W: Reading(800.0, now), Q.ESS_POWER_W: Reading(0.0, now), Q.SOC_PCT: Reading(50.0, now)}
+    inputs = Inputs(
+        now_s=now, started_at_s=0.0, measurements=m, bms_flags=None, requested_mode=Mode.SELF_CONSUMPTION, external_setpoint=None
+    )
+    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0))
+    integrating = step(core, inputs, control_cfg(enabled=True, dry_run=False, law="integrating", gain=0.5))
+    predictive = step(core, inputs, control_cfg(enabled=True, dry_run=False, law="predictive", inverter_tau_s=0.0))
+    assert integrating.written_w == 400.0  # prev 0 + 0.5 * 800
+    assert predictive.written_w == 800.0  # instant inverter: the goal itself
+    assert Law.PREDICTIVE.value == "predictive"
