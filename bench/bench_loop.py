@@ -8,6 +8,9 @@
    simulated inverter's set-point is 0 W is measured at the simulator;
 6. resources: RSS and CPU% of the EMS process over the no-load phase (from /proc).
 
+The EMS config is `config/sim.yaml` (what `make run` uses: Modbus, CAN BMS, API, store) made
+self-contained: free ports, the store in a temp dir, API tokens and MQTT off (no broker here).
+
 The EMS runs as `python -m bench._timed_main` (main.py plus a timer around Controller.cycle).
 Phases last 60 s (`BENCH_QUICK=1`: 15 s). Everything binds 127.0.0.1 on free ports.
 """
@@ -86,8 +89,13 @@ class _Rig:
         if law is not None:
             ems_cfg["control"]["law"] = law
         self.law = str(ems_cfg["control"].get("law", "integrating"))
-        if with_api:
-            ems_cfg["api"] = {"enabled": True, "host": "127.0.0.1", "port": self.ports["api"]}
+        # the make-run config, made self-contained: API without tokens (reads are open) on a free port or
+        # off, the store in the temp dir, no MQTT (no broker here)
+        ems_cfg["api"] = {"enabled": True, "host": "127.0.0.1", "port": self.ports["api"]} if with_api else {"enabled": False}
+        if ems_cfg.get("store", {}).get("enabled"):
+            ems_cfg["store"]["path"] = str(tmp / "ems.db")
+        ems_cfg["mqtt"] = {"enabled": False}
+        ems_cfg.pop("uplink", None)
         self.with_api = with_api
         (tmp / "sim.yaml").write_text(yaml.safe_dump(sim_cfg))
         (tmp / "ems.yaml").write_text(yaml.safe_dump(ems_cfg))
