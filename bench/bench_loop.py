@@ -3,7 +3,8 @@
 4. loop timing: cycle start lateness against the 1 s deadline grid (p50/p99/max), cycle work
    duration, overruns; a phase without and a phase with API load from a second process
    (`bench._api_load`; only when the REST API part exists);
-   plus real-time regulation (mean |grid| at the plant) and a +/-2500 W load step per control law;
+   plus real-time regulation (mean |grid| at the plant, 08:30) and +/-2500 W load steps (03:00,
+   calm load) per control law, each law in its own short rig;
 5. fault reaction: the meter is silenced (requests never answered) and the time until the
    simulated inverter's set-point is 0 W is measured at the simulator;
 6. resources: RSS and CPU% of the EMS process over the no-load phase (from /proc).
@@ -36,6 +37,7 @@ from bench.common import REPO_ROOT, emit, free_port, stats_ms
 
 PERIOD_S = 1.0
 SETTLE_S = 10.0
+STEP_SETTLE_S = 5.0
 STEP_W = 2500.0  # real-time load step (half the simulated inverter's rating)
 STEP_WINDOW_S = 12.0
 STEP_BAND = 0.04  # settle band, share of the step (the profile's own load flicker is ~1 %)
@@ -72,11 +74,11 @@ def _proc_rss_mb(pid: int) -> tuple[float, float]:
 class _Rig:
     """Simulators + EMS processes with their configs in a temp dir."""
 
-    def __init__(self, tmp: Path, *, with_api: bool, law: str | None = None) -> None:
+    def __init__(self, tmp: Path, *, with_api: bool, law: str | None = None, start_time: str = "08:30") -> None:
         self.tmp = tmp
         self.ports = {k: free_port() for k in ("ess", "meter", "ctl", "api", "can")}
         sim_cfg = yaml.safe_load((REPO_ROOT / "config" / "simulators.yaml").read_text())
-        sim_cfg["plant"].update(speed=1.0, start_time="08:30", profile="summer-sunny")
+        sim_cfg["plant"].update(speed=1.0, start_time=start_time, profile="summer-sunny")
         sim_cfg["ess"]["port"], sim_cfg["meter"]["port"] = self.ports["ess"], self.ports["meter"]
         sim_cfg["control"].update(enabled=True, port=self.ports["ctl"])
         if "bms" in sim_cfg:
@@ -220,18 +222,19 @@ def _load_steps(rig: _Rig) -> list[dict[str, object]]:
     return out
 
 
-def _regulation_with_law(law: str, window_s: float) -> dict[str, object]:
-    """Real-time regulation of main.py with `control.law` = law (a second, shorter rig)."""
+def _law_rig(law: str, *, window_s: float | None, steps: bool) -> dict[str, object]:
+    """A second, shorter rig with `control.law` = law: regulation at 08:30 (window_s) or load steps
+    at 03:00 (steps), when the profile's own load is calm (< 70 W moves) so the steps measure the law."""
     with tempfile.TemporaryDirectory(prefix="ems-bench-law-") as d:
-        rig = _Rig(Path(d), with_api=False, law=law)
+        rig = _Rig(Path(d), with_api=False, law=law, start_time="03:00" if steps else "08:30")
         try:
             rig.start()
-            threading.Event().wait(SETTLE_S)
+            threading.Event().wait(SETTLE_S if window_s else STEP_SETTLE_S)
+            if steps:
+                return {"load_steps": _load_steps(rig), "profile": "summer-sunny from 03:00"}
             rig.ctl("stats reset")
-            threading.Event().wait(window_s)
-            res = _regulation(rig.sim_status())
-            res["load_steps"] = _load_steps(rig)
-            return res
+            threading.Event().wait(window_s or 0.0)
+            return _regulation(rig.sim_status())
         except (RuntimeError, OSError, ValueError) as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -290,7 +293,6 @@ def main() -> None:
                 b1, b1_wall = time.monotonic(), time.time()
                 lines = [ln for ln in load.stdout.splitlines() if ln.startswith("{")]
                 out["api_load"] = json.loads(lines[-1]) if lines else {"error": load.stderr[-500:]}
-            out["realtime_regulation"][rig.law]["load_steps"] = _load_steps(rig)
             # fault reaction: meter silenced -> 0 W at the simulated inverter
             before_w = rig.sim_status()["setpoint_w"]
             f0 = time.monotonic()
@@ -324,7 +326,8 @@ def main() -> None:
     if "realtime_regulation" in out:
         for law in ("integrating", "predictive"):
             if law not in out["realtime_regulation"]:
-                out["realtime_regulation"][law] = _regulation_with_law(law, min(phase_s, 45.0))
+                out["realtime_regulation"][law] = _law_rig(law, window_s=min(phase_s, 45.0), steps=False)
+        out["realtime_load_steps"] = {law: _law_rig(law, window_s=None, steps=True) for law in ("integrating", "predictive")}
     emit(out)
 
 
