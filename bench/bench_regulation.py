@@ -2,9 +2,8 @@
 
 Runs `simulators.replay` (the real `ems.core.step` against the plant model) for the three shipped
 day profiles and the controllers ideal, naive, pid, ems:integrating (DESIGN §4 law) and
-ems:predictive, side by side with the same realism knobs, plus `bound_1hz` (the floor for any
-causal controller acting once per cycle on the same meter: exact net power as of the meter
-reading, instant inverter). `BENCH_QUICK=1` replays 2 h instead
+ems:predictive, side by side with the same realism knobs, plus `bound_1hz` (perfect tracking with the
+EMS's information: exact net power as of the meter reading, instant inverter, once per cycle). `BENCH_QUICK=1` replays 2 h instead
 of 24 h per profile.
 """
 

@@ -26,7 +26,7 @@ def _goal(name: str, value: Any, limit: float, *, at_most: bool = True, note: st
 
 
 def _bound_ratio(profile_res: Any, other: str) -> Any:
-    """Excess of the 1 Hz information floor over the ideal, as a share of `other`'s excess: what is reachable."""
+    """Excess of bound_1hz (perfect tracking on the EMS's information) over the ideal, as a share of `other`'s."""
     return _get(profile_res, "ratios", "bound_1hz", f"excess_grid_error_over_{other}")
 
 

@@ -11,8 +11,9 @@ chain (`ems.limits.apply_limits`, same config), so a comparison measures regulat
   that description: `required = grid + ess - target` filtered by a PID (P 0.3, I 0.3, D 0.1) whose
   input is the measured ESS power, the integral clamped to the output limits.
 - `bound_1hz`: the ideal asked once per cycle with the information the EMS has: the true net
-  power at the instant the meter value it reads was measured, and an instant inverter. The floor
-  for any causal controller that acts once per cycle on that meter (it cannot know later loads).
+  power at the instant the meter value it reads was measured, and an instant inverter. Perfect
+  *tracking* on that information: a reference for what following the meter can achieve (a
+  controller that smooths noise-like load can beat it; nothing that only tracks can).
 - `ideal`: an oracle. It is asked before every plant sub-step and knows the load and PV of that
   sub-step; with an instant inverter (tau 0) and no meter it is bounded only by the battery and
   the configured limits: the physical bound.
@@ -172,8 +173,8 @@ class IdealController(_Limited):
 
 
 class CycleBoundController(IdealController):
-    """The best a once-per-cycle controller can do with the EMS's information: the exact net power
-    when the meter value it reads was measured, an instant inverter, no noise."""
+    """Perfect tracking with the EMS's information: the exact net power when the meter value it
+    reads was measured, an instant inverter, no noise; asked once per cycle."""
 
     name = "bound_1hz"
     oracle = False

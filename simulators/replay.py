@@ -1,14 +1,15 @@
 """Replay: the real control core against the plant model on a day profile, faster than real time.
 
-    python -m simulators.replay --profile CSV|NAME [--config FILE] [--controller ideal|naive|pid|ems|all]
-        [--step W] [--inverter-tau S] [--meter-period S] [--meter-delay S] [--meter-noise W]
-        [--quantisation W] [--load-phase S] [--soc-start PCT] [--hours H] [--json]
+    python -m simulators.replay --profile CSV|NAME [--config FILE] [--controller ideal|bound_1hz|naive|pid|ems|ems:LAW|all]
+        [--law LAW] [--step [W]] [--inverter-tau S] [--meter-period S] [--meter-phase S] [--meter-delay S]
+        [--ess-delay S] [--meter-noise W] [--quantisation W] [--load-phase S] [--soc-start PCT] [--hours H] [--json]
 
 No threads, no sleeps: simulated time advances one control period per cycle, the plant in
 `--substeps` slices of it so the KPIs see the inverter's transient inside a cycle. Every run of a
 controller other than the ideal also runs the ideal on the same profile, for the avoidable
 import/export. `--step W` replaces the profile by load steps of +/-W (default: half the inverter
 rating) and reports overshoot, cycles to settle within +/-1 % of the step and command reversals.
+Definitions and the benchmark built on this: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def run(
             plant.charge_current_limit_a,
             plant.discharge_current_limit_a,
         )
-        if ctl.truth and not ctl.oracle:  # the information floor: the true net power when the meter it reads measured
+        if ctl.truth and not ctl.oracle:  # perfect tracking: the true net power when the meter it reads measured
             refresh_t = math.floor((t - opts.meter_delay_s) / opts.meter_period_s + 1e-9) * opts.meter_period_s
             load_w, pv_w = profile.at(opts.start_s + opts.load_phase_s + max(0.0, refresh_t))
             now = START_MONOTONIC_S + t
@@ -283,7 +284,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m simulators.replay", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="summer-sunny", help="profile CSV path or shipped name (default summer-sunny)")
     p.add_argument("--config", help="EMS YAML config (its control: section is used, made live)")
-    p.add_argument("--controller", default="all", help="ideal | naive | pid | ems | ems:<law> | all (default all)")
+    p.add_argument("--controller", default="all", help="ideal | bound_1hz | naive | pid | ems | ems:<law> | all (default all)")
     p.add_argument("--law", choices=[lw.value for lw in Law], help="override control.law for the ems controller")
     p.add_argument(
         "--step",
@@ -336,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_s=a.start,
         duration_s=None if a.hours is None else a.hours * 3600.0,
     )
-    controllers = CONTROLLERS if a.controller == "all" else (a.controller,)
+    controllers = ("ideal", "bound_1hz", "naive", "pid", "ems") if a.controller == "all" else (a.controller,)
     if a.step is not None:
         res = step_response(cfg, opts, step_w=None if a.step < 0 else a.step, controllers=controllers)
         print(json.dumps(res, indent=2) if a.json else _step_table(res))
