@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+from functools import partial
 
 from bench.common import emit, free_port, stats_ms
 
@@ -102,7 +103,7 @@ def main() -> None:
             t0 = time.perf_counter()
             ctx.publish_command(Command(seq, State.SELF_CONSUMPTION, value, value, (), clock.monotonic()), fault_causes=(), limits_bound=())
             with cond:
-                ok = cond.wait_for(lambda v=value: v in arrived, 2.0)
+                ok = cond.wait_for(partial(dict.__contains__, arrived, value), 2.0)
                 if ok:
                     latencies.append(arrived[value] - t0)
                 else:

@@ -199,7 +199,7 @@ def _regulation(status: dict[str, Any]) -> dict[str, object]:
 
 def _load_steps(rig: _Rig) -> list[dict[str, object]]:
     """+STEP_W then back to 0 via the simulator's load offset; overshoot and settle time at the plant."""
-    out = []
+    out: list[dict[str, object]] = []
     ev = threading.Event()
     for offset_w, size_w in ((STEP_W, STEP_W), (0.0, -STEP_W)):
         t0 = time.monotonic()
@@ -316,7 +316,7 @@ def main() -> None:
             starts, durs = t["starts_s"], t["durations_s"]
             out["loop_no_load"] = _phase(starts, durs, a0, a1)
             out["loop_no_load"]["overruns"] = _overruns_between(rig.tmp / "ems.log", a0_wall, a1_wall)  # type: ignore[index]
-            if b0 is not None and b1 is not None:
+            if b0 is not None and b1 is not None and b0_wall is not None and b1_wall is not None:
                 out["loop_api_load"] = _phase(starts, durs, b0, b1)
                 out["loop_api_load"]["overruns"] = _overruns_between(rig.tmp / "ems.log", b0_wall, b1_wall)  # type: ignore[index]
             else:

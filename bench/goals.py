@@ -153,8 +153,8 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(f"  law {law}: {row}")
     rt = _get(res, "bench_loop", "realtime_regulation") or {}
     if rt:
-        cells = ", ".join(f"{law} {_f(_get(v, 'mean_abs_grid_w'))} W over {_f(_get(v, 'window_s'), 0)} s" for law, v in rt.items())
-        lines.append(f"REAL TIME  main.py + simulators, mean |grid| (plant truth): {cells}")
+        rt_cells = ", ".join(f"{law} {_f(_get(v, 'mean_abs_grid_w'))} W over {_f(_get(v, 'window_s'), 0)} s" for law, v in rt.items())
+        lines.append(f"REAL TIME  main.py + simulators, mean |grid| (plant truth): {rt_cells}")
     for law, v in (_get(res, "bench_loop", "realtime_load_steps") or {}).items():
         steps = "; ".join(
             f"{s.get('step_w'):+g} W: overshoot {s.get('overshoot_pct')} %, settle {s.get('settle_s_4pct')} s"

@@ -241,32 +241,43 @@ def step_response(
 
 
 def _step_metrics(trace: list[tuple[float, float, float]], steps: list[tuple[int, float]], cfg: ControlConfig) -> dict[str, object]:
-    per_step = []
+    per_step: list[dict[str, object]] = []
+    overshoots: list[float] = []
+    settles: list[int | None] = []
+    reversals: list[int] = []
+    after: list[int] = []
     for at_s, size_w in steps:
         window = [(t, c, g) for t, c, g in trace if at_s < t < at_s + STEP_HOLD_S]
         sgn = 1.0 if size_w > 0 else -1.0
         errors = [(g - cfg.target_grid_w) * sgn for _, _, g in window]
-        overshoot_pct = max(0.0, -min(errors)) / abs(size_w) * 100.0
+        overshoot_pct = round(max(0.0, -min(errors)) / abs(size_w) * 100.0, 2)
         band_w = 0.01 * abs(size_w)
         settle = next((i for i in range(len(errors)) if all(abs(e) <= band_w for e in errors[i:])), None)
         cmds = [c for _, c, _ in window]
+        settle_cycles = None if settle is None else settle + 1
+        # sustained oscillation: the command still changes direction once the grid is settled
+        after_settle = None if settle is None else _reversals(cmds[settle:], band_w)
+        overshoots.append(overshoot_pct)
+        settles.append(settle_cycles)
+        reversals.append(_reversals(cmds, band_w))
+        if after_settle is not None:
+            after.append(after_settle)
         per_step.append(
             {
                 "at_s": at_s,
                 "step_w": size_w,
-                "overshoot_pct": round(overshoot_pct, 2),
-                "settle_cycles": None if settle is None else settle + 1,
-                "command_reversals": _reversals(cmds, band_w),
-                # sustained oscillation: the command still changes direction once the grid is settled
-                "reversals_after_settle": None if settle is None else _reversals(cmds[settle:], band_w),
+                "overshoot_pct": overshoot_pct,
+                "settle_cycles": settle_cycles,
+                "command_reversals": reversals[-1],
+                "reversals_after_settle": after_settle,
             }
         )
-    settles = [s["settle_cycles"] for s in per_step]
+    done = [s for s in settles if s is not None]
     return {
-        "overshoot_pct_max": max(float(s["overshoot_pct"]) for s in per_step),  # type: ignore[arg-type]
-        "settle_cycles_max": None if None in settles else max(settles),  # type: ignore[type-var]
-        "command_reversals_max": max(int(s["command_reversals"]) for s in per_step),  # type: ignore[call-overload]
-        "reversals_after_settle_max": None if None in settles else max(int(s["reversals_after_settle"]) for s in per_step),  # type: ignore[call-overload]
+        "overshoot_pct_max": max(overshoots),
+        "settle_cycles_max": max(done) if len(done) == len(settles) else None,
+        "command_reversals_max": max(reversals),
+        "reversals_after_settle_max": max(after) if len(done) == len(settles) else None,
         "steps": per_step,
     }
 
