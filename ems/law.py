@@ -48,7 +48,9 @@ def predictive_w(*, ess_w: float, ess_at_grid_w: float, grid_w: float, prev_cmd_
     goal_w = ess_at_grid_w + grid_w - cfg.target_grid_w
     if prev_goal_w is not None:
         # a reading taken while the inverter was moving has an uncertain time, so it counts less
-        trust = 1.0 / (1.0 + (moved_w / cfg.trust_scale_w) ** 2) if cfg.trust_scale_w > 0 else 1.0
+        # (r * r, not r ** 2: a float power raises OverflowError where a product gives inf -> trust 0)
+        r = moved_w / cfg.trust_scale_w if cfg.trust_scale_w > 0 else 0.0
+        trust = 1.0 / (1.0 + r * r)
         gain = cfg.smoothing_gain if abs(goal_w - prev_goal_w) < cfg.smoothing_band_w else 1.0
         goal_w = prev_goal_w + gain * trust * (goal_w - prev_goal_w)
     if abs(goal_w - prev_cmd_w) <= cfg.deadband_w:
