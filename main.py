@@ -132,8 +132,12 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     log.info("ems_starting", config=config_path, site=cfg.site.id, enabled=cfg.control.enabled, dry_run=cfg.control.dry_run)
     if not cfg.control.live:
-        log.warning("control_not_live", enabled=cfg.control.enabled, dry_run=cfg.control.dry_run,
-                    hint="commands are computed and logged; 0 W is written until control.enabled=true and control.dry_run=false")
+        log.warning(
+            "control_not_live",
+            enabled=cfg.control.enabled,
+            dry_run=cfg.control.dry_run,
+            hint="commands are computed and logged; 0 W is written until control.enabled=true and control.dry_run=false",
+        )
     services = build_services(cfg, ctx, clock)
     for svc in services:
         svc.start()

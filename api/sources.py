@@ -26,6 +26,7 @@ _CMD_FIELDS = ("cmd_computed_w", "cmd_written_w")
 
 _NOW_SLACK_S = 2.0  # s
 
+
 class SourceUnavailable(Exception):
     """The store cannot answer now (file missing, locked, corrupt): the API says 503."""
 

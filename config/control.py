@@ -21,27 +21,56 @@ class ControlConfig(Section):
     enabled: bool = Field(False, description="opt-in 1 of 2: let a non-zero command reach the inverter")
     dry_run: bool = Field(True, description="opt-in 2 of 2 (must be false): when true, commands are computed and logged but 0 W is written")
     period_s: float = Field(1.0, gt=0.05, le=10, description="control cycle period, s")
-    start_mode: Mode = Field(Mode.SELF_CONSUMPTION, description="run mode requested at start-up (IDLE, SELF_CONSUMPTION, CHARGE_ONLY, DISCHARGE_ONLY, EXTERNAL)")
+    start_mode: Mode = Field(
+        Mode.SELF_CONSUMPTION, description="run mode requested at start-up (IDLE, SELF_CONSUMPTION, CHARGE_ONLY, DISCHARGE_ONLY, EXTERNAL)"
+    )
     required_sources: tuple[Quantity, ...] = Field(
         (Quantity.GRID_POWER_W, Quantity.ESS_POWER_W, Quantity.SOC_PCT),
         description="measurements whose staleness is a FAULT cause",
     )
-    fault_timeout_s: float = Field(3.0, gt=0, le=600, description="a required source with no good reading for this long is stale -> FAULT, s")
+    fault_timeout_s: float = Field(
+        3.0, gt=0, le=600, description="a required source with no good reading for this long is stale -> FAULT, s"
+    )
     recover_s: float = Field(10.0, ge=0, le=3600, description="every FAULT cause must be clear this long before leaving FAULT, s")
     worker_stall_s: float = Field(10.0, gt=0, le=600, description="a worker with no heartbeat for this long is stalled -> FAULT, s")
     target_grid_w: float = Field(0.0, ge=-1e6, le=1e6, description="self-consumption target grid power (+ import), W")
-    law: Law = Field(Law.INTEGRATING, description="self-consumption control law: integrating (DESIGN §4) or predictive (docs/benchmarks.md)")
+    law: Law = Field(
+        Law.INTEGRATING, description="self-consumption control law: integrating (DESIGN §4) or predictive (docs/benchmarks.md)"
+    )
     gain: float = Field(0.6, gt=0, le=2, description="integrating law gain: cmd = prev_cmd + gain * (grid - target)")
     deadband_w: float = Field(10.0, ge=0, le=10000, description="no correction while |grid - target| is below this, W")
-    inverter_tau_s: float = Field(1.0, ge=0, le=60, description="predictive law: the inverter's first-order response time constant it compensates (0 = instant), s")
-    meter_age_s: float = Field(0.5, ge=0, le=10, description="predictive law: typical age of a meter value when it is polled (about half the meter's refresh period), s")
-    lag_compensation: float = Field(1.0, ge=0, le=1, description="predictive law: share of the inverter lag compensated (1 = reach the goal in one cycle, 0 = none)")
-    smoothing_band_w: float = Field(60.0, ge=0, le=1e6, description="predictive law: changes of the balancing goal smaller than this are smoothed (meter noise, load flicker), W")
-    trust_scale_w: float = Field(100.0, ge=0, le=1e6, description="predictive law: a meter reading taken while the inverter moved this much since its last reading counts half; its weight falls with the square of the move (0 = always full), W")
-    smoothing_gain: float = Field(0.3, gt=0, le=1, description="predictive law: share of a small goal change taken per cycle (1 = no smoothing)")
+    inverter_tau_s: float = Field(
+        1.0, ge=0, le=60, description="predictive law: the inverter's first-order response time constant it compensates (0 = instant), s"
+    )
+    meter_age_s: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="predictive law: typical age of a meter value when it is polled (about half the meter's refresh period), s",
+    )
+    lag_compensation: float = Field(
+        1.0, ge=0, le=1, description="predictive law: share of the inverter lag compensated (1 = reach the goal in one cycle, 0 = none)"
+    )
+    smoothing_band_w: float = Field(
+        60.0,
+        ge=0,
+        le=1e6,
+        description="predictive law: changes of the balancing goal smaller than this are smoothed (meter noise, load flicker), W",
+    )
+    trust_scale_w: float = Field(
+        100.0,
+        ge=0,
+        le=1e6,
+        description="predictive law: a meter reading taken while the inverter moved this much since its last reading counts half; its weight falls with the square of the move (0 = always full), W",
+    )
+    smoothing_gain: float = Field(
+        0.3, gt=0, le=1, description="predictive law: share of a small goal change taken per cycle (1 = no smoothing)"
+    )
     charge_power_w: float = Field(2000.0, ge=0, le=1e6, description="CHARGE_ONLY charge power, W")
     discharge_power_w: float = Field(2000.0, ge=0, le=1e6, description="DISCHARGE_ONLY discharge power, W")
-    external_fallback: State = Field(State.STANDBY, description="state after an external set-point's TTL lapses: STANDBY or SELF_CONSUMPTION")
+    external_fallback: State = Field(
+        State.STANDBY, description="state after an external set-point's TTL lapses: STANDBY or SELF_CONSUMPTION"
+    )
     external_max_ttl_s: float = Field(3600.0, gt=0, le=86400, description="longest TTL accepted for an external set-point, s")
     max_charge_w: float = Field(5000.0, ge=0, le=1e6, description="limit 1: inverter charge rating, W")
     max_discharge_w: float = Field(5000.0, ge=0, le=1e6, description="limit 1: inverter discharge rating, W")
@@ -50,9 +79,15 @@ class ControlConfig(Section):
     soc_max_pct: float = Field(95.0, ge=0, le=100, description="limit 3: no charge at or above, %")
     soc_hysteresis_pct: float = Field(2.0, ge=0, le=20, description="limit 3: a blocked direction reopens this far inside the window, %")
     force_charge_w: float = Field(1000.0, ge=0, le=1e6, description="limit 3: charge power when the BMS requests a force charge, W")
-    max_import_w: float | None = Field(None, ge=0, le=1e7, description="limit 4: the battery never makes grid import exceed this (null = off), W")
-    max_export_w: float | None = Field(None, ge=0, le=1e7, description="limit 4: the battery never makes grid export exceed this (null = off), W")
-    ramp_w_per_s: float | None = Field(None, gt=0, le=1e7, description="limit 5: max rise of |command| per second; reductions are immediate (null = off), W/s")
+    max_import_w: float | None = Field(
+        None, ge=0, le=1e7, description="limit 4: the battery never makes grid import exceed this (null = off), W"
+    )
+    max_export_w: float | None = Field(
+        None, ge=0, le=1e7, description="limit 4: the battery never makes grid export exceed this (null = off), W"
+    )
+    ramp_w_per_s: float | None = Field(
+        None, gt=0, le=1e7, description="limit 5: max rise of |command| per second; reductions are immediate (null = off), W/s"
+    )
     shutdown_timeout_s: float = Field(3.0, gt=0, le=30, description="on SIGTERM, wait this long for the inverter to take 0 W, s")
     summary_interval_s: float = Field(60.0, ge=0, le=3600, description="periodic summary log line interval (0 = off), s")
 

@@ -1,6 +1,6 @@
 """Render every config key, its default and its description as Markdown (docs/configuration.md).
 
-    python -m config.reference > docs/configuration.md      (or: make docs)
+python -m config.reference > docs/configuration.md      (or: make docs)
 """
 
 from __future__ import annotations

@@ -25,13 +25,21 @@ class LogFormat(StrEnum):
 
 
 class SiteConfig(Section):
-    id: str = Field("site-001", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="site identifier used in uplink batches and MQTT topics")
+    id: str = Field(
+        "site-001",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="site identifier used in uplink batches and MQTT topics",
+    )
     name: str = Field("", max_length=200, description="human-readable site name")
 
 
 class LoggingConfig(Section):
     format: LogFormat = Field(LogFormat.AUTO, description="auto = readable console on a TTY, JSON otherwise (e.g. under systemd)")
-    level: str = Field("info", pattern=r"^(?i:debug|info|warning|error|critical)$", description="minimum level: debug, info, warning, error, critical")
+    level: str = Field(
+        "info", pattern=r"^(?i:debug|info|warning|error|critical)$", description="minimum level: debug, info, warning, error, critical"
+    )
 
 
 class EMSConfig(Section):
@@ -51,7 +59,9 @@ class EMSConfig(Section):
         if self.can.enabled:
             missing = [q.value for q in self.can.required_sources if q not in self.control.required_sources]
             if missing:
-                raise ValueError(f"control.required_sources: with can.enabled, add {', '.join(missing)} (a silent BMS must mean FAULT; see docs/can.md)")
+                raise ValueError(
+                    f"control.required_sources: with can.enabled, add {', '.join(missing)} (a silent BMS must mean FAULT; see docs/can.md)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -59,7 +69,14 @@ class EMSConfig(Section):
         """With the CAN BMS on, the inverter's copies of the battery readings (SunSpec 802) must be
         ignored: two writers of one reading alternate values and hide a silent BMS from staleness."""
         if self.can.enabled and self.modbus.enabled:
-            bms_owned = {q.value for q in self.can.required_sources} | {"soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_ccl_a", "bms_dcl_a"}
+            bms_owned = {q.value for q in self.can.required_sources} | {
+                "soc_pct",
+                "soh_pct",
+                "bms_voltage_v",
+                "bms_current_a",
+                "bms_ccl_a",
+                "bms_dcl_a",
+            }
             missing = sorted(bms_owned - set(self.modbus.ess.ignore_points))
             if missing:
                 raise ValueError(

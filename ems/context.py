@@ -164,19 +164,34 @@ class EMSContext:
             seq = self._append_event("audit", who=who, via=via, what="mode", old=old.value, new=mode.value, result="accepted")
         return RequestResult(True, old.value, mode.value, "accepted", seq)
 
-    def set_external_setpoint(self, *, power_w: float, ttl_s: float, reason: str, who: str, via: str, seq: int | None = None) -> RequestResult:
+    def set_external_setpoint(
+        self, *, power_w: float, ttl_s: float, reason: str, who: str, via: str, seq: int | None = None
+    ) -> RequestResult:
         """Set an external set-point (and mode EXTERNAL). Refused (and audited) when not finite or TTL out of range."""
         with self._lock:
             old = self._setpoint
             old_desc = None if old is None else old.power_w
             if not (math.isfinite(power_w) and math.isfinite(ttl_s) and 0 < ttl_s <= self._max_ttl_s):
                 msg = f"ttl_s must be in (0, {self._max_ttl_s:g}] and power_w finite"
-                ev = self._append_event("audit", who=who, via=via, what="setpoint", old=old_desc, new=power_w, ttl_s=ttl_s, reason=reason, result="refused", message=msg)
+                ev = self._append_event(
+                    "audit",
+                    who=who,
+                    via=via,
+                    what="setpoint",
+                    old=old_desc,
+                    new=power_w,
+                    ttl_s=ttl_s,
+                    reason=reason,
+                    result="refused",
+                    message=msg,
+                )
                 return RequestResult(False, old_desc, power_w, msg, ev)
             now = self._clock.monotonic()
             self._setpoint = ExternalSetpoint(float(power_w), now + ttl_s, reason, who, seq)
             self._mode = Mode.EXTERNAL
-            ev = self._append_event("audit", who=who, via=via, what="setpoint", old=old_desc, new=power_w, ttl_s=ttl_s, reason=reason, result="accepted")
+            ev = self._append_event(
+                "audit", who=who, via=via, what="setpoint", old=old_desc, new=power_w, ttl_s=ttl_s, reason=reason, result="accepted"
+            )
         return RequestResult(True, old_desc, power_w, "accepted", ev)
 
     def release_setpoint(self, *, who: str, via: str, mode: Mode) -> RequestResult:
@@ -185,7 +200,17 @@ class EMSContext:
             old = None if self._setpoint is None else self._setpoint.power_w
             self._setpoint = None
             old_mode, self._mode = self._mode, mode
-            ev = self._append_event("audit", who=who, via=via, what="release", old=old, new=None, old_mode=old_mode.value, new_mode=mode.value, result="accepted")
+            ev = self._append_event(
+                "audit",
+                who=who,
+                via=via,
+                what="release",
+                old=old,
+                new=None,
+                old_mode=old_mode.value,
+                new_mode=mode.value,
+                result="accepted",
+            )
         return RequestResult(True, old, None, "accepted", ev)
 
     # ---- controller ----------------------------------------------------------------------

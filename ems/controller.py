@@ -141,7 +141,9 @@ class Controller:
                 log.warning("fault_raised", causes=",".join(added), active=",".join(d.fault_causes))
                 self._ctx.record_event("fault", raised=added, active=list(d.fault_causes))
             if cleared:
-                log.info("fault_cleared", causes=",".join(cleared), active=",".join(d.fault_causes) or "none", recover_s=self._cfg.recover_s)
+                log.info(
+                    "fault_cleared", causes=",".join(cleared), active=",".join(d.fault_causes) or "none", recover_s=self._cfg.recover_s
+                )
                 self._ctx.record_event("fault", cleared=cleared, active=list(d.fault_causes))
             self._last_causes = d.fault_causes
         if d.reasons != self._last_reasons:
@@ -153,9 +155,16 @@ class Controller:
         log.debug("cycle", state=d.state.value, setpoint_w=d.setpoint_w, written_w=d.written_w, reasons=",".join(d.reasons))
         if self._cfg.summary_interval_s > 0 and snap.at_s >= self._next_summary_s:
             self._next_summary_s = snap.at_s + self._cfg.summary_interval_s
-            log.info("summary", state=d.state.value, mode=snap.requested_mode.value, **self._summary_values(snap),
-                     setpoint_w=round(d.setpoint_w, 1), written_w=round(d.written_w, 1), limits=",".join(d.reasons) or "none",
-                     overruns=self._overruns)
+            log.info(
+                "summary",
+                state=d.state.value,
+                mode=snap.requested_mode.value,
+                **self._summary_values(snap),
+                setpoint_w=round(d.setpoint_w, 1),
+                written_w=round(d.written_w, 1),
+                limits=",".join(d.reasons) or "none",
+                overruns=self._overruns,
+            )
 
     @staticmethod
     def _summary_values(snap: Snapshot) -> dict[str, float | None]:
@@ -169,8 +178,14 @@ class Controller:
         """Step at `period_s` on absolute deadlines until `stop` is set, then shut down safely."""
         period_s = self._cfg.period_s
         deadline_s = self._clock.monotonic()
-        log.info("controller_started", period_s=period_s, enabled=self._cfg.enabled, dry_run=self._cfg.dry_run,
-                 live=self._cfg.live, required_sources=",".join(q.value for q in self._cfg.required_sources))
+        log.info(
+            "controller_started",
+            period_s=period_s,
+            enabled=self._cfg.enabled,
+            dry_run=self._cfg.dry_run,
+            live=self._cfg.live,
+            required_sources=",".join(q.value for q in self._cfg.required_sources),
+        )
         while not self._clock.wait_until(deadline_s, stop):
             decision = self.cycle()
             deadline_s += period_s
@@ -181,7 +196,12 @@ class Controller:
                 self._overruns += missed
                 self._ctx.add_overruns(missed)
                 deadline_s += missed * period_s
-                log.warning("cycle_overrun", late_s=round(now_s - (deadline_s - missed * period_s), 3), skipped_cycles=missed, overruns=self._overruns)
+                log.warning(
+                    "cycle_overrun",
+                    late_s=round(now_s - (deadline_s - missed * period_s), 3),
+                    skipped_cycles=missed,
+                    overruns=self._overruns,
+                )
             report = CycleReport(decision, on_time, self._overruns)
             for hook in self._on_cycle:
                 hook(report)

@@ -87,7 +87,9 @@ def _ess_now(now_s: float, ess_w: float, ess_at_s: float, prev_cmd_w: float, cfg
     return prev_cmd_w + (ess_w - prev_cmd_w) * math.exp(-age_s / cfg.inverter_tau_s)
 
 
-def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState, cfg: ControlConfig) -> tuple[float, str | None, float | None]:
+def _raw_command(
+    state: State, inputs: Inputs, li: LimitInputs, core: CoreState, cfg: ControlConfig
+) -> tuple[float, str | None, float | None]:
     """(raw command, reason it holds 0 W, predictive goal)."""
     if state is State.EXTERNAL:
         sp = inputs.external_setpoint
@@ -97,8 +99,15 @@ def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState,
     if state is not State.SELF_CONSUMPTION:
         return 0.0, None, None
     grid, ess = inputs.measurements.get(Q.GRID_POWER_W), inputs.measurements.get(Q.ESS_POWER_W)
-    if (cfg.live and cfg.law is Law.PREDICTIVE and inputs.requested_mode is Mode.SELF_CONSUMPTION
-            and li.grid_w is not None and li.ess_w is not None and grid is not None and ess is not None):
+    if (
+        cfg.live
+        and cfg.law is Law.PREDICTIVE
+        and inputs.requested_mode is Mode.SELF_CONSUMPTION
+        and li.grid_w is not None
+        and li.ess_w is not None
+        and grid is not None
+        and ess is not None
+    ):
         cmd_w, goal_w = predictive_w(
             ess_w=_ess_now(inputs.now_s, li.ess_w, ess.at_s, li.prev_cmd_w, cfg),
             ess_at_grid_w=_ess_at(grid.at_s - cfg.meter_age_s, li.ess_w, ess.at_s, core),

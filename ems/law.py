@@ -30,8 +30,9 @@ def lag_gain(cfg: ControlConfig) -> float:
     return 1.0 + cfg.lag_compensation * (1.0 / reach - 1.0)
 
 
-def predictive_w(*, ess_w: float, ess_at_grid_w: float, grid_w: float, prev_cmd_w: float, prev_goal_w: float | None,
-                 moved_w: float, cfg: ControlConfig) -> tuple[float, float]:
+def predictive_w(
+    *, ess_w: float, ess_at_grid_w: float, grid_w: float, prev_cmd_w: float, prev_goal_w: float | None, moved_w: float, cfg: ControlConfig
+) -> tuple[float, float]:
     """Predictive law: (command, goal). Feed-forward of the measured inverter power, lag compensated.
 
     goal = the inverter power that would have balanced the grid when the meter measured:

@@ -272,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         term.line(f"[demo] logs: {run_dir / 'ems.log'}, {run_dir / 'simulators.log'} (JSON lines); REST API: {api}")
         if cfg.api.enabled:
             base = f"http://{cfg.api.host}:{cfg.api.port}"
-            term.line(f"[demo] dashboard: {base}/ui/  operator token: {demo_token}  (emsctl: EMSCTL_URL={base} EMSCTL_TOKEN={demo_token} .venv/bin/emsctl status)")
+            term.line(
+                f"[demo] dashboard: {base}/ui/  operator token: {demo_token}  (emsctl: EMSCTL_URL={base} EMSCTL_TOKEN={demo_token} .venv/bin/emsctl status)"
+            )
         if sim_cfg.control.enabled:
             term.line(
                 f"[demo] rehearse faults: {sys.executable} -m simulators.ctl --port {sim_cfg.control.port} meter stop | meter start | load_offset 1500 | status"

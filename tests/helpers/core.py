@@ -36,5 +36,13 @@ def make_inputs(
     values.update(extra or {})
     m = {q: Reading(v, now_s - age_s) for q, v in values.items() if v is not None}
     flags = BmsFlags(protections, frozenset(), now_s) if protections else None
-    return Inputs(now_s=now_s, started_at_s=started_at_s, measurements=m, bms_flags=flags, requested_mode=mode,
-                  external_setpoint=setpoint, worker_faults=worker_faults, shutdown=shutdown)
+    return Inputs(
+        now_s=now_s,
+        started_at_s=started_at_s,
+        measurements=m,
+        bms_flags=flags,
+        requested_mode=mode,
+        external_setpoint=setpoint,
+        worker_faults=worker_faults,
+        shutdown=shutdown,
+    )

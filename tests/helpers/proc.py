@@ -19,8 +19,15 @@ class LoggedProcess:
 
     def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
         full_env = {**os.environ, **(env or {})}
-        self.proc = subprocess.Popen([PYTHON, *args], cwd=REPO_ROOT, env=full_env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [PYTHON, *args],
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._cond = threading.Condition()

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.system
 def test_no_devices_reaches_fault_naming_each_stale_source_and_exits_0_on_sigterm() -> None:
     p = LoggedProcess(["main.py", "--config", "config/ems.example.yaml", "--log-format", "json"])
     try:
-        fault = p.wait_event(lambda e: e.get("event") == "state_changed" and e.get("to_state") == "FAULT", timeout_s=30, what="state_changed to FAULT")
+        fault = p.wait_event(
+            lambda e: e.get("event") == "state_changed" and e.get("to_state") == "FAULT", timeout_s=30, what="state_changed to FAULT"
+        )
         assert fault["reason"] == "stale:grid_power_w,stale:ess_power_w,stale:soc_pct"
         assert fault["level"] == "warning" and fault["setpoint_w"] == 0.0
         warn = p.wait_event(lambda e: e.get("event") == "control_not_live", timeout_s=5, what="control_not_live")

@@ -24,7 +24,9 @@ def test_defaults_are_safe() -> None:
 
 
 def test_unknown_key_is_rejected_with_its_path() -> None:
-    assert problems({"control": {"soc_mni_pct": 5}}) == ["control.soc_mni_pct: unknown key (check the spelling; see config/ems.example.yaml)"]
+    assert problems({"control": {"soc_mni_pct": 5}}) == [
+        "control.soc_mni_pct: unknown key (check the spelling; see config/ems.example.yaml)"
+    ]
 
 
 def test_wrong_type_names_key_and_value() -> None:
@@ -33,7 +35,9 @@ def test_wrong_type_names_key_and_value() -> None:
 
 
 def test_soc_window_order_is_checked() -> None:
-    assert problems({"control": {"soc_min_pct": 90, "soc_max_pct": 80}}) == ["control.soc_min_pct: must be < control.soc_max_pct (got 90 >= 80)"]
+    assert problems({"control": {"soc_min_pct": 90, "soc_max_pct": 80}}) == [
+        "control.soc_min_pct: must be < control.soc_max_pct (got 90 >= 80)"
+    ]
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
@@ -41,7 +45,9 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 
 
 def test_environment_overrides_nested_keys_with_yaml_values() -> None:
-    cfg = parse_config({"control": {"soc_min_pct": 20}}, {"EMS_CONTROL__SOC_MIN_PCT": "15", "EMS_CONTROL__ENABLED": "true", "EMS_TOKEN": "ignored"})
+    cfg = parse_config(
+        {"control": {"soc_min_pct": 20}}, {"EMS_CONTROL__SOC_MIN_PCT": "15", "EMS_CONTROL__ENABLED": "true", "EMS_TOKEN": "ignored"}
+    )
     assert cfg.control.soc_min_pct == 15.0 and cfg.control.enabled is True
 
 
@@ -81,7 +87,10 @@ def test_example_config_loads_and_documents_every_control_key() -> None:
     [
         ("control:\n  enabeld: true\n", "config error: control.enabeld: unknown key"),
         ("control:\n  recover_s: soon\n", "config error: control.recover_s: Input should be a valid number"),
-        ("control:\n  soc_min_pct: 90\n  soc_max_pct: 80\n", "config error: control.soc_min_pct: must be < control.soc_max_pct (got 90 >= 80)"),
+        (
+            "control:\n  soc_min_pct: 90\n  soc_max_pct: 80\n",
+            "config error: control.soc_min_pct: must be < control.soc_max_pct (got 90 >= 80)",
+        ),
         (None, "config error: cannot read config file"),
     ],
     ids=["unknown-key", "wrong-type", "soc-order", "missing-file"],
@@ -97,9 +106,18 @@ def test_main_exits_2_with_key_path_and_reason(tmp_path: Path, yaml_text: str | 
 
 
 def test_can_and_modbus_may_not_both_report_the_battery_readings() -> None:
-    base = {"can": {"enabled": True}, "modbus": {"enabled": True},
-            "control": {"required_sources": ["grid_power_w", "ess_power_w", "soc_pct", "bms_voltage_v", "bms_ccl_a", "bms_dcl_a"]}}
+    base = {
+        "can": {"enabled": True},
+        "modbus": {"enabled": True},
+        "control": {"required_sources": ["grid_power_w", "ess_power_w", "soc_pct", "bms_voltage_v", "bms_ccl_a", "bms_dcl_a"]},
+    }
     (p,) = problems(base)
     assert p.startswith("modbus.ess.ignore_points: with can.enabled, add bms_ccl_a, bms_current_a, bms_dcl_a")
-    ok = {**base, "modbus": {"enabled": True, "ess": {"ignore_points": ["soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_ccl_a", "bms_dcl_a"]}}}
+    ok = {
+        **base,
+        "modbus": {
+            "enabled": True,
+            "ess": {"ignore_points": ["soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_ccl_a", "bms_dcl_a"]},
+        },
+    }
     assert parse_config(ok, {}).can.enabled

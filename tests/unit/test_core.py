@@ -127,18 +127,41 @@ cfgs = st.fixed_dictionaries(
     over=cfgs,
     state=st.sampled_from([State.SELF_CONSUMPTION, State.EXTERNAL, State.SELF_CONSUMPTION, *State]),
     mode=st.sampled_from(list(Mode)),
-    grid=plausible, ess=plausible, soc=soc_values, volt=st.one_of(st.floats(0, 1000), wild), ccl=plausible, dcl=plausible,
-    chg_en=st.sampled_from([None, 0.0, 1.0, math.nan]), dis_en=st.sampled_from([None, 0.0, 1.0]),
+    grid=plausible,
+    ess=plausible,
+    soc=soc_values,
+    volt=st.one_of(st.floats(0, 1000), wild),
+    ccl=plausible,
+    dcl=plausible,
+    chg_en=st.sampled_from([None, 0.0, 1.0, math.nan]),
+    dis_en=st.sampled_from([None, 0.0, 1.0]),
     force=st.sampled_from([None, 0.0, 1.0]),
     prev=st.floats(allow_nan=True, allow_infinity=True),
     sp_w=st.floats(allow_nan=True, allow_infinity=True),
     age=st.one_of(st.just(0.0), st.floats(0, 3), st.floats(0, 20)),
 )
-def test_no_input_yields_a_command_outside_the_limits(over, state, mode, grid, ess, soc, volt, ccl, dcl, chg_en, dis_en, force, prev, sp_w, age) -> None:  # type: ignore[no-untyped-def]
+def test_no_input_yields_a_command_outside_the_limits(
+    over, state, mode, grid, ess, soc, volt, ccl, dcl, chg_en, dis_en, force, prev, sp_w, age
+) -> None:  # type: ignore[no-untyped-def]
     cfg = control_cfg(**over)
-    extra = {Q.BMS_VOLTAGE_V: volt, Q.BMS_CCL_A: ccl, Q.BMS_DCL_A: dcl, Q.BMS_CHARGE_ENABLE: chg_en, Q.BMS_DISCHARGE_ENABLE: dis_en, Q.BMS_FORCE_CHARGE: force}
-    inputs = make_inputs(now_s=100.0, grid_w=grid, ess_w=ess, soc_pct=soc, extra={k: v for k, v in extra.items() if v is not None},
-                         age_s=age, mode=mode, setpoint=ExternalSetpoint(sp_w, 200.0, "x", "y"))
+    extra = {
+        Q.BMS_VOLTAGE_V: volt,
+        Q.BMS_CCL_A: ccl,
+        Q.BMS_DCL_A: dcl,
+        Q.BMS_CHARGE_ENABLE: chg_en,
+        Q.BMS_DISCHARGE_ENABLE: dis_en,
+        Q.BMS_FORCE_CHARGE: force,
+    }
+    inputs = make_inputs(
+        now_s=100.0,
+        grid_w=grid,
+        ess_w=ess,
+        soc_pct=soc,
+        extra={k: v for k, v in extra.items() if v is not None},
+        age_s=age,
+        mode=mode,
+        setpoint=ExternalSetpoint(sp_w, 200.0, "x", "y"),
+    )
     core = CoreState(machine=MachineState(state, 0.0), prev_cmd_w=prev)
     d = step(core, inputs, cfg)
     cmd = d.setpoint_w

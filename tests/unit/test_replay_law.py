@@ -81,12 +81,8 @@ def test_predictive_law_is_selected_by_config_and_integrating_stays_available() 
 def test_predictive_law_survives_an_absurd_inverter_jump() -> None:
     """CI found it: an inverter reading of ~1e154 W squared overflowed (float ** raises). Now it just gets no trust."""
     cfg = control_cfg(enabled=True, dry_run=False, law="predictive", trust_scale_w=500.0)
-    cmd_w, goal_w = predictive_w(
-        ess_w=0.0, ess_at_grid_w=0.0, grid_w=300.0, prev_cmd_w=0.0, prev_goal_w=100.0, moved_w=1.34e154, cfg=cfg
-    )
+    cmd_w, goal_w = predictive_w(ess_w=0.0, ess_at_grid_w=0.0, grid_w=300.0, prev_cmd_w=0.0, prev_goal_w=100.0, moved_w=1.34e154, cfg=cfg)
     assert goal_w == 100.0  # a reading taken while the inverter "moved" that far counts nothing
     assert math.isfinite(cmd_w)
-    _, trusted_goal_w = predictive_w(
-        ess_w=0.0, ess_at_grid_w=0.0, grid_w=300.0, prev_cmd_w=0.0, prev_goal_w=100.0, moved_w=0.0, cfg=cfg
-    )
+    _, trusted_goal_w = predictive_w(ess_w=0.0, ess_at_grid_w=0.0, grid_w=300.0, prev_cmd_w=0.0, prev_goal_w=100.0, moved_w=0.0, cfg=cfg)
     assert trusted_goal_w > 100.0  # and a still inverter's reading does move the goal

@@ -123,7 +123,9 @@ def test_a_source_never_read_is_aged_from_process_start() -> None:
 
 def test_bms_protection_and_dead_worker_are_named_fault_causes() -> None:
     cfg = control_cfg()
-    tr = step(MachineState(S.EXTERNAL, 0.0), make_inputs(protections=frozenset({"over_voltage"}), worker_faults=("worker_dead:modbus",)), cfg)
+    tr = step(
+        MachineState(S.EXTERNAL, 0.0), make_inputs(protections=frozenset({"over_voltage"}), worker_faults=("worker_dead:modbus",)), cfg
+    )
     assert tr.machine.state is S.FAULT
     assert tr.reason == "bms_protection:over_voltage,worker_dead:modbus"
 
