@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import socket
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from simulators.kpi import percentile  # one nearest-rank percentile for replay KPIs and benchmarks
 
 __all__ = ["REPO_ROOT", "emit", "free_port", "percentile", "stats_ms"]
 
@@ -18,15 +19,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def percentile(values: Iterable[float], pct: float) -> float:
-    """Nearest-rank percentile (pct 0..100); NaN when empty."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def stats_ms(seconds: Iterable[float]) -> dict[str, float | int]:
