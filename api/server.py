@@ -8,9 +8,7 @@ listening socket and the worker threads itself.
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -25,41 +23,6 @@ from ems.context import EMSContext
 __all__ = ["ApiServer"]
 
 log = structlog.get_logger("api.server")
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def lower_thread_priority(nice: int) -> int | None:
-    """Raise the calling thread's nice value to `nice` (Linux: per thread; never lowers it). The new value, or None."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return None
-    tid = threading.get_native_id()
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, tid)
-        if current < nice:
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-        return os.getpriority(os.PRIO_PROCESS, tid)
-    except OSError as exc:  # a container may forbid it: the API still works, only without the priority edge
-        log.warning("api_nice_failed", nice=nice, error=str(exc))
-        return None
-
-
-def niced(app: WsgiApp, nice: int) -> WsgiApp:
-    """WSGI wrapper: each waitress worker thread lowers its own priority on its first request.
-
-    The workers are created by waitress in the thread that builds the server (main), so they cannot
-    inherit a nice value from the API thread; with the GIL, a request burst would otherwise delay
-    the control loop's wake-up by milliseconds (docs/benchmarks.md, loop jitter under API load).
-    """
-    done = threading.local()
-
-    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not getattr(done, "set", False):
-            done.set = True
-            lower_thread_priority(nice)
-        return app(environ, start_response)
-
-    return wrapped
 
 
 class ApiServer(threading.Thread):
@@ -96,7 +59,7 @@ class ApiServer(threading.Thread):
         api = self._cfg.api
         try:
             self._server = create_server(
-                niced(self.app, api.nice),
+                self.app,
                 map=self._map,
                 host=api.host,
                 port=api.port,
@@ -114,7 +77,6 @@ class ApiServer(threading.Thread):
 
     def run(self) -> None:
         srv = self._server
-        lower_thread_priority(self._cfg.api.nice)
         log.info(
             "api_started",
             host=self._cfg.api.host,

@@ -47,12 +47,6 @@ class ApiConfig(Section):
     )
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port)")
     threads: int = Field(4, ge=1, le=64, description="waitress worker threads")
-    nice: int = Field(
-        10,
-        ge=0,
-        le=19,
-        description="nice value of the API threads (Linux, per thread) so the 1 Hz control loop wins the CPU under request load (0 = same as the loop)",
-    )
     max_body_bytes: int = Field(16384, ge=256, le=10_000_000, description="largest accepted request body; larger gets 413, bytes")
     protect_reads: bool = Field(False, description="when true, reads (except health and the OpenAPI document) need a viewer token too")
     tokens: tuple[ApiToken, ...] = Field((), description="bearer tokens, each with a name, a role and a secret reference")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -509,21 +507,3 @@ def test_two_tokens_with_the_same_secret_are_refused(ctx: EMSContext, clock: Sim
 def test_responses_are_plain_json(api: RunningApi) -> None:
     r = api.get("/api/v1/status")
     assert r.headers["Content-Type"] == "application/json" and isinstance(json.loads(r.text), dict)
-
-
-def test_api_threads_run_at_a_lower_priority_than_the_control_loop(api: RunningApi) -> None:
-    """api.nice (default 10): the I/O thread and each worker that served a request are niced; the rest of the process is not."""
-    assert api.get("/api/v1/status").status_code == 200
-    by_name = {t.name: t for t in threading.enumerate()}
-    workers = [t for name, t in by_name.items() if name.startswith("waitress-")]
-    assert workers, sorted(by_name)
-
-    def nice_of(t: threading.Thread) -> int:
-        assert t.native_id is not None
-        return os.getpriority(os.PRIO_PROCESS, t.native_id)
-
-    base = os.getpriority(os.PRIO_PROCESS, 0)  # the process's own nice (a CI runner may start us niced already)
-    expected = max(base, 10)
-    assert nice_of(api.server) == expected
-    assert expected in [nice_of(t) for t in workers]  # the one that served the request
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller (the control loop's peer) is untouched
