@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from config import EMSConfig, parse_config
 from interfaces.mqtt.broker import BrokerTls, LocalBroker, find_mosquitto, start_local_broker
 from tests.helpers.common import wait_for
 
@@ -45,6 +46,30 @@ user meter
 topic write meters/#
 """
 USERS = {u: f"{u}-pw" for u in ("ems", "operator", "viewer", "meter")}
+PASSWORD_ENV = {"T_MQTT_PW": USERS["ems"]}  # the env the EMS config's password reference reads
+
+
+def mqtt_section(broker: LocalBroker, **over: Any) -> dict[str, Any]:
+    """The `mqtt:` section for the EMS user on `broker`, with fast reconnects and state publishing."""
+    return {
+        "enabled": True,
+        "host": broker.host,
+        "port": broker.port,
+        "username": "ems",
+        "password": {"env": "T_MQTT_PW"},
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.5,
+        "state_min_interval_s": 0.1,
+        **over,
+    }
+
+
+def ems_mqtt_config(broker: LocalBroker, *, control: dict[str, Any] | None = None, **mqtt_over: Any) -> EMSConfig:
+    """A whole EMS config: site `SITE`, the MQTT section above, and an optional `control:` section."""
+    raw: dict[str, Any] = {"site": {"id": SITE, "name": "Test site"}, "mqtt": mqtt_section(broker, **mqtt_over)}
+    if control is not None:
+        raw["control"] = control
+    return parse_config(raw, PASSWORD_ENV)
 
 
 def require_mosquitto() -> None:

@@ -8,8 +8,11 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.helpers.common import PYTHON, REPO_ROOT
 
@@ -69,3 +72,37 @@ class LoggedProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def stop_all(*procs: LoggedProcess | None) -> None:
+    """SIGTERM and wait (as systemd would), then make sure each is gone."""
+    for p in procs:
+        if p is not None:
+            if p.proc.poll() is None:
+                p.terminate_and_wait(timeout_s=15)
+            p.kill()
+
+
+@contextlib.contextmanager
+def simulators_and_ems(
+    workdir: Path,
+    sim_cfg: dict[str, Any],
+    ems_cfg: dict[str, Any],
+    *,
+    ems_env: dict[str, str] | None = None,
+    start_timeout_s: float = 30.0,
+) -> Iterator[tuple[LoggedProcess, LoggedProcess]]:
+    """`python -m simulators` with `sim_cfg`, then, once it has started, the real `main.py` with `ems_cfg`.
+
+    Both configs are written as YAML into `workdir`; both processes log JSON; both are stopped on exit.
+    """
+    (workdir / "sim.yaml").write_text(yaml.safe_dump(sim_cfg), encoding="utf-8")
+    (workdir / "ems.yaml").write_text(yaml.safe_dump(ems_cfg), encoding="utf-8")
+    sim = LoggedProcess(["-m", "simulators", "--config", str(workdir / "sim.yaml"), "--log-format", "json"])
+    ems: LoggedProcess | None = None
+    try:
+        sim.wait_event(lambda e: e.get("event") == "simulator_started", timeout_s=start_timeout_s, what="simulator_started")
+        ems = LoggedProcess(["main.py", "--config", str(workdir / "ems.yaml"), "--log-format", "json"], env=ems_env)
+        yield sim, ems
+    finally:
+        stop_all(ems, sim)

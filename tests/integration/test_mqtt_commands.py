@@ -9,35 +9,20 @@ import paho.mqtt.client as mqtt
 import pytest
 import structlog
 
-from config import EMSConfig, parse_config
+from config import EMSConfig
 from ems.clock import SimClock
 from ems.context import EMSContext
 from ems.controller import Controller
 from ems.model import Mode, Quantity, State
 from interfaces.mqtt import LocalBroker, MqttWorker
 from tests.helpers.common import wait_for
-from tests.helpers.mosquitto import SITE, Probe, mosquitto  # noqa: F401  (fixture)
+from tests.helpers.mosquitto import SITE, Probe, ems_mqtt_config, mosquitto  # noqa: F401  (fixture)
 
 CMD = f"ems/{SITE}/cmd"
 
 
 def ems_config(broker: LocalBroker, **mqtt: Any) -> EMSConfig:
-    raw = {
-        "site": {"id": SITE, "name": "Test site"},
-        "control": {"enabled": True, "dry_run": False, "external_fallback": "STANDBY"},
-        "mqtt": {
-            "enabled": True,
-            "host": broker.host,
-            "port": broker.port,
-            "username": "ems",
-            "password": {"env": "T_MQTT_PW"},
-            "reconnect_min_s": 0.1,
-            "reconnect_max_s": 0.5,
-            "state_min_interval_s": 0.1,
-            **mqtt,
-        },
-    }
-    return parse_config(raw, {"T_MQTT_PW": "ems-pw"})
+    return ems_mqtt_config(broker, control={"enabled": True, "dry_run": False, "external_fallback": "STANDBY"}, **mqtt)
 
 
 class Rig:

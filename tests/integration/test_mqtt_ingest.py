@@ -15,7 +15,7 @@ from ems.controller import Controller
 from ems.model import Mode, Quantity, State
 from interfaces.mqtt import LocalBroker, MqttWorker
 from tests.helpers.common import wait_for
-from tests.helpers.mosquitto import SITE, Probe, mosquitto  # noqa: F401  (fixture)
+from tests.helpers.mosquitto import SITE, Probe, mosquitto, mqtt_section  # noqa: F401  (fixture)
 
 INGEST = [
     {"topic": "meters/pv/power", "quantity": "pv_power_w", "unit": "kW"},
@@ -25,18 +25,7 @@ INGEST = [
 
 
 def mqtt_cfg(broker: LocalBroker, **over: Any) -> dict[str, Any]:
-    return {
-        "enabled": True,
-        "host": broker.host,
-        "port": broker.port,
-        "username": "ems",
-        "password": {"env": "T_MQTT_PW"},
-        "reconnect_min_s": 0.1,
-        "reconnect_max_s": 0.5,
-        "state_min_interval_s": 0.1,
-        "ingest": INGEST,
-        **over,
-    }
+    return mqtt_section(broker, **{"ingest": INGEST, **over})
 
 
 @pytest.fixture

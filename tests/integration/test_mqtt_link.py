@@ -18,28 +18,10 @@ from interfaces.mqtt import MqttWorker
 from interfaces.mqtt.broker import BrokerTls, LocalBroker, demo_broker
 from interfaces.mqtt.worker import make_client
 from tests.helpers.common import free_port, wait_for
-from tests.helpers.mosquitto import ACL, SITE, USERS, Probe, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
+from tests.helpers.mosquitto import ACL, SITE, USERS, Probe, ems_mqtt_config, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
 
 BASE = f"ems/{SITE}"
 NODE = f"ems_{SITE}"
-
-
-def config(broker: LocalBroker, **mqtt: Any) -> EMSConfig:
-    raw = {
-        "site": {"id": SITE, "name": "Test site"},
-        "mqtt": {
-            "enabled": True,
-            "host": broker.host,
-            "port": broker.port,
-            "username": "ems",
-            "password": {"env": "T_MQTT_PW"},
-            "reconnect_min_s": 0.1,
-            "reconnect_max_s": 0.5,
-            "state_min_interval_s": 0.1,
-            **mqtt,
-        },
-    }
-    return parse_config(raw, {"T_MQTT_PW": "ems-pw"})
 
 
 class Ems:
@@ -56,7 +38,7 @@ class Ems:
 
 @pytest.fixture
 def ems(mosquitto: LocalBroker) -> Iterator[Ems]:  # noqa: F811
-    e = Ems(config(mosquitto))
+    e = Ems(ems_mqtt_config(mosquitto))
     wait_for(lambda: e.link() == "up", what="the worker to connect")
     yield e
     e.worker.stop(timeout_s=3)
@@ -149,7 +131,7 @@ def test_broker_restart_is_survived_and_availability_and_discovery_republished(e
 
 
 def test_clean_stop_publishes_offline(mosquitto: LocalBroker) -> None:  # noqa: F811
-    e = Ems(config(mosquitto))
+    e = Ems(ems_mqtt_config(mosquitto))
     wait_for(lambda: e.link() == "up", what="the worker to connect")
     e.worker.stop(timeout_s=3)
     assert not e.worker.is_alive()
@@ -161,7 +143,7 @@ def test_clean_stop_publishes_offline(mosquitto: LocalBroker) -> None:  # noqa: 
 
 
 def test_last_will_marks_the_ems_offline_when_its_connection_drops(mosquitto: LocalBroker) -> None:  # noqa: F811
-    cfg = config(mosquitto)
+    cfg = ems_mqtt_config(mosquitto)
     viewer = viewer_of(mosquitto)
     client = make_client(cfg.mqtt, client_id="ems-lwt", will_topic=f"{BASE}/availability")
     try:
@@ -193,8 +175,8 @@ def test_tls_connects_with_a_verified_broker_certificate_and_refuses_an_unknown_
     broker = tls_broker(tmp_path / "mosquitto", BrokerTls(ca_file, cert_file, key_file))
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
-    good = Ems(config(broker, tls={"enabled": True, "ca_file": str(ca_file)}))
-    bad = Ems(config(broker, tls={"enabled": True, "ca_file": str(other_ca)}, client_id="ems-bad"))
+    good = Ems(ems_mqtt_config(broker, tls={"enabled": True, "ca_file": str(ca_file)}))
+    bad = Ems(ems_mqtt_config(broker, tls={"enabled": True, "ca_file": str(other_ca)}, client_id="ems-bad"))
     try:
         wait_for(lambda: good.link() == "up", what="a TLS connection")
         viewer = Probe(broker, "viewer", client_id="viewer", tls_ca=ca_file)
@@ -238,7 +220,7 @@ def test_demo_broker_started_from_the_ems_config_lets_the_worker_in(with_user: b
 def test_worker_started_before_the_broker_keeps_heartbeating_and_connects_when_it_appears(tmp_path: Path) -> None:
     require_mosquitto()
     broker = LocalBroker(workdir=tmp_path / "late-broker", port=free_port(), users=USERS, acl=ACL)  # not started yet
-    e = Ems(config(broker))
+    e = Ems(ems_mqtt_config(broker))
     try:
         health = wait_for(lambda: next((w for w in e.ctx.snapshot().workers if w.error_streak >= 3), None), what="three failed attempts")
         assert health.last_error == "connect_failed" and e.link() == "down"

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from simulators.ctl import send
 from tests.helpers.common import free_port
-from tests.helpers.proc import LoggedProcess
+from tests.helpers.proc import LoggedProcess, simulators_and_ems
 
 pytestmark = pytest.mark.system
 
@@ -67,20 +66,8 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
         },
         "can": {"enabled": True, "interface": "socketcand", "port": ports["bms"], "reopen_s": 0.5, "keepalive_period_s": 1.0},
     }
-    (tmp_path / "sim.yaml").write_text(yaml.safe_dump(sim_cfg))
-    (tmp_path / "ems.yaml").write_text(yaml.safe_dump(ems_cfg))
-    sim = LoggedProcess(["-m", "simulators", "--config", str(tmp_path / "sim.yaml"), "--log-format", "json"])
-    ems: LoggedProcess | None = None
-    try:
-        sim.wait_event(lambda e: e.get("event") == "simulator_started", timeout_s=20, what="simulator_started")
-        ems = LoggedProcess(["main.py", "--config", str(tmp_path / "ems.yaml"), "--log-format", "json"])
+    with simulators_and_ems(tmp_path, sim_cfg, ems_cfg, start_timeout_s=20) as (sim, ems):
         yield {"sim": sim, "ems": ems, "port": ports["control"]}
-    finally:
-        for p in (ems, sim):
-            if p is not None:
-                if p.proc.poll() is None:
-                    p.terminate_and_wait(timeout_s=15)
-                p.kill()
 
 
 def _state_event(ems: LoggedProcess, to_state: str, *, after: int, reason: str | None = None) -> dict[str, Any]:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from simulators.ctl import send
 from tests.helpers.common import free_port, wait_for
-from tests.helpers.proc import LoggedProcess
+from tests.helpers.proc import simulators_and_ems
 
 pytestmark = pytest.mark.system
 
@@ -64,20 +63,8 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "meter": {"port": ports["meter"], "device_id": 2, "map": "sdm630", "poll_period_s": 0.2, "timeout_s": 0.5},
         },
     }
-    (tmp_path / "sim.yaml").write_text(yaml.safe_dump(sim_cfg))
-    (tmp_path / "ems.yaml").write_text(yaml.safe_dump(ems_cfg))
-    sim = LoggedProcess(["-m", "simulators", "--config", str(tmp_path / "sim.yaml"), "--log-format", "json"])
-    ems: LoggedProcess | None = None
-    try:
-        sim.wait_event(lambda e: e.get("event") == "simulator_started", timeout_s=20, what="simulator_started")
-        ems = LoggedProcess(["main.py", "--config", str(tmp_path / "ems.yaml"), "--log-format", "json"])
+    with simulators_and_ems(tmp_path, sim_cfg, ems_cfg, start_timeout_s=20) as (sim, ems):
         yield {"sim": sim, "ems": ems, "port": ports["control"]}
-    finally:
-        for p in (ems, sim):
-            if p is not None:
-                if p.proc.poll() is None:
-                    p.terminate_and_wait(timeout_s=15)
-                p.kill()
 
 
 def _status(port: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import yaml
 
 from simulators.ctl import send
 from tests.helpers.common import free_port
-from tests.helpers.proc import LoggedProcess
+from tests.helpers.proc import LoggedProcess, simulators_and_ems, stop_all
 from tests.helpers.ui import (
     ARTIFACTS,
     OPERATOR_TOKEN,
@@ -52,14 +52,6 @@ def _ems_config(api_port: int, control: dict[str, Any], modbus: dict[str, Any] |
     return cfg
 
 
-def _stop(*procs: LoggedProcess | None) -> None:
-    for p in procs:
-        if p is not None:
-            if p.proc.poll() is None:
-                p.terminate_and_wait(timeout_s=15)
-            p.kill()
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Simulators (noon on a sunny summer day) + main.py with live control of the simulated battery."""
@@ -87,17 +79,10 @@ def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "ess": {"port": ports["ess"], "device_id": 1, "map": "auto", "poll_period_s": 0.5, "timeout_s": 0.5},
         "meter": {"port": ports["meter"], "device_id": 2, "map": "sdm630", "poll_period_s": 0.5, "timeout_s": 0.5},
     }
-    (tmp_path / "sim.yaml").write_text(yaml.safe_dump(sim_cfg))
-    (tmp_path / "ems.yaml").write_text(yaml.safe_dump(_ems_config(ports["api"], {"enabled": True, "dry_run": False}, modbus)))
-    sim = LoggedProcess(["-m", "simulators", "--config", str(tmp_path / "sim.yaml"), "--log-format", "json"])
-    ems: LoggedProcess | None = None
-    try:
-        sim.wait_event(lambda e: e.get("event") == "simulator_started", timeout_s=30, what="simulator_started")
-        ems = LoggedProcess(["main.py", "--config", str(tmp_path / "ems.yaml"), "--log-format", "json"], env=TOKEN_ENV)
+    ems_cfg = _ems_config(ports["api"], {"enabled": True, "dry_run": False}, modbus)
+    with simulators_and_ems(tmp_path, sim_cfg, ems_cfg, ems_env=TOKEN_ENV) as (sim, ems):
         ems.wait_event(lambda e: e.get("event") == "api_started", timeout_s=30, what="api_started")
         yield {"sim": sim, "ems": ems, "url": f"http://127.0.0.1:{ports['api']}", "ctl_port": ports["control"]}
-    finally:
-        _stop(ems, sim)
 
 
 def _assert_renders_status(page: Any, statuses: StatusLog, what: str) -> dict[str, Any]:
@@ -280,7 +265,7 @@ def test_dashboard_shows_fault_causes_dry_run_and_requested_mode_without_devices
         assert log.off_loopback() == [] and log.page_errors == []
         assert _only_expected_console_errors(log) == []
     finally:
-        _stop(ems)
+        stop_all(ems)
 
 
 def test_dashboard_asks_for_a_token_when_reads_are_protected_and_shows_a_viewers_refusal(tmp_path: Path) -> None:
@@ -307,4 +292,4 @@ def test_dashboard_asks_for_a_token_when_reads_are_protected_and_shows_a_viewers
         assert log.off_loopback() == [] and log.page_errors == []
         assert _only_expected_console_errors(log) == []
     finally:
-        _stop(ems)
+        stop_all(ems)
