@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from config.common import Section
 from ems.model import Quantity
 
-__all__ = ["EssDeviceConfig", "MeterDeviceConfig", "ModbusConfig", "ModbusDeviceConfig", "Transport"]
+__all__ = ["EssDeviceConfig", "MeterDeviceConfig", "ModbusConfig", "ModbusDeviceConfig", "PvMeterDeviceConfig", "Transport"]
 
 
 class Transport(StrEnum):
@@ -65,12 +65,25 @@ class MeterDeviceConfig(ModbusDeviceConfig):
     device_id: int = Field(2, ge=0, le=247, description="Modbus unit / slave ID (RTU 1-247)")
 
 
+class PvMeterDeviceConfig(ModbusDeviceConfig):
+    """An optional PV production meter (pv_power_w): off by default, SDM630 wired for production, unit ID 3."""
+
+    enabled: bool = Field(False, description="poll a PV production meter (pv_power_w; shown and stored, not used by the control law)")
+    map: str = Field(
+        "sdm630_pv",
+        min_length=1,
+        description="point map: a name in interfaces/modbus/maps, a YAML path, or auto (SunSpec discovery picks it)",
+    )
+    device_id: int = Field(3, ge=0, le=247, description="Modbus unit / slave ID (RTU 1-247)")
+
+
 class ModbusConfig(Section):
     enabled: bool = Field(False, description="start this part")
     ess: EssDeviceConfig = Field(
         default_factory=EssDeviceConfig, description="battery inverter: readings (ess_power_w, soc_pct, ...), command, enable and heartbeat"
     )
     meter: MeterDeviceConfig = Field(default_factory=MeterDeviceConfig, description="grid meter: grid_power_w, ...")
+    pv: PvMeterDeviceConfig = Field(default_factory=PvMeterDeviceConfig, description="PV production meter (optional): pv_power_w")
     reconnect_min_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failure (tenacity exponential), s")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay, s")
     command_max_age_s: float = Field(5.0, gt=0, le=600, description="after a reconnect, a command older than this is re-written as 0 W, s")
@@ -80,12 +93,18 @@ class ModbusConfig(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> ModbusConfig:
-        e, m = self.ess, self.meter
-        if e.enabled and m.enabled and e.transport is m.transport is Transport.RTU and e.serial_port == m.serial_port:
-            if (e.baudrate, e.parity, e.stopbits) != (m.baudrate, m.parity, m.stopbits):
-                raise ValueError("meter: on the serial port the ESS uses, baudrate, parity and stopbits must match modbus.ess")
-            if e.device_id == m.device_id:
-                raise ValueError(f"meter: device_id {m.device_id} is the ESS's on the same serial line")
+        on_line: dict[str, tuple[str, ModbusDeviceConfig]] = {}  # serial port -> the first device on it
+        for name, d in (("ess", self.ess), ("meter", self.meter), ("pv", self.pv)):
+            if not d.enabled or d.transport is not Transport.RTU:
+                continue
+            first = on_line.setdefault(d.serial_port, (name, d))
+            if first[1] is d:
+                continue
+            fname, f = first
+            if (d.baudrate, d.parity, d.stopbits) != (f.baudrate, f.parity, f.stopbits):
+                raise ValueError(f"{name}: on the serial port modbus.{fname} uses, baudrate, parity and stopbits must match modbus.{fname}")
+            if d.device_id == f.device_id:
+                raise ValueError(f"{name}: device_id {d.device_id} is modbus.{fname}'s on the same serial line")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError(
                 f"reconnect_min_s: must be <= modbus.reconnect_max_s (got {self.reconnect_min_s:g} > {self.reconnect_max_s:g})"

@@ -104,6 +104,13 @@ class SimMeterConfig(SimDeviceConfig):
     map: str = Field("sdm630", description="point map served (interfaces/modbus/maps)")
 
 
+class SimPvMeterConfig(SimDeviceConfig):
+    enabled: bool = Field(False, description="serve a PV production meter (the EMS's modbus.pv)")
+    port: int = Field(15022, ge=1, le=65535, description="tcp: port")
+    device_id: int = Field(3, ge=0, le=247, description="Modbus unit ID")
+    map: str = Field("sdm630_pv", description="point map served (interfaces/modbus/maps)")
+
+
 class ControlChannelConfig(Section):
     enabled: bool = Field(True, description="serve the rehearsal command channel (docs/simulator.md)")
     host: str = Field("127.0.0.1", description="bind address (loopback)")
@@ -119,6 +126,7 @@ class SimulatorConfig(Section):
     plant: PlantConfig = Field(default_factory=PlantConfig, description="site physics and profile")
     ess: SimEssConfig = Field(default_factory=SimEssConfig, description="battery inverter")
     meter: SimMeterConfig = Field(default_factory=SimMeterConfig, description="grid meter")
+    pv: SimPvMeterConfig = Field(default_factory=SimPvMeterConfig, description="PV production meter (optional)")
     bms: BmsSimConfig = Field(default_factory=lambda: BmsSimConfig(enabled=False), description="CAN BMS simulator (docs/can.md)")
     control: ControlChannelConfig = Field(default_factory=ControlChannelConfig, description="rehearsal command channel")
     logging: SimLoggingConfig = Field(default_factory=SimLoggingConfig, description="log output")

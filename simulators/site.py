@@ -1,4 +1,4 @@
-"""The simulated site in real time: one Plant stepped by an asyncio task, the ESS and meter Modbus
+"""The simulated site in real time: one Plant stepped by an asyncio task, the ESS, grid meter and (optional) PV meter Modbus
 servers that expose it, the CAN BMS simulator, and a rehearsal command channel.
 
 Everything that touches the plant runs in the event loop thread. Other threads (the CAN BMS
@@ -116,7 +116,7 @@ class Simulator:
         self._stats_s = 0.0
         self.images: dict[str, RegisterImage] = {}
         self.devices: dict[str, DeviceServer] = {}  # by device name; devices on one serial line share a server
-        for name, dc, on_write in (("ess", cfg.ess, self._on_ess_write), ("meter", cfg.meter, None)):
+        for name, dc, on_write in (("ess", cfg.ess, self._on_ess_write), ("meter", cfg.meter, None), ("pv", cfg.pv, None)):
             if dc.enabled:
                 self.images[name] = RegisterImage(load_map(dc.map), on_write=on_write)
                 shared = next(
@@ -242,6 +242,10 @@ class Simulator:
                 }
             )
 
+        pv = self.images.get("pv")
+        if pv is not None:
+            pv.set_values({"pv_l1_voltage_v": _AC_V, "pv_power_w": p.pv_w, "pv_frequency_hz": _HZ})
+
     def _make_view(self) -> PlantView:
         p = self.plant
         return PlantView(
@@ -267,7 +271,7 @@ class Simulator:
 
     # ---- commands -------------------------------------------------------------------------------
     async def command(self, line: str) -> str:
-        """`status` | `ess|meter stop|start|restart` | `ess|meter silent on|off` | `load_offset W` |
+        """`status` | `ess|meter|pv stop|start|restart` | `ess|meter|pv silent on|off` | `load_offset W` |
         `stats reset` | `bms <bms command>` (see simulators/bms.py). Returns one line."""
         words = line.strip().split()
         try:

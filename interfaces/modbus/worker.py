@@ -1,4 +1,4 @@
-"""The Modbus worker (DESIGN §1): one daemon thread for the ESS inverter and the grid meter.
+"""The Modbus worker (DESIGN §1): one daemon thread for the ESS inverter, the grid meter and an optional PV meter.
 
 Each wake-up it
 1. (re)connects devices whose reconnect time has come (exponential backoff, tenacity's
@@ -68,7 +68,7 @@ class ModbusWorker(Worker):
     expected_errors = (*Worker.expected_errors, ModbusException, LinkError, DecodeError, MapError)
 
     def __init__(self, *, cfg: ModbusConfig, ctx: EMSContext, clock: Clock, name: str = "modbus") -> None:
-        devices = [(n, d) for n, d in (("ess", cfg.ess), ("meter", cfg.meter)) if d.enabled]
+        devices = [(n, d) for n, d in (("ess", cfg.ess), ("meter", cfg.meter), ("pv", cfg.pv)) if d.enabled]
         period_s = min((d.poll_period_s for _n, d in devices), default=1.0)
         super().__init__(name=name, ctx=ctx, clock=clock, period_s=period_s)
         self._cfg = cfg

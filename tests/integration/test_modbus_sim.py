@@ -3,17 +3,21 @@ heartbeats, the plant follows; the watchdog takes the inverter to 0 W; rehearsal
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
 import pytest
 from pymodbus.exceptions import ModbusException
 
-from config.modbus import ModbusDeviceConfig
+from config.modbus import ModbusConfig, ModbusDeviceConfig
+from ems.clock import SystemClock
+from ems.context import EMSContext
 from ems.model import Quantity
 from interfaces.modbus.link import DeviceLink
+from interfaces.modbus.worker import ModbusWorker
 from simulators.config import load_sim_config
 from simulators.site import Simulator
-from tests.helpers.common import free_port
+from tests.helpers.common import free_port, wait_for
 from tests.helpers.modbus import LoopThread
 
 
@@ -123,3 +127,51 @@ def test_rehearsal_commands(running: tuple[LoopThread, Simulator, DeviceLink, De
     assert loop.run(sim.command("fly away")).startswith("error: unknown command")
     assert loop.run(sim.command("bms silent on")).startswith("error: the BMS simulator is not enabled")
     assert loop.run(sim.command("load_offset nan")).startswith("error")
+
+
+def test_pv_meter_feeds_pv_power_positive_while_producing() -> None:
+    """The optional PV meter: the simulator serves production as export (negative, as a wired SDM630
+    shows it), the sdm630_pv map flips it, and the Modbus worker puts pv_power_w >= 0 in the context."""
+    loop = LoopThread()
+    ports = {"ess": free_port(), "meter": free_port(), "pv": free_port()}
+    over: dict[str, object] = {"plant.profile": "summer-sunny", "plant.start_time": "12:00", "control.enabled": False}
+    over.update({f"{n}.port": p for n, p in ports.items()} | {"pv.enabled": True})
+    sim = Simulator(load_sim_config(None, over))
+    clock = SystemClock()
+    ctx = EMSContext(clock=clock)
+    cfg = ModbusConfig.model_validate(
+        {
+            "enabled": True,
+            "ess": {"port": ports["ess"], "map": "auto", "poll_period_s": 0.2, "timeout_s": 0.5},
+            "meter": {"port": ports["meter"], "poll_period_s": 0.2, "timeout_s": 0.5},
+            "pv": {"enabled": True, "port": ports["pv"], "poll_period_s": 0.2, "timeout_s": 0.5},
+        }
+    )
+
+    async def start() -> None:
+        for dev in sim.devices.values():
+            await dev.start()
+
+    async def stop() -> None:
+        for dev in sim.devices.values():
+            await dev.stop()
+
+    loop.run(start())
+    worker = ModbusWorker(cfg=cfg, ctx=ctx, clock=clock)
+    worker.start()
+    try:
+        _step(loop, sim, 0.2)  # the plant publishes its values to the register images when it steps
+        pv_w = sim.view.pv_w
+        assert pv_w > 1000.0  # noon in summer
+        image = sim.images["pv"]
+        raw = struct.unpack(">f", struct.pack(">HH", *(image.read(image.address_of("pv_power_w"), 2) or [])))[0]
+        assert raw == pytest.approx(-pv_w, rel=1e-6)  # on the wire: export
+        reading = wait_for(lambda: ctx.snapshot().reading(Quantity.PV_POWER_W), timeout_s=10, what="pv_power_w in the context")
+        assert reading.value == pytest.approx(pv_w, rel=1e-6)  # in the EMS: production is +
+        assert wait_for(lambda: ctx.snapshot().status.get("modbus.pv"), timeout_s=5, what="pv meter status")["map"] == "sdm630_pv"
+        assert loop.run(sim.command("pv silent on")) == "ok pv silent=True"
+    finally:
+        worker.stop()
+        loop.run(stop())
+        loop.close()
+    assert not worker.is_alive()

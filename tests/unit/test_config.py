@@ -121,3 +121,16 @@ def test_can_and_modbus_may_not_both_report_the_battery_readings() -> None:
         },
     }
     assert parse_config(ok, {}).can.enabled
+
+
+def test_devices_sharing_one_rs485_line_need_its_settings_and_their_own_unit_ids() -> None:
+    rtu = {"transport": "rtu", "serial_port": "/dev/ttyUSB0"}
+    assert problems({"modbus": {"ess": rtu, "meter": {**rtu, "baudrate": 19200}}}) == [
+        "modbus.meter: on the serial port modbus.ess uses, baudrate, parity and stopbits must match modbus.ess"
+    ]
+    assert problems({"modbus": {"ess": rtu, "pv": {**rtu, "enabled": True, "device_id": 1}}}) == [
+        "modbus.pv: device_id 1 is modbus.ess's on the same serial line"
+    ]
+    # grid meter (unit 2) and PV meter (unit 3) on one line with the same settings: fine; a disabled device never clashes
+    cfg = parse_config({"modbus": {"meter": rtu, "pv": {**rtu, "enabled": True}, "ess": {**rtu, "enabled": False, "device_id": 2}}}, {})
+    assert (cfg.modbus.meter.device_id, cfg.modbus.pv.device_id, cfg.modbus.pv.map) == (2, 3, "sdm630_pv")
