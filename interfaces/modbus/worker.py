@@ -114,7 +114,7 @@ class ModbusWorker(Worker):
             try:
                 self._serve(dev)
             except self.expected_errors as exc:
-                problems.append(f"{dev.name}:{type(exc).__name__}")
+                problems.append(f"{dev.name}:reconnecting" if isinstance(exc, _Waiting) else f"{dev.name}:{type(exc).__name__}")
                 self._lost(dev, exc)
         if problems:
             self.failed(",".join(problems), detail="; ".join(f"{d.name}: {d.last_error}" for d in self._devices if d.last_error))

@@ -192,6 +192,12 @@ def test_meter_down_does_not_block_inverter_commands(
     wait_for(lambda: _value(ctx, Quantity.GRID_POWER_W) is not None, timeout_s=5, what="meter reading")
     meter.stop()
     wait_for(lambda: (s := ctx.snapshot().status.get("modbus.meter")) and not s["connected"], timeout_s=5, what="meter loss noticed")  # type: ignore[index]
+    # between reconnect attempts the worker's health names the device and that it is waiting
+    wait_for(
+        lambda: any(h.name == "modbus" and h.last_error == "meter:reconnecting" for h in ctx.snapshot().workers),
+        timeout_s=5,
+        what="worker health: meter:reconnecting",
+    )
     for seq, w in ((1, 100.0), (2, 0.0), (3, -300.0)):
         _publish(ctx, clock, seq, w)
         wait_for(lambda w=w: ess.value("setpoint_w") == w, timeout_s=POLL_S, what=f"set-point {w} W with the meter down")
