@@ -76,15 +76,19 @@ class _Rig:
 
     def __init__(self, tmp: Path, *, with_api: bool, law: str | None = None, start_time: str = "08:30") -> None:
         self.tmp = tmp
-        self.ports = {k: free_port() for k in ("ess", "meter", "ctl", "api", "can")}
+        self.ports = {k: free_port() for k in ("ess", "meter", "pv", "ctl", "api", "can")}
         sim_cfg = yaml.safe_load((REPO_ROOT / "config" / "simulators.yaml").read_text())
         sim_cfg["plant"].update(speed=1.0, start_time=start_time, profile="summer-sunny")
-        sim_cfg["ess"]["port"], sim_cfg["meter"]["port"] = self.ports["ess"], self.ports["meter"]
+        for dev in ("ess", "meter", "pv"):  # the PV meter too, when the make-run configs have one
+            if dev in sim_cfg:
+                sim_cfg[dev]["port"] = self.ports[dev]
         sim_cfg["control"].update(enabled=True, port=self.ports["ctl"])
         if "bms" in sim_cfg:
             sim_cfg["bms"]["port"] = self.ports["can"]
         ems_cfg = yaml.safe_load((REPO_ROOT / "config" / "sim.yaml").read_text())
-        ems_cfg["modbus"]["ess"]["port"], ems_cfg["modbus"]["meter"]["port"] = self.ports["ess"], self.ports["meter"]
+        for dev in ("ess", "meter", "pv"):
+            if dev in ems_cfg["modbus"]:
+                ems_cfg["modbus"][dev]["port"] = self.ports[dev]
         if "can" in ems_cfg:
             ems_cfg["can"]["port"] = self.ports["can"]
         ems_cfg.setdefault("control", {})["summary_interval_s"] = 0.0
