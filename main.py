@@ -8,6 +8,7 @@ Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 for a bad config or comman
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 import threading
@@ -142,6 +143,12 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
     for svc in services:
         svc.start()
     controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock, workers=services, on_cycle=build_cycle_hooks(cfg, ctx))
+    # What exists now (modules, config, the app, DBC, maps) lives as long as the process: take it out of
+    # the cyclic GC's reach. A full collection holds the GIL while it walks every object (11-14 ms here
+    # with ~64k objects, several times that on a Pi); after freeze() it walks only what came later.
+    gc.collect()
+    gc.freeze()
+    log.info("gc_frozen", objects=gc.get_freeze_count())
     try:
         controller.run(stop)
     finally:

@@ -28,6 +28,8 @@ def test_no_devices_reaches_fault_naming_each_stale_source_and_exits_0_on_sigter
     stopped = [e for e in p.events if e.get("event") == "state_changed" and e.get("to_state") == "STOP"]
     assert stopped and stopped[-1]["reason"] == "shutdown"
     assert p.events[-1]["event"] == "ems_stopped"
+    frozen = next(e for e in p.events if e.get("event") == "gc_frozen")  # start-up objects kept out of the cyclic GC
+    assert frozen["objects"] > 10_000
     asked = next(e for e in p.events if e.get("event") == "shutdown_requested")
     assert asked["signal"] == "SIGTERM"
     handled_s = datetime.fromisoformat(p.events[-1]["timestamp"]) - datetime.fromisoformat(asked["timestamp"])
