@@ -187,10 +187,18 @@ def _overruns_between(log_path: Path, t0_wall: float, t1_wall: float) -> int:
     return n
 
 
-def _phase(starts: list[float], durations: list[float], t0: float, t1: float) -> dict[str, object]:
+def _phase(starts: list[float], durations: list[float], t0: float, t1: float, gcs: list[list[float]] | None = None) -> dict[str, object]:
     idx = [i for i, s in enumerate(starts) if t0 <= s <= t1]
     late = _lateness([starts[i] for i in idx])
-    return {"cycles": len(idx), "lateness": stats_ms(late), "cycle_work": stats_ms([durations[i] for i in idx])}
+    out: dict[str, object] = {"cycles": len(idx), "lateness": stats_ms(late), "cycle_work": stats_ms([durations[i] for i in idx])}
+    if gcs is not None:  # cyclic-GC collections in the window (each holds the GIL): count and longest, per generation
+        window = [g for g in gcs if t0 <= g[0] <= t1]
+        out["gc"] = {
+            f"gen{gen}": {"n": len(ds), "max_ms": round(1000.0 * max(ds), 3) if ds else None}
+            for gen in (0, 1, 2)
+            for ds in [[g[1] for g in window if int(g[2]) == gen]]
+        }
+    return out
 
 
 def _regulation(status: dict[str, Any]) -> dict[str, object]:
@@ -317,11 +325,11 @@ def main() -> None:
             out["ems_exit"] = rc
         if rig.timing_file.exists() and "resources" in out:
             t = json.loads(rig.timing_file.read_text())
-            starts, durs = t["starts_s"], t["durations_s"]
-            out["loop_no_load"] = _phase(starts, durs, a0, a1)
+            starts, durs, gcs = t["starts_s"], t["durations_s"], t.get("gc")
+            out["loop_no_load"] = _phase(starts, durs, a0, a1, gcs)
             out["loop_no_load"]["overruns"] = _overruns_between(rig.tmp / "ems.log", a0_wall, a1_wall)  # type: ignore[index]
             if b0 is not None and b1 is not None and b0_wall is not None and b1_wall is not None:
-                out["loop_api_load"] = _phase(starts, durs, b0, b1)
+                out["loop_api_load"] = _phase(starts, durs, b0, b1, gcs)
                 out["loop_api_load"]["overruns"] = _overruns_between(rig.tmp / "ems.log", b0_wall, b1_wall)  # type: ignore[index]
             else:
                 out["loop_api_load"] = {"available": False, "reason": "REST API part (api/) not present"}

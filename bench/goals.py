@@ -168,6 +168,11 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(
                 f"LOOP {phase[5:]:8} lateness p50/p99/max {_f(lat.get('p50_ms'), 2)}/{_f(lat.get('p99_ms'), 2)}/"
                 f"{_f(lat.get('max_ms'), 2)} ms over {lat.get('n')} cycles, overruns {_get(loop, phase, 'overruns')}"
+                + "".join(
+                    f", gc {gen} n={g.get('n')} max {_f(g.get('max_ms'), 2)} ms"
+                    for gen, g in (_get(loop, phase, "gc") or {}).items()
+                    if g.get("n")
+                )
             )
     if "error" in reg and "profiles" not in reg:
         lines.append(f"REGULATION  error: {reg['error']}")
