@@ -162,6 +162,9 @@ class Simulator:
                 log.info("sim_watchdog_cleared", t=_hms(self.plant.profile_t_s))
             self.plant.feed_watchdog()
         self.plant.set_setpoint(self.setpoint_w if self.enabled else 0.0)
+        # the status shows a write at once (not at the next plant step): a caller that saw the EMS's
+        # write acknowledged must read it back here (tests, bench fault reaction, rehearsals)
+        self.view = self._make_view()
 
     # ---- stepping -------------------------------------------------------------------------------
     def step(self, dt_s: float) -> None:

@@ -80,6 +80,7 @@ def test_set_point_drives_the_plant_and_the_meter_sees_it(running: tuple[LoopThr
     assert ess.pmap is not None and ess.pmap.name == "sunspec_ess"
     assert ess.identity["manufacturer"] == "EMS project"
     _command(ess, setpoint_w=-2000.0, beat=1)
+    assert loop.call(lambda: sim.view.setpoint_w) == -2000.0  # the status shows a write at once, not at the next step
     for beat in range(2, 12):  # a heartbeat every simulated second (watchdog_s = 5)
         _step(loop, sim, 1.0)
         ess.write_points([ess.encode("heartbeat", float(beat))[:2]])
