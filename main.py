@@ -121,10 +121,15 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
         received.append(signal.Signals(signum).name)
         stop.set()
 
+    announced = threading.Event()  # the loop ends on this, so the log reads "requested" before "stopped"
+
     def _announce_stop() -> None:
         stop.wait()
-        notify_stopping()  # systemd: STOPPING=1 (no-op outside systemd)
-        log.info("shutdown_requested", signal=received[0] if received else "none")
+        try:
+            notify_stopping()  # systemd: STOPPING=1 (no-op outside systemd)
+            log.info("shutdown_requested", signal=received[0] if received else "none")
+        finally:
+            announced.set()
 
     announcer = threading.Thread(target=_announce_stop, name="stop-announcer", daemon=True)
     announcer.start()
@@ -150,7 +155,7 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
     gc.freeze()
     log.info("gc_frozen", objects=gc.get_freeze_count())
     try:
-        controller.run(stop)
+        controller.run(announced)
     finally:
         stop.set()  # also when the loop ended by an exception
         announcer.join(1.0)
