@@ -192,12 +192,11 @@ def _phase(starts: list[float], durations: list[float], t0: float, t1: float, gc
     late = _lateness([starts[i] for i in idx])
     out: dict[str, object] = {"cycles": len(idx), "lateness": stats_ms(late), "cycle_work": stats_ms([durations[i] for i in idx])}
     if gcs is not None:  # cyclic-GC collections in the window (each holds the GIL): count and longest, per generation
-        window = [g for g in gcs if t0 <= g[0] <= t1]
-        out["gc"] = {
-            f"gen{gen}": {"n": len(ds), "max_ms": round(1000.0 * max(ds), 3) if ds else None}
-            for gen in (0, 1, 2)
-            for ds in [[g[1] for g in window if int(g[2]) == gen]]
-        }
+        pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        for start_s, duration_s, gen in gcs:
+            if t0 <= start_s <= t1:
+                pauses[int(gen)].append(duration_s)
+        out["gc"] = {f"gen{gen}": {"n": len(ds), "max_ms": round(1000.0 * max(ds), 3) if ds else None} for gen, ds in pauses.items()}
     return out
 
 

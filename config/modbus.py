@@ -97,10 +97,10 @@ class ModbusConfig(Section):
         for name, d in (("ess", self.ess), ("meter", self.meter), ("pv", self.pv)):
             if not d.enabled or d.transport is not Transport.RTU:
                 continue
-            first = on_line.setdefault(d.serial_port, (name, d))
-            if first[1] is d:
+            if d.serial_port not in on_line:
+                on_line[d.serial_port] = (name, d)
                 continue
-            fname, f = first
+            fname, f = on_line[d.serial_port]
             if (d.baudrate, d.parity, d.stopbits) != (f.baudrate, f.parity, f.stopbits):
                 raise ValueError(f"{name}: on the serial port modbus.{fname} uses, baudrate, parity and stopbits must match modbus.{fname}")
             if d.device_id == f.device_id:
