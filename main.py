@@ -23,9 +23,12 @@ from ems.clock import Clock, SystemClock
 from ems.context import EMSContext
 from ems.controller import Controller, CycleReport
 from interfaces.logs import configure_logging
-from interfaces.systemd import SystemdNotifier, notify_stopping, stall_hook_from_env
+from interfaces.systemd import SystemdNotifier, notify_stopping
 
-__all__ = ["Service", "build_services", "main"]
+__all__ = ["CycleHook", "HookFactory", "Service", "build_services", "main"]
+
+CycleHook = Callable[[CycleReport], None]
+HookFactory = Callable[[SystemdNotifier], Sequence[CycleHook]]  # extra hooks (tests wrap main with these)
 
 log = structlog.get_logger("main")
 
@@ -44,20 +47,55 @@ class Service(Protocol):
 
 
 def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Service]:
-    """Every enabled part, in start order. Each subsystem adds itself here, guarded by its `enabled`."""
+    """Every enabled part, in start order, each handed the context parts it uses. Sources claim
+    their readings as they are built (ems/context/readings.py): the CAN BMS before the inverter,
+    whose battery readings are optional copies, and the MQTT ingest topics last."""
     services: list[Service] = []
-    if cfg.modbus.enabled:
-        from interfaces.modbus.worker import ModbusWorker
-
-        services.append(ModbusWorker(cfg=cfg.modbus, ctx=ctx, clock=clock))
     if cfg.can.enabled:
         from interfaces.can.worker import CanWorker
 
-        services.append(CanWorker(cfg=cfg.can, ctx=ctx, clock=clock, fault_timeout_s=cfg.control.fault_timeout_s))
+        services.append(
+            CanWorker(
+                cfg=cfg.can,
+                readings=ctx.readings,
+                health=ctx.health,
+                events=ctx.events,
+                counters=ctx.counters,
+                clock=clock,
+                fault_timeout_s=cfg.control.fault_timeout_s,
+            )
+        )
+    if cfg.modbus.enabled:
+        from interfaces.modbus.worker import build_modbus_links
+
+        services.extend(
+            build_modbus_links(
+                cfg.modbus,
+                readings=ctx.readings,
+                health=ctx.health,
+                commands=ctx.commands,
+                events=ctx.events,
+                counters=ctx.counters,
+                clock=clock,
+            )
+        )
     if cfg.mqtt.enabled:
         from interfaces.mqtt import MqttWorker
 
-        services.append(MqttWorker(cfg=cfg.mqtt, ctx=ctx, clock=clock, site_id=cfg.site.id, site_name=cfg.site.name, control=cfg.control))
+        services.append(
+            MqttWorker(
+                cfg=cfg.mqtt,
+                readings=ctx.readings,
+                requests=ctx.requests,
+                health=ctx.health,
+                counters=ctx.counters,
+                snapshot=ctx.snapshot,
+                clock=clock,
+                site_id=cfg.site.id,
+                site_name=cfg.site.name,
+                control=cfg.control,
+            )
+        )
     if cfg.store.enabled:  # SQLite writer + sampler (+ uplink sender when uplink.enabled)
         from interfaces.store.services import build_store_services
 
@@ -71,13 +109,13 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
     return services
 
 
-def build_cycle_hooks(cfg: EMSConfig, ctx: EMSContext) -> list[Callable[[CycleReport], None]]:
-    """Called after every control cycle (e.g. the systemd watchdog ping)."""
+def build_cycle_hooks(extra: HookFactory | None = None) -> list[CycleHook]:
+    """Called after every control cycle: the systemd watchdog ping (READY, WATCHDOG while on time),
+    then any extra hooks (tests only: `extra` is never set by `main.py` itself)."""
     notifier = SystemdNotifier()
-    hooks: list[Callable[[CycleReport], None]] = [notifier.on_cycle]  # READY, WATCHDOG while on time
-    stall = stall_hook_from_env(notifier=notifier)  # test only (EMS_TEST_STALL_FILE); after the ping, so a stall stops the pings
-    if stall is not None:
-        hooks.append(stall)
+    hooks: list[CycleHook] = [notifier.on_cycle]
+    if extra is not None:
+        hooks.extend(extra(notifier))
     return hooks
 
 
@@ -90,7 +128,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, extra_hooks: HookFactory | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config)
@@ -103,15 +141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config ok: {args.config} (control enabled={cfg.control.enabled} dry_run={cfg.control.dry_run})")
         return 0
     configure_logging(fmt=args.log_format or cfg.logging.format.value, level=args.log_level or cfg.logging.level)
-    return run(cfg, config_path=args.config)
+    return run(cfg, config_path=args.config, extra_hooks=extra_hooks)
 
 
-def run(cfg: EMSConfig, *, config_path: str) -> int:
+def run(cfg: EMSConfig, *, config_path: str, extra_hooks: HookFactory | None = None) -> int:
     # The control thread shares the GIL with the API/worker threads: a 1 ms switch interval (default 5 ms)
     # lets it take the GIL sooner when its deadline comes (bench: loop lateness p99 15 -> 5.5 ms under API load).
     sys.setswitchinterval(0.001)
     clock = SystemClock()
-    ctx = EMSContext(clock=clock, start_mode=cfg.control.start_mode, max_ttl_s=cfg.control.external_max_ttl_s)
+    ctx = EMSContext(
+        clock=clock,
+        start_mode=cfg.control.start_mode,
+        max_ttl_s=cfg.control.external_max_ttl_s,
+        required_sources=cfg.control.required_sources,
+    )
     stop = threading.Event()
 
     received: list[str] = []
@@ -147,7 +190,18 @@ def run(cfg: EMSConfig, *, config_path: str) -> int:
     services = build_services(cfg, ctx, clock)
     for svc in services:
         svc.start()
-    controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock, workers=services, on_cycle=build_cycle_hooks(cfg, ctx))
+    controller = Controller(
+        readings=ctx.readings,
+        requests=ctx.requests,
+        commands=ctx.commands,
+        health=ctx.health,
+        events=ctx.events,
+        required_sources=ctx.required_sources,
+        cfg=cfg.control.controller(),
+        clock=clock,
+        workers=services,
+        on_cycle=build_cycle_hooks(extra_hooks),
+    )
     # What exists now (modules, config, the app, DBC, maps) lives as long as the process: take it out of
     # the cyclic GC's reach. A full collection holds the GIL while it walks every object (11-14 ms here
     # with ~64k objects, several times that on a Pi); after freeze() it walks only what came later.

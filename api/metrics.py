@@ -14,8 +14,8 @@ from prometheus_client.registry import Collector
 from api.sources import OutboxFigures, SourceUnavailable
 from config.control import ControlConfig
 from ems.clock import Clock
-from ems.context import EMSContext
-from ems.model import Mode, State
+from ems.context import Counters
+from ems.model import Mode, Snapshot, State
 
 __all__ = ["ApiMetrics"]
 
@@ -25,14 +25,22 @@ def _finite(v: float) -> bool:
 
 
 class _SnapshotCollector(Collector):
-    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock, outbox: Callable[[], OutboxFigures] | None) -> None:
-        self._ctx = ctx
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        counters: Counters,
+        control: ControlConfig,
+        clock: Clock,
+        outbox: Callable[[], OutboxFigures] | None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._counters = counters
         self._control = control
         self._clock = clock
         self._outbox = outbox
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        snap = self._ctx.snapshot()
+        snap = self._snapshot()
         now_s = snap.at_s
         state = GaugeMetricFamily("ems_state", "1 for the current controller state", labels=["state"])
         for s in State:
@@ -64,34 +72,48 @@ class _SnapshotCollector(Collector):
             yield GaugeMetricFamily(name, f"control flag {name.removeprefix('ems_control_')} (1 = true)", value=1.0 if flag else 0.0)
         if snap.command is not None:
             yield GaugeMetricFamily(
-                "ems_command_computed_watts",
-                "command after every limit, before the dry-run/enable gate (+ discharge)",
-                value=snap.command.computed_w,
+                "ems_setpoint_watts",
+                "set-point: every limit applied, before the dry-run/enable gate (+ discharge)",
+                value=snap.command.setpoint_w,
             )
-            yield GaugeMetricFamily(
-                "ems_command_written_watts", "command that goes to the inverter (+ discharge)", value=snap.command.written_w
-            )
+            yield GaugeMetricFamily("ems_written_watts", "what goes to the inverter (+ discharge)", value=snap.command.written_w)
             yield GaugeMetricFamily("ems_command_age_seconds", "seconds since the last control cycle", value=now_s - snap.command.at_s)
-        bound = GaugeMetricFamily("ems_limit_bound", "1 for each limit or gate that bound the last command", labels=["limit"])
-        for name in snap.limits_bound:
+        bound = GaugeMetricFamily("ems_limit_bound", "1 for each limit that bound the last command", labels=["limit"])
+        for name in snap.limits:
             bound.add_metric([name], 1.0)
         yield bound
+        held = GaugeMetricFamily(
+            "ems_command_held", "1 for the reason the law holds 0 W, or the gate that keeps 0 W written", labels=["reason"]
+        )
+        if snap.control is not None:
+            for reason in (snap.control.hold, snap.control.gate):
+                if reason:
+                    held.add_metric([reason], 1.0)
+        yield held
         faults = GaugeMetricFamily("ems_fault_active", "1 for each active FAULT cause", labels=["cause"])
         for cause in snap.fault_causes:
             faults.add_metric([cause], 1.0)
         yield faults
         yield CounterMetricFamily("ems_control_cycles", "control cycles run", value=snap.cycles)
         yield CounterMetricFamily("ems_control_overruns", "control cycles missed because a cycle overran", value=snap.overruns)
-        errors = CounterMetricFamily("ems_worker_errors", "failed units of work per worker", labels=["worker"])
-        streak = GaugeMetricFamily("ems_worker_error_streak", "consecutive failed units of work per worker", labels=["worker"])
-        beat = GaugeMetricFamily("ems_worker_heartbeat_age_seconds", "seconds since the worker's last heartbeat", labels=["worker"])
-        for w in snap.workers:
-            errors.add_metric([w.name], w.errors_total)
-            streak.add_metric([w.name], w.error_streak)
-            if w.last_beat_s is not None:
-                beat.add_metric([w.name], now_s - w.last_beat_s)
+        errors = CounterMetricFamily("ems_device_errors", "failed units of work per device", labels=["device"])
+        streak = GaugeMetricFamily("ems_device_error_streak", "consecutive failed units of work per device", labels=["device"])
+        ok_age = GaugeMetricFamily("ems_device_last_ok_age_seconds", "seconds since the device's last good unit of work", labels=["device"])
+        required = GaugeMetricFamily("ems_device_required", "1 when the device's failure is a FAULT", labels=["device"])
+        for d in snap.devices:
+            errors.add_metric([d.name], d.errors_total)
+            streak.add_metric([d.name], d.error_streak)
+            required.add_metric([d.name], 1.0 if d.required else 0.0)
+            if d.last_ok_s is not None:
+                ok_age.add_metric([d.name], now_s - d.last_ok_s)
         yield errors
         yield streak
+        yield ok_age
+        yield required
+        beat = GaugeMetricFamily("ems_worker_heartbeat_age_seconds", "seconds since the thread's last heartbeat", labels=["worker"])
+        for t in snap.threads:
+            if t.last_beat_s is not None:
+                beat.add_metric([t.name], now_s - t.last_beat_s)
         yield beat
         counters = CounterMetricFamily("ems_events", "named counters the parts keep (queue drops, rejected values, ...)", labels=["name"])
         for name, n in sorted(snap.counters.items()):
@@ -105,7 +127,7 @@ class _SnapshotCollector(Collector):
         try:
             ob = self._outbox()
         except SourceUnavailable:
-            self._ctx.count("api_store_unavailable")
+            self._counters.count("api_store_unavailable")
             return
         yield GaugeMetricFamily("ems_outbox_depth", "uplink batches waiting in the outbox", value=ob.depth)
         if ob.oldest_pending_age_s is not None:
@@ -123,9 +145,16 @@ class _SnapshotCollector(Collector):
 class ApiMetrics:
     """The app's registry: snapshot metrics plus request counters and latencies."""
 
-    def __init__(self, ctx: EMSContext, control: ControlConfig, clock: Clock, outbox: Callable[[], OutboxFigures] | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        counters: Counters,
+        control: ControlConfig,
+        clock: Clock,
+        outbox: Callable[[], OutboxFigures] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_SnapshotCollector(ctx, control, clock, outbox))
+        self.registry.register(_SnapshotCollector(snapshot, counters, control, clock, outbox))
         self.requests = Counter("ems_api_requests", "HTTP requests served", ["method", "endpoint", "status"], registry=self.registry)
         self.latency = Histogram(
             "ems_api_request_duration_seconds",

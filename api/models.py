@@ -20,6 +20,7 @@ __all__ = [
     "CommandInfo",
     "ConfigResponse",
     "ControlFlags",
+    "DeviceHealthInfo",
     "DeviceInfo",
     "DevicesResponse",
     "EventInfo",
@@ -87,18 +88,19 @@ class ReadingInfo(_Out):
 
 
 class CommandInfo(_Out):
-    seq: int = Field(description="command sequence number")
-    state: State
-    computed_w: float = Field(description="after every limit, before the dry-run/enable gate (+ discharge), W")
+    seq: int = Field(description="command sequence number (= the control cycle)")
+    setpoint_w: float = Field(description="computed: every limit applied, before the dry-run/enable gate (+ discharge), W")
     written_w: float = Field(description="what goes to the inverter (+ discharge), W")
-    reasons: list[str] = Field(description="limits that bound and state reasons")
+    reasons: list[str] = Field(description="why the command is what it is: the limits that bound, then hold, then gate")
+    hold: str | None = Field(None, description="why the law gives 0 W: setpoint_missing, grid_unknown, non_finite_command")
+    gate: str | None = Field(None, description="control_disabled or dry_run: the set-point is computed but 0 W is written")
     age_s: float = Field(description="seconds since the controller published it")
     acknowledged: bool = Field(description="the inverter writer took this command (or a newer one)")
     written_seq: int | None = Field(description="last command seq the inverter writer acknowledged")
 
 
 class LimitInfo(_Out):
-    name: str = Field(description="limit or gate name, e.g. soc_min, bms_dcl, ramp, dry_run")
+    name: str = Field(description="limit name, e.g. soc_min, bms_dcl, ramp (DESIGN §4)")
     why: str = Field(description="what it means")
 
 
@@ -110,12 +112,28 @@ class SetpointInfo(_Out):
 
 
 class WorkerInfo(_Out):
+    """A thread: alive means it beats its heartbeat; what it does well or badly is in its devices' health."""
+
     name: str
-    ok: bool = Field(description="neither stale nor failing")
+    ok: bool = Field(description="not stale")
     stale: bool = Field(description="no heartbeat for control.worker_stall_s")
-    failing: bool = Field(description="error streak >= api.health_max_error_streak")
-    last_ok_age_s: float | None = Field(description="seconds since the last good unit of work (last good reading)")
+    required: bool = Field(description="it serves a required device: stale or dead means FAULT")
+    devices: list[str] = Field(description="the devices this thread serves")
     last_beat_age_s: float | None = Field(description="seconds since the last heartbeat")
+
+
+class DeviceHealthInfo(_Out):
+    """Health of one device or service (ess, meter, pv, bms, broker, store, uplink, ...)."""
+
+    name: str
+    kind: str = Field(description="modbus, can, mqtt, sqlite, https, ...")
+    address: str = Field(description="where it is: tcp://host:port, serial port, CAN channel, broker, path, URL")
+    required: bool = Field(description="the actuator, or the owner of a control.required_sources reading: failing means FAULT")
+    status: str = Field(
+        description="ok, failing (error streak >= api.health_max_error_streak), degraded (a non-required device failing) or starting"
+    )
+    owns: list[str] = Field(description="readings this device owns (only it may write them)")
+    last_ok_age_s: float | None = Field(description="seconds since the last good unit of work (poll, frame, flush, delivery)")
     error_streak: int
     errors_total: int
     last_error: str | None
@@ -126,8 +144,12 @@ class HealthResponse(_Out):
     healthy: bool = Field(description="true with HTTP 200; false with HTTP 503")
     state: State
     problems: list[str] = Field(
-        description="why unhealthy: fault:<cause>, worker_stale:<name>, worker_failing:<name>, controller_stale, starting"
+        description="why unhealthy: fault:<cause>, device_failing:<required device>, worker_stale:<thread of a required device>, controller_stale, starting"
     )
+    degraded: list[str] = Field(
+        default_factory=list, description="what is wrong but does not stop the battery: device_failing:<name>, worker_stale:<thread>"
+    )
+    devices: list[DeviceHealthInfo] = Field(default_factory=list, description="per-device health")
     workers: list[WorkerInfo]
     last_reading_age_s: float | None = Field(description="age of the freshest measurement, s")
     controller_age_s: float | None = Field(description="seconds since the last control cycle")
@@ -145,11 +167,12 @@ class StatusResponse(_Out):
     control: ControlFlags
     measurements: dict[str, ReadingInfo] = Field(description="latest reading per quantity")
     command: CommandInfo | None = Field(description="last published command (null before the first cycle)")
-    limits: list[LimitInfo] = Field(description="limits and gates that bound the last command, and why")
+    limits: list[LimitInfo] = Field(description="limits that bound the last command, and why (gate and hold: in command)")
     fault_causes: list[str]
     bms_protections: list[str]
     bms_warnings: list[str]
     external_setpoint: SetpointInfo | None
+    devices: list[DeviceHealthInfo] = Field(default_factory=list, description="per-device health")
     workers: list[WorkerInfo]
     cycles: int
     overruns: int
@@ -164,7 +187,7 @@ class Resolution(StrEnum):
 
 # Every measured quantity plus the command the controller computed and wrote (as stored per second).
 MeasurementField = StrEnum(  # type: ignore[misc]
-    "MeasurementField", [(q.name, q.value) for q in Quantity] + [("CMD_COMPUTED_W", "cmd_computed_w"), ("CMD_WRITTEN_W", "cmd_written_w")]
+    "MeasurementField", [(q.name, q.value) for q in Quantity] + [("SETPOINT_W", "setpoint_w"), ("WRITTEN_W", "written_w")]
 )
 
 
@@ -279,12 +302,14 @@ class WriteResponse(_Out):
 # ---- devices / config -----------------------------------------------------------------------
 class DeviceInfo(_Out):
     name: str
-    protocol: str | None = Field(description="modbus-tcp, modbus-rtu, can, mqtt, ... (as the worker reports it)")
-    address: str | None = Field(description="host:port/unit, serial port, CAN channel, topic, ...")
+    protocol: str | None = Field(description="modbus, can, mqtt, sqlite, https, ... (as the worker reports it)")
+    address: str | None = Field(description="tcp://host:port, serial port, CAN channel, broker, ...")
     map: str | None = Field(description="point map / DBC / profile in use")
-    details: dict[str, Any] = Field(description="further identity the worker reports (model, serial, firmware, ...)")
-    last_seen_age_s: float | None = Field(description="seconds since the last good reading")
+    details: dict[str, Any] = Field(description="further identity the worker reports (model, serial, firmware, link state, ...)")
+    last_seen_age_s: float | None = Field(description="seconds since the last good unit of work")
     ok: bool
+    required: bool = Field(False, description="its failure is a FAULT")
+    owns: list[str] = Field(default_factory=list, description="readings this device owns")
     error_streak: int
     last_error: str | None
 

@@ -27,6 +27,7 @@ log = structlog.get_logger("api.server")
 
 class ApiServer(threading.Thread):
     critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
+    DEVICE = "api"
 
     def __init__(
         self,
@@ -40,15 +41,16 @@ class ApiServer(threading.Thread):
     ) -> None:
         super().__init__(name=name, daemon=True)
         self._cfg = cfg
-        self._ctx = ctx
         self._clock = clock
         self._poll_s = poll_s
         self._stop_event = threading.Event()
         self._map: dict[int, Any] = {}
         self.app = create_app(cfg, ctx, clock, store)
+        self._health = ctx.health
         self._server: Any = None
         self.port: int | None = None
-        ctx.register_worker(name)
+        self._health.register_thread(name, (self.DEVICE,))
+        self._health.register_device(self.DEVICE, kind="http", where=f"{cfg.api.host}:{cfg.api.port}", thread=name)
 
     @property
     def url(self) -> str:
@@ -73,6 +75,7 @@ class ApiServer(threading.Thread):
             log.error("api_bind_failed", host=api.host, port=api.port, error=str(exc))
             raise
         self.port = int(self._server.effective_port)
+        self._health.set_info(self.DEVICE, url=self.url)
         super().start()
 
     def run(self) -> None:
@@ -92,9 +95,11 @@ class ApiServer(threading.Thread):
                 try:
                     wasyncore.loop(timeout=self._poll_s, map=self._map, use_poll=srv.adj.asyncore_use_poll, count=1)
                 except Exception:
-                    self._ctx.mark_error(self.name, reason="unexpected", at_s=self._clock.monotonic())
+                    self._health.error(self.DEVICE, reason="unexpected", at_s=self._clock.monotonic())
                     log.exception("api_loop_failed")
-                self._ctx.heartbeat(self.name, at_s=self._clock.monotonic())
+                else:
+                    self._health.ok(self.DEVICE, at_s=self._clock.monotonic())
+                self._health.beat(self.name, at_s=self._clock.monotonic())
         finally:
             srv.task_dispatcher.shutdown(timeout=2)
             wasyncore.close_all(self._map)

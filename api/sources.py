@@ -5,23 +5,22 @@ handlers do not care which.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from api.models import EventInfo, MeasurementRow, Resolution
 from ems.clock import Clock
-from ems.context import EMSContext
-from ems.model import EventRecord, Quantity
+from ems.context import EventLog
+from ems.jsonable import jsonable
+from ems.model import EventRecord, Quantity, Snapshot
 
-__all__ = ["ContextSource", "OutboxFigures", "ReadSource", "SourceUnavailable", "StoreSource", "event_info", "jsonable"]
+__all__ = ["ContextSource", "OutboxFigures", "ReadSource", "SourceUnavailable", "StoreSource", "event_info"]
 
-_CMD_FIELDS = ("cmd_computed_w", "cmd_written_w")
+_CMD_FIELDS = ("setpoint_w", "written_w")
 
 
 _NOW_SLACK_S = 2.0  # s
@@ -54,24 +53,6 @@ class ReadSource(Protocol):
         ...
 
 
-def jsonable(value: object, depth: int = 0) -> Any:
-    """A JSON-safe copy of event data: non-finite floats become null, unknown objects their str()."""
-    if depth > 8:
-        return str(value)
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Enum):
-        return jsonable(value.value, depth + 1)
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        return [jsonable(v, depth + 1) for v in items]
-    return str(value)
-
-
 def event_info(e: EventRecord) -> EventInfo:
     return EventInfo(seq=e.seq, kind=e.kind, ts=e.wall_ts, data=jsonable(e.data))
 
@@ -81,14 +62,15 @@ class ContextSource:
 
     name = "context"
 
-    def __init__(self, ctx: EMSContext, clock: Clock) -> None:
-        self._ctx = ctx
+    def __init__(self, snapshot: Callable[[], Snapshot], events: EventLog, clock: Clock) -> None:
+        self._snapshot = snapshot
+        self._events = events
         self._clock = clock
 
     def measurements(
         self, *, from_ts: float, to_ts: float, fields: Sequence[str], resolution: Resolution, limit: int
     ) -> list[MeasurementRow]:
-        snap = self._ctx.snapshot()
+        snap = self._snapshot()
         now_ts = self._clock.wall().timestamp()
         # The context holds only the latest values, stamped "now". A to_ts the handler defaulted to
         # "now" a moment ago must still include them, so allow a little slack.
@@ -98,7 +80,7 @@ class ContextSource:
         values: dict[str, float | None] = {}
         for f in fields:
             if f in _CMD_FIELDS:
-                values[f] = None if cmd is None else (cmd.computed_w if f == "cmd_computed_w" else cmd.written_w)
+                values[f] = None if cmd is None else (cmd.setpoint_w if f == "setpoint_w" else cmd.written_w)
             else:
                 r = snap.reading(Quantity(f))
                 values[f] = None if r is None else r.value
@@ -111,7 +93,7 @@ class ContextSource:
     ) -> list[EventInfo]:
         out: list[EventInfo] = []
         wanted = set(kinds) if kinds else None
-        for e in self._ctx.events_since(after_seq, limit=1_000_000):
+        for e in self._events.since(after_seq, limit=1_000_000):
             if wanted is not None and e.kind not in wanted:
                 continue
             if (from_ts is not None and e.wall_ts < from_ts) or (to_ts is not None and e.wall_ts > to_ts):
@@ -120,16 +102,6 @@ class ContextSource:
             if len(out) >= limit:
                 break
         return out
-
-
-def _lower_arg(ts: float, scale: float) -> float:
-    """A value the store's `int(ts * scale) <= col` turns into ceil(ts * scale): inclusive lower bound."""
-    return math.ceil(ts * scale - 1e-6) / scale + 0.1 / scale
-
-
-def _upper_arg(ts: float, scale: float) -> float:
-    """A value the store's `col < int(ts * scale)` turns into col <= floor(ts * scale): inclusive upper bound."""
-    return (math.floor(ts * scale + 1e-6) + 1) / scale + 0.1 / scale
 
 
 class StoreSource:
@@ -151,15 +123,9 @@ class StoreSource:
 
         stored = [f for f in fields if f in FIELDS]
         minute = resolution is Resolution.MINUTE
-        scale = 1.0 if minute else 1000.0
         try:
             rows = self._q.measurements(
-                self._db,
-                resolution="minute" if minute else "second",
-                from_ts=_lower_arg(from_ts, scale),
-                to_ts=_upper_arg(to_ts, scale),
-                fields=stored,
-                limit=limit,
+                self._db, resolution="minute" if minute else "second", from_ts=from_ts, to_ts=to_ts, fields=stored, limit=limit
             )
         except sqlite3.Error as exc:
             raise SourceUnavailable(f"store: {exc}") from exc
@@ -189,40 +155,16 @@ class StoreSource:
     def events(
         self, *, kinds: Sequence[str] | None, from_ts: float | None, to_ts: float | None, after_seq: int, limit: int
     ) -> list[EventInfo]:
-        """Rows of the store's events table by row id (insertion order), so `after_seq` alone pages.
-
-        interfaces.store.query.events() orders by time and has no id cursor, so this reads the
-        table (schema v1: id, ts_ms, kind, seq, data) itself, through the store's read-only opener.
-        """
-        from interfaces.store.schema import open_readonly
-
-        clauses, args = ["id > ?"], [after_seq]
-        if from_ts is not None:
-            clauses.append("ts_ms >= ?")
-            args.append(math.ceil(from_ts * 1000.0 - 1e-6))
-        if to_ts is not None:
-            clauses.append("ts_ms <= ?")
-            args.append(math.floor(to_ts * 1000.0 + 1e-6))
-        if kinds:
-            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
-            args.extend(kinds)  # type: ignore[arg-type]
-        sql = f"SELECT id, ts_ms, kind, data FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+        """Rows of the store's events table by row id (insertion order), so `after_seq` alone pages."""
         try:
-            conn = open_readonly(self._db)
-            try:
-                rows = conn.execute(sql, (*args, limit)).fetchall()
-            finally:
-                conn.close()
+            rows = self._q.events(self._db, kinds=kinds, from_ts=from_ts, to_ts=to_ts, limit=limit, newest_first=False, after_id=after_seq)
         except sqlite3.Error as exc:
             raise SourceUnavailable(f"store: {exc}") from exc
         out = []
-        for rid, ts_ms, kind, data in rows:
-            try:
-                parsed = json.loads(data)
-            except ValueError:
-                parsed = {"raw": str(data)[:1000]}
-            payload = jsonable(parsed) if isinstance(parsed, Mapping) else {"value": jsonable(parsed)}
-            out.append(EventInfo(seq=int(rid), kind=str(kind), ts=ts_ms / 1000.0, data=payload))
+        for r in rows:
+            data = r["data"]
+            payload = jsonable(data) if isinstance(data, Mapping) else {"value": jsonable(data)}
+            out.append(EventInfo(seq=int(str(r["id"])), kind=str(r["kind"]), ts=float(str(r["ts"])), data=payload))
         return out
 
     def outbox(self) -> OutboxFigures:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, TypeAdapter
 from api.models import (
     CommandInfo,
     ControlFlags,
+    DeviceHealthInfo,
     DeviceInfo,
     HealthResponse,
     LimitInfo,
@@ -21,12 +22,13 @@ from api.models import (
 )
 from config import EMSConfig
 from config.common import SecretRef
-from ems.model import LOCAL_MODES, Mode, Snapshot, State, WorkerHealth
+from ems.jsonable import jsonable
+from ems.model import LOCAL_MODES, DeviceHealth, Mode, Snapshot, State, age_s
 
 __all__ = [
-    "DEVICE_STATUS_PREFIX",
     "LIMIT_WHY",
     "control_flags",
+    "device_health",
     "devices",
     "effective_mode",
     "health",
@@ -35,8 +37,6 @@ __all__ = [
     "status",
     "workers",
 ]
-
-DEVICE_STATUS_PREFIX = "device:"  # ctx.set_status("device:<name>", {"protocol": ..., "address": ..., "map": ...})
 
 LIMIT_WHY: Mapping[str, str] = {
     "inverter_rating": "limit 1: inverter charge/discharge rating (control.max_charge_w / max_discharge_w)",
@@ -51,12 +51,7 @@ LIMIT_WHY: Mapping[str, str] = {
     "max_import": "limit 4: grid import cap (control.max_import_w)",
     "max_export": "limit 4: grid export cap (control.max_export_w)",
     "ramp": "limit 5: ramp rate (control.ramp_w_per_s)",
-    "non_finite_command": "the law produced a non-finite value: 0 W",
-    "setpoint_missing": "mode EXTERNAL without an active set-point: 0 W",
-    "control_disabled": "gate: control.enabled is false, the inverter gets 0 W",
-    "dry_run": "gate: control.dry_run is true, the inverter gets 0 W",
 }
-_SOURCE_WORKERS: Mapping[str, str] = {"modbus": "modbus", "can": "can", "mqtt": "mqtt"}  # worker name -> protocol
 _SECRET_WORDS = ("token", "password", "secret", "hmac", "api_key", "apikey", "passphrase", "private_key")
 
 
@@ -73,40 +68,64 @@ def effective_mode(state: State, requested: Mode) -> Mode:
     return Mode.IDLE
 
 
-def _age(now_s: float, at_s: float | None) -> float | None:
-    return None if at_s is None else max(0.0, now_s - at_s)
+def _device_status(d: DeviceHealth, cfg: EMSConfig) -> str:
+    if d.error_streak >= cfg.api.health_max_error_streak:
+        return "failing" if d.required else "degraded"
+    return "ok" if d.last_ok_s is not None else "starting"
+
+
+def device_health(snap: Snapshot, cfg: EMSConfig) -> list[DeviceHealthInfo]:
+    return [
+        DeviceHealthInfo(
+            name=d.name,
+            kind=d.kind,
+            address=d.where,
+            required=d.required,
+            status=_device_status(d, cfg),
+            owns=[q.value for q in d.owns],
+            last_ok_age_s=age_s(d.last_ok_s, now_s=snap.at_s),
+            error_streak=d.error_streak,
+            errors_total=d.errors_total,
+            last_error=d.last_error,
+        )
+        for d in snap.devices
+    ]
+
+
+def _required_threads(snap: Snapshot) -> set[str]:
+    required = {d.name for d in snap.devices if d.required}
+    return {t.name for t in snap.threads if any(dev in required for dev in t.devices)}
 
 
 def workers(snap: Snapshot, cfg: EMSConfig) -> list[WorkerInfo]:
-    return [_worker(w, snap, cfg) for w in snap.workers]
-
-
-def _worker(w: WorkerHealth, snap: Snapshot, cfg: EMSConfig) -> WorkerInfo:
-    beat_age = _age(snap.at_s, w.last_beat_s)
-    stale = (beat_age if beat_age is not None else snap.at_s - snap.started_at_s) > cfg.control.worker_stall_s
-    failing = w.error_streak >= cfg.api.health_max_error_streak
-    return WorkerInfo(
-        name=w.name,
-        ok=not (stale or failing),
-        stale=stale,
-        failing=failing,
-        last_ok_age_s=_age(snap.at_s, w.last_ok_s),
-        last_beat_age_s=beat_age,
-        error_streak=w.error_streak,
-        errors_total=w.errors_total,
-        last_error=w.last_error,
-    )
+    required = _required_threads(snap)
+    out = []
+    for t in snap.threads:
+        beat_age = age_s(t.last_beat_s, now_s=snap.at_s)
+        stale = (beat_age if beat_age is not None else snap.at_s - snap.started_at_s) > cfg.control.worker_stall_s
+        out.append(
+            WorkerInfo(
+                name=t.name, ok=not stale, stale=stale, required=t.name in required, devices=list(t.devices), last_beat_age_s=beat_age
+            )
+        )
+    return out
 
 
 def health(snap: Snapshot, cfg: EMSConfig) -> HealthResponse:
+    """Unhealthy (503): FAULT, a required device failing, a required device's thread stale, no or a stale
+    controller. Degraded (still 200): a device nobody needs for control failing, its thread stale."""
     ws = workers(snap, cfg)
+    ds = device_health(snap, cfg)
     problems = [f"fault:{c}" for c in snap.fault_causes]
     if snap.state is State.FAULT and not problems:
         problems.append("fault")
-    problems += [f"worker_stale:{w.name}" for w in ws if w.stale]
-    problems += [f"worker_failing:{w.name}" for w in ws if w.failing]
-    controller_age = None if snap.command is None else _age(snap.at_s, snap.command.at_s)
-    if snap.command is None:
+    problems += [f"device_failing:{d.name}" for d in ds if d.status == "failing"]
+    problems += [f"worker_stale:{w.name}" for w in ws if w.stale and w.required]
+    degraded = [f"device_failing:{d.name}" for d in ds if d.status == "degraded"]
+    degraded += [f"worker_stale:{w.name}" for w in ws if w.stale and not w.required]
+    cmd = snap.command
+    controller_age = None if cmd is None else age_s(cmd.at_s, now_s=snap.at_s)
+    if cmd is None:
         problems.append("starting")
     elif controller_age is not None and controller_age > cfg.api.controller_stale_s:
         problems.append("controller_stale")
@@ -115,6 +134,8 @@ def health(snap: Snapshot, cfg: EMSConfig) -> HealthResponse:
         healthy=not problems,
         state=snap.state,
         problems=problems,
+        degraded=degraded,
+        devices=ds,
         workers=ws,
         last_reading_age_s=max(0.0, min(ages)) if ages else None,
         controller_age_s=controller_age,
@@ -145,23 +166,27 @@ def status(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> StatusRespo
     fresh_s = cfg.control.fault_timeout_s
     measurements = {
         q.value: ReadingInfo(
-            value=r.value, age_s=max(0.0, snap.at_s - r.at_s), ts=wall_now_ts - (snap.at_s - r.at_s), stale=snap.at_s - r.at_s > fresh_s
+            value=r.value,
+            age_s=max(0.0, snap.at_s - r.at_s),
+            ts=wall_now_ts - (snap.at_s - r.at_s),
+            stale=not r.fresh(now_s=snap.at_s, max_age_s=fresh_s),
         )
         for q, r in sorted(snap.measurements.items())
     }
-    cmd = snap.command
+    ctl = snap.control
     command = None
-    if cmd is not None:
-        acked = snap.command_written_seq is not None and snap.command_written_seq >= cmd.seq
+    if ctl is not None:
+        cmd = ctl.command
         command = CommandInfo(
             seq=cmd.seq,
-            state=cmd.state,
-            computed_w=cmd.computed_w,
+            setpoint_w=cmd.setpoint_w,
             written_w=cmd.written_w,
-            reasons=list(cmd.reasons),
+            reasons=list(ctl.reasons),
+            hold=ctl.hold,
+            gate=ctl.gate,
             age_s=max(0.0, snap.at_s - cmd.at_s),
-            acknowledged=acked,
-            written_seq=snap.command_written_seq,
+            acknowledged=snap.written_seq is not None and snap.written_seq >= cmd.seq,
+            written_seq=snap.written_seq,
         )
     flags = snap.bms_flags
     return StatusResponse(
@@ -173,11 +198,12 @@ def status(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> StatusRespo
         control=control_flags(cfg),
         measurements=measurements,
         command=command,
-        limits=[LimitInfo(name=n, why=LIMIT_WHY.get(n, "")) for n in snap.limits_bound],
+        limits=[LimitInfo(name=n, why=LIMIT_WHY.get(n, "")) for n in snap.limits],
         fault_causes=list(snap.fault_causes),
         bms_protections=sorted(flags.protections) if flags else [],
         bms_warnings=sorted(flags.warnings) if flags else [],
         external_setpoint=_setpoint(snap),
+        devices=device_health(snap, cfg),
         workers=workers(snap, cfg),
         cycles=snap.cycles,
         overruns=snap.overruns,
@@ -185,56 +211,27 @@ def status(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> StatusRespo
     )
 
 
-def _text(v: object) -> str | None:
-    return None if v is None else str(v)
-
-
-def _status_devices(snap: Snapshot, cfg: EMSConfig) -> list[tuple[str, str, dict[str, Any]]]:
-    """(device name, worker name, fields) from what the workers put in `ctx.set_status`."""
-    found: list[tuple[str, str, dict[str, Any]]] = []
-    for key, value in sorted(snap.status.items()):
-        if key.startswith(DEVICE_STATUS_PREFIX) and isinstance(value, Mapping):  # generic convention
-            name = key.removeprefix(DEVICE_STATUS_PREFIX)
-            found.append((name, str(value.get("worker", name)), dict(value)))
-        elif key.startswith("modbus.") and isinstance(value, Mapping):  # interfaces/modbus
-            fields = {k: v for k, v in value.items() if k != "where"}
-            found.append((key.removeprefix("modbus."), "modbus", {"protocol": "modbus", "address": value.get("where"), **fields}))
-        elif key == "bms" and isinstance(value, Mapping):  # interfaces/can
-            can = cfg.can
-            where = f"{can.host}:{can.port}/{can.channel}" if str(can.interface) == "socketcand" else f"{can.interface}:{can.channel}"
-            found.append(("bms", "can", {"protocol": "can", "address": where, **value}))
-        elif key == "mqtt_link" and isinstance(value, str):  # interfaces/mqtt
-            found.append(("mqtt", "mqtt", {"protocol": "mqtt", "address": f"{cfg.mqtt.host}:{cfg.mqtt.port}", "link": value}))
-    return found
-
-
-def devices(snap: Snapshot, cfg: EMSConfig, jsonable: Any) -> list[DeviceInfo]:
-    """Every source the workers report (modbus.<dev>, bms, mqtt_link, device:<name>), then source workers without one."""
-    health_by_name = {w.name: w for w in workers(snap, cfg)}
-    out: list[DeviceInfo] = []
-    covered: set[str] = set()
-    for name, worker_name, fields in _status_devices(snap, cfg):
-        covered.add(worker_name)
-        details = {k: v for k, v in fields.items() if k not in ("protocol", "address", "map", "worker")}
-        out.append(_device(name, fields, jsonable(details), health_by_name.get(worker_name)))
-    for name, w in health_by_name.items():
-        if name in _SOURCE_WORKERS and name not in covered:  # a source worker that has not reported a device yet
-            out.append(_device(name, {"protocol": _SOURCE_WORKERS[name]}, {}, w))
+def devices(snap: Snapshot, cfg: EMSConfig) -> list[DeviceInfo]:
+    """Every device the workers registered, with what they report of it (identity, map, link)."""
+    out = []
+    for d in snap.devices:
+        info = jsonable(d.info)
+        out.append(
+            DeviceInfo(
+                name=d.name,
+                protocol=d.kind,
+                address=d.where,
+                map=None if info.get("map") is None else str(info["map"]),
+                details={k: v for k, v in info.items() if k != "map"},
+                last_seen_age_s=age_s(d.last_ok_s, now_s=snap.at_s),
+                ok=_device_status(d, cfg) in ("ok", "starting"),
+                required=d.required,
+                owns=[q.value for q in d.owns],
+                error_streak=d.error_streak,
+                last_error=d.last_error,
+            )
+        )
     return out
-
-
-def _device(name: str, value: Mapping[str, Any], details: dict[str, Any], w: WorkerInfo | None) -> DeviceInfo:
-    return DeviceInfo(
-        name=name,
-        protocol=_text(value.get("protocol")),
-        address=_text(value.get("address")),
-        map=_text(value.get("map")),
-        details=details,
-        last_seen_age_s=None if w is None else w.last_ok_age_s,
-        ok=False if w is None else w.ok,
-        error_streak=0 if w is None else w.error_streak,
-        last_error=None if w is None else w.last_error,
-    )
 
 
 def redacted_config(cfg: EMSConfig) -> tuple[dict[str, Any], list[str]]:

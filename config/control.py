@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import Field, model_validator
 
 from config.common import Section
+from ems.controller import ControllerConfig
+from ems.core import CoreConfig
+from ems.law import FeedForwardLaw, IntegratingLaw, Law, LawName, PredictiveLaw
+from ems.limits import BmsCurrent, ForceCharge, GridLimits, LimitsConfig, Ramp, Rating, SocWindow
 from ems.model import Mode, Quantity, State
+from ems.statemachine import MachineConfig
 
-__all__ = ["ControlConfig", "Law"]
-
-
-class Law(StrEnum):
-    INTEGRATING = "integrating"  # DESIGN.md §4: cmd = prev_cmd + gain * (grid - target)
-    PREDICTIVE = "predictive"  # feed-forward of the measured inverter power + inverter lag compensation
+__all__ = ["ControlConfig", "LawName"]
 
 
 class ControlConfig(Section):
@@ -34,8 +32,8 @@ class ControlConfig(Section):
     recover_s: float = Field(10.0, ge=0, le=3600, description="every FAULT cause must be clear this long before leaving FAULT, s")
     worker_stall_s: float = Field(10.0, gt=0, le=600, description="a worker with no heartbeat for this long is stalled -> FAULT, s")
     target_grid_w: float = Field(0.0, ge=-1e6, le=1e6, description="self-consumption target grid power (+ import), W")
-    law: Law = Field(
-        Law.INTEGRATING, description="self-consumption control law: integrating (DESIGN §4) or predictive (docs/benchmarks.md)"
+    law: LawName = Field(
+        LawName.INTEGRATING, description="self-consumption control law: integrating (DESIGN §4) or predictive (docs/benchmarks.md)"
     )
     gain: float = Field(0.6, gt=0, le=2, description="integrating law gain: cmd = prev_cmd + gain * (grid - target)")
     deadband_w: float = Field(10.0, ge=0, le=10000, description="no correction while |grid - target| is below this, W")
@@ -105,3 +103,62 @@ class ControlConfig(Section):
     def live(self) -> bool:
         """Both opt-ins given: non-zero commands may reach the inverter."""
         return self.enabled and not self.dry_run
+
+    def make_law(self) -> Law:
+        """The law, chosen once at start. Without both opt-ins nothing drives the inverter, so the
+        feed-forward law shows the set-point that would balance the grid now (an integrator would wind up)."""
+        if not self.live:
+            return FeedForwardLaw(deadband_w=self.deadband_w)
+        if self.law is LawName.PREDICTIVE:
+            return PredictiveLaw(
+                period_s=self.period_s,
+                inverter_tau_s=self.inverter_tau_s,
+                meter_age_s=self.meter_age_s,
+                lag_compensation=self.lag_compensation,
+                smoothing_band_w=self.smoothing_band_w,
+                trust_scale_w=self.trust_scale_w,
+                smoothing_gain=self.smoothing_gain,
+                deadband_w=self.deadband_w,
+                gain=self.gain,
+            )
+        return IntegratingLaw(gain=self.gain, deadband_w=self.deadband_w)
+
+    def limits(self) -> LimitsConfig:
+        return LimitsConfig(
+            rating=Rating(max_charge_w=self.max_charge_w, max_discharge_w=self.max_discharge_w),
+            bms=BmsCurrent(enabled=self.use_bms_limits),
+            soc=SocWindow(soc_min_pct=self.soc_min_pct, soc_max_pct=self.soc_max_pct, hysteresis_pct=self.soc_hysteresis_pct),
+            force_charge=ForceCharge(power_w=self.force_charge_w),
+            grid=GridLimits(max_import_w=self.max_import_w, max_export_w=self.max_export_w),
+            ramp=Ramp(w_per_s=self.ramp_w_per_s, period_s=self.period_s),
+        )
+
+    def machine(self) -> MachineConfig:
+        return MachineConfig(
+            required_sources=self.required_sources,
+            fault_timeout_s=self.fault_timeout_s,
+            recover_s=self.recover_s,
+            external_fallback=self.external_fallback,
+        )
+
+    def controller(self) -> ControllerConfig:
+        return ControllerConfig(
+            core=self.core(),
+            period_s=self.period_s,
+            worker_stall_s=self.worker_stall_s,
+            shutdown_timeout_s=self.shutdown_timeout_s,
+            summary_interval_s=self.summary_interval_s,
+        )
+
+    def core(self) -> CoreConfig:
+        """The pure core's config (ems.core.CoreConfig): plain frozen dataclasses, one per concern."""
+        return CoreConfig(
+            machine=self.machine(),
+            limits=self.limits(),
+            law=self.make_law(),
+            target_grid_w=self.target_grid_w,
+            charge_power_w=self.charge_power_w,
+            discharge_power_w=self.discharge_power_w,
+            enabled=self.enabled,
+            dry_run=self.dry_run,
+        )

@@ -1,7 +1,8 @@
 """One pure control step: state machine -> law -> limits -> gate (DESIGN.md §3-4, STYLE S2).
 
 `step(core, inputs, cfg) -> Decision`. Same inputs, same Decision: replay, hypothesis and bug
-reports rely on it. No I/O, no clock, no logging here.
+reports rely on it. No I/O, no clock, no logging here. `CoreConfig` is built from the `control:`
+section by `config.control.ControlConfig.core()` (ems does not import config).
 """
 
 from __future__ import annotations
@@ -9,17 +10,38 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from config.control import ControlConfig, Law
 from ems import statemachine
 from ems.inputs import Inputs
-from ems.law import local_mode_w, predictive_w
-from ems.limits import LimitInputs, apply_limits, soc_latches
-from ems.model import Mode, Quantity, State
-from ems.statemachine import MachineState, Transition
+from ems.law import FeedForwardLaw, Law, LawInputs
+from ems.limits import LimitInputs, LimitsConfig, apply_limits, soc_latches
+from ems.model import Mode, Quantity, Reading, State
+from ems.statemachine import MachineConfig, MachineState, Transition
 
-__all__ = ["CoreState", "Decision", "step"]
+__all__ = ["CoreConfig", "CoreState", "Decision", "step"]
 
 Q = Quantity
+_DRIVING = (State.SELF_CONSUMPTION, State.EXTERNAL)  # the only states that command anything but 0 W
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    machine: MachineConfig = field(default_factory=MachineConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    law: Law = field(default_factory=FeedForwardLaw)  # chosen once at start
+    target_grid_w: float = 0.0
+    charge_power_w: float = 2000.0  # CHARGE_ONLY
+    discharge_power_w: float = 2000.0  # DISCHARGE_ONLY
+    enabled: bool = False  # opt-in 1 of 2
+    dry_run: bool = True  # opt-in 2 of 2 (must be False)
+
+    @property
+    def live(self) -> bool:
+        return self.enabled and not self.dry_run
+
+    @property
+    def fresh_s(self) -> float:
+        """Readings older than this are not used (the fault timeout: one freshness rule for the core)."""
+        return self.machine.fault_timeout_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +52,9 @@ class CoreState:
     prev_cmd_w: float = 0.0  # last limited command: the integrator state (anti-windup)
     discharge_blocked: bool = False  # SOC window latches
     charge_blocked: bool = False
-    goal_w: float | None = None  # predictive law: last balancing goal (smoothing state)
-    ess_w: float | None = None  # last fresh inverter power reading and its receive time (interpolation)
-    ess_at_s: float | None = None
+    ess: Reading | None = None  # the last fresh inverter reading
+    law_state: object = None  # the law's own memory; reset when a cycle does not call the law
+    law_ran: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +63,22 @@ class Decision:
     state: State
     setpoint_w: float  # computed, every limit applied
     written_w: float  # what goes to the inverter (0 unless both opt-ins are given)
-    reasons: tuple[str, ...]  # limits that bound, then the gate ("dry_run", "control_disabled")
+    limits: tuple[str, ...]  # limits that bound, DESIGN §4 order
+    hold: str | None  # why the law gives 0 W
+    gate: str | None  # control_disabled / dry_run when a non-zero set-point is not written
     transition: Transition
     fault_causes: tuple[str, ...]
 
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.limits + ((self.hold,) if self.hold else ()) + ((self.gate,) if self.gate else ())
 
-def _limit_inputs(inputs: Inputs, core: CoreState, cfg: ControlConfig) -> LimitInputs:
-    fresh = cfg.fault_timeout_s
+
+def _limit_inputs(inputs: Inputs, core: CoreState, cfg: CoreConfig) -> LimitInputs:
+    fresh = cfg.fresh_s
     soc = inputs.value(Q.SOC_PCT, max_age_s=fresh)
     dis_blocked, chg_blocked = soc_latches(
-        soc_pct=soc, discharge_blocked=core.discharge_blocked, charge_blocked=core.charge_blocked, cfg=cfg
+        soc_pct=soc, discharge_blocked=core.discharge_blocked, charge_blocked=core.charge_blocked, cfg=cfg.limits.soc
     )
     return LimitInputs(
         soc_pct=soc,
@@ -68,85 +96,58 @@ def _limit_inputs(inputs: Inputs, core: CoreState, cfg: ControlConfig) -> LimitI
     )
 
 
-def _ess_at(t_s: float, ess_w: float, ess_at_s: float, core: CoreState) -> float:
-    """Inverter power at monotonic `t_s` (when the meter measured), between the last two readings."""
-    prev_w, prev_at_s = core.ess_w, core.ess_at_s
-    if prev_w is None or prev_at_s is None or t_s >= ess_at_s or ess_at_s <= prev_at_s:
-        return ess_w
-    share = max(0.0, (t_s - prev_at_s) / (ess_at_s - prev_at_s))
-    return prev_w + (ess_w - prev_w) * share
-
-
-def _ess_now(now_s: float, ess_w: float, ess_at_s: float, prev_cmd_w: float, cfg: ControlConfig) -> float:
-    """Inverter power now: the last reading moved on toward the last command by the first-order model."""
-    age_s = now_s - ess_at_s
-    if age_s <= 0:
-        return ess_w
-    if cfg.inverter_tau_s <= 0:
-        return prev_cmd_w  # an instant inverter is already there
-    return prev_cmd_w + (ess_w - prev_cmd_w) * math.exp(-age_s / cfg.inverter_tau_s)
-
-
-def _raw_command(
-    state: State, inputs: Inputs, li: LimitInputs, core: CoreState, cfg: ControlConfig
-) -> tuple[float, str | None, float | None]:
-    """(raw command, reason it holds 0 W, predictive goal)."""
+def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState, cfg: CoreConfig) -> tuple[float, str | None, object, bool]:
+    """(raw command, reason it holds 0 W, law state, whether the law ran)."""
     if state is State.EXTERNAL:
         sp = inputs.external_setpoint
-        if sp is not None and inputs.setpoint_active():
-            return sp.power_w, None, None
-        return 0.0, "setpoint_missing", None
+        if sp is not None and sp.active(inputs.now_s):
+            return sp.power_w, None, None, False
+        return 0.0, "setpoint_missing", None, False
     if state is not State.SELF_CONSUMPTION:
-        return 0.0, None, None
-    grid, ess = inputs.measurements.get(Q.GRID_POWER_W), inputs.measurements.get(Q.ESS_POWER_W)
-    if (
-        cfg.live
-        and cfg.law is Law.PREDICTIVE
-        and inputs.requested_mode is Mode.SELF_CONSUMPTION
-        and li.grid_w is not None
-        and li.ess_w is not None
-        and grid is not None
-        and ess is not None
-    ):
-        cmd_w, goal_w = predictive_w(
-            ess_w=_ess_now(inputs.now_s, li.ess_w, ess.at_s, li.prev_cmd_w, cfg),
-            ess_at_grid_w=_ess_at(grid.at_s - cfg.meter_age_s, li.ess_w, ess.at_s, core),
-            grid_w=li.grid_w,
-            prev_cmd_w=li.prev_cmd_w,
-            prev_goal_w=core.goal_w,
-            moved_w=li.ess_w - core.ess_w if core.ess_w is not None else 0.0,
-            cfg=cfg,
-        )
-        return cmd_w, None, goal_w
-    if cfg.live:
-        base_w, gain = li.prev_cmd_w, cfg.gain
-    else:  # not driving the inverter: show the set-point that would balance the grid now
-        base_w, gain = (li.ess_w or 0.0), 1.0
-    raw_w, reason = local_mode_w(inputs.requested_mode, base_w=base_w, grid_w=li.grid_w, gain=gain, cfg=cfg)
-    return raw_w, reason, None
+        return 0.0, None, None, False
+    mode = inputs.requested_mode
+    if mode is Mode.CHARGE_ONLY:
+        return -cfg.charge_power_w, None, None, False
+    if mode is Mode.DISCHARGE_ONLY:
+        return cfg.discharge_power_w, None, None, False
+    grid = inputs.fresh(Q.GRID_POWER_W, max_age_s=cfg.fresh_s)
+    if grid is None:
+        return 0.0, "grid_unknown", None, False
+    law_in = LawInputs(
+        now_s=inputs.now_s,
+        grid=grid,
+        ess=inputs.fresh(Q.ESS_POWER_W, max_age_s=cfg.fresh_s),
+        prev_ess=core.ess,
+        prev_cmd_w=li.prev_cmd_w,
+        target_grid_w=cfg.target_grid_w,
+    )
+    raw_w, law_state = cfg.law.command(law_in, core.law_state if core.law_ran else cfg.law.initial())
+    return raw_w, None, law_state, True
 
 
-def step(core: CoreState, inputs: Inputs, cfg: ControlConfig) -> Decision:
-    tr = statemachine.step(core.machine, inputs, cfg)
+def step(core: CoreState, inputs: Inputs, cfg: CoreConfig) -> Decision:
+    tr = statemachine.step(core.machine, inputs, cfg.machine)
     li = _limit_inputs(inputs, core, cfg)
     state = tr.machine.state
-    raw_w, hold_reason, goal_w = _raw_command(state, inputs, li, core, cfg)
-    if state in (State.SELF_CONSUMPTION, State.EXTERNAL):
-        setpoint_w, bound = apply_limits(raw_w, li, cfg)
+    raw_w, hold, law_state, law_ran = _raw_command(state, inputs, li, core, cfg)
+    limits: tuple[str, ...] = ()
+    if state not in _DRIVING:
+        setpoint_w = 0.0
+    elif not math.isfinite(raw_w):
+        setpoint_w, hold = 0.0, "non_finite_command"
     else:
-        setpoint_w, bound = 0.0, ()
-    reasons = bound + ((hold_reason,) if hold_reason else ())
+        setpoint_w, limits = apply_limits(raw_w, li, cfg.limits)
+    gate = None
     if setpoint_w != 0.0 and not cfg.live:
-        reasons += ("control_disabled",) if not cfg.enabled else ("dry_run",)
-    written_w = setpoint_w if cfg.live else 0.0
-    ess_r = inputs.measurements.get(Q.ESS_POWER_W)
+        gate = "control_disabled" if not cfg.enabled else "dry_run"
+    written_w = setpoint_w if cfg.live and state in _DRIVING else 0.0
     nxt = CoreState(
         machine=tr.machine,
         prev_cmd_w=setpoint_w,
         discharge_blocked=li.discharge_blocked,
         charge_blocked=li.charge_blocked,
-        goal_w=goal_w if goal_w is None or math.isfinite(goal_w) else None,
-        ess_w=li.ess_w,
-        ess_at_s=ess_r.at_s if li.ess_w is not None and ess_r is not None else None,
+        ess=inputs.fresh(Q.ESS_POWER_W, max_age_s=cfg.fresh_s),
+        law_state=law_state,
+        law_ran=law_ran,
     )
-    return Decision(nxt, state, setpoint_w, written_w, reasons, tr, tr.causes)
+    return Decision(nxt, state, setpoint_w, written_w, limits, hold, gate, tr, tr.causes)

@@ -1,8 +1,7 @@
-"""What the pure core sees each cycle: one frozen bundle built from a context snapshot."""
+"""What the pure core sees each cycle: one frozen bundle built from the context's parts."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,22 +18,22 @@ class Inputs:
     bms_flags: BmsFlags | None
     requested_mode: Mode
     external_setpoint: ExternalSetpoint | None
-    worker_faults: tuple[str, ...] = ()  # e.g. "worker_dead:modbus", found by the supervisor
+    worker_faults: tuple[str, ...] = ()  # e.g. "worker_dead:modbus-ess", found by the supervisor
     shutdown: bool = False
 
-    def value(self, q: Quantity, *, max_age_s: float | None = None) -> float | None:
-        """The finite value of `q`, or None when missing, non-finite or older than `max_age_s`."""
+    def fresh(self, q: Quantity, *, max_age_s: float) -> Reading | None:
+        """The reading of `q` when it is finite and at most `max_age_s` old, else None."""
         r = self.measurements.get(q)
-        if r is None or not math.isfinite(r.value):
-            return None
-        if max_age_s is not None and self.now_s - r.at_s > max_age_s:
-            return None
-        return r.value
+        return r if r is not None and r.fresh(now_s=self.now_s, max_age_s=max_age_s) else None
 
-    def flag(self, q: Quantity, *, max_age_s: float | None = None) -> bool | None:
+    def value(self, q: Quantity, *, max_age_s: float) -> float | None:
+        r = self.fresh(q, max_age_s=max_age_s)
+        return None if r is None else r.value
+
+    def flag(self, q: Quantity, *, max_age_s: float) -> bool | None:
         v = self.value(q, max_age_s=max_age_s)
         return None if v is None else v >= 0.5
 
     def setpoint_active(self) -> bool:
         sp = self.external_setpoint
-        return sp is not None and math.isfinite(sp.power_w) and self.now_s < sp.expires_at_s
+        return sp is not None and sp.active(self.now_s)

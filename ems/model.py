@@ -5,6 +5,7 @@ Signs follow DESIGN.md §2: grid + import, ESS/set-points + discharge, BMS curre
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,6 +15,8 @@ __all__ = [
     "LOCAL_MODES",
     "BmsFlags",
     "Command",
+    "ControlStatus",
+    "DeviceHealth",
     "EventRecord",
     "ExternalSetpoint",
     "Mode",
@@ -21,7 +24,9 @@ __all__ = [
     "Reading",
     "Snapshot",
     "State",
-    "WorkerHealth",
+    "ThreadHealth",
+    "age_s",
+    "is_fresh",
 ]
 
 
@@ -73,10 +78,28 @@ class Quantity(StrEnum):
     ESS_STATUS = "ess_status"  # SunSpec operating state code
 
 
+def _empty() -> Mapping[str, object]:
+    return MappingProxyType({})
+
+
+def is_fresh(at_s: float, *, now_s: float, max_age_s: float) -> bool:
+    """The one freshness rule: a value received at `at_s` is fresh while at most `max_age_s` old."""
+    return now_s - at_s <= max_age_s
+
+
+def age_s(at_s: float | None, *, now_s: float) -> float | None:
+    """Seconds since `at_s` (never negative), or None when there is no time."""
+    return None if at_s is None else max(0.0, now_s - at_s)
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     value: float
     at_s: float  # monotonic seconds when received
+    source: str = ""  # who wrote it: the owning device or topic (ems.context.readings)
+
+    def fresh(self, *, now_s: float, max_age_s: float) -> bool:
+        return math.isfinite(self.value) and is_fresh(self.at_s, now_s=now_s, max_age_s=max_age_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,27 +119,63 @@ class ExternalSetpoint:
     source: str  # who: token name, "mqtt", ...
     seq: int | None = None
 
+    def active(self, now_s: float) -> bool:
+        """The one TTL check: a finite set-point before its expiry."""
+        return math.isfinite(self.power_w) and now_s < self.expires_at_s
+
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """What the controller publishes each cycle; the Modbus worker writes `written_w`."""
+    """What the controller publishes each cycle on the command channel; the ESS link writes `written_w`."""
 
-    seq: int
-    state: State
-    computed_w: float  # after every limit, before the dry-run/enable gate
+    seq: int  # the control cycle number
+    setpoint_w: float  # computed: every limit applied, before the dry-run/enable gate
     written_w: float  # what goes to the inverter
-    reasons: tuple[str, ...]  # limits that bound and state reasons
     at_s: float
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerHealth:
-    name: str
+class ControlStatus:
+    """The controller's published view of one cycle (the only copy of the state outside the core)."""
+
+    command: Command
+    state: State
+    state_since_s: float  # monotonic
+    limits: tuple[str, ...]  # limits that bound, DESIGN §4 order
+    hold: str | None  # why the law gives 0 W (setpoint_missing, grid_unknown, non_finite_command)
+    gate: str | None  # control_disabled / dry_run: a non-zero set-point that is not written
+    fault_causes: tuple[str, ...]
+    overruns: int  # cycles missed so far
+    law: Mapping[str, object] = field(default_factory=_empty)  # what the law reports of itself (name, identified plant)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the command is what it is: limits, then the hold reason, then the gate."""
+        return self.limits + ((self.hold,) if self.hold else ()) + ((self.gate,) if self.gate else ())
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    """One device or service as the EMS sees it (ems.context.health). Health is per device, not per thread."""
+
+    name: str  # ess, meter, pv, bms, broker, store, uplink, ...
+    kind: str  # modbus, can, mqtt, sqlite, https, ...
+    where: str  # address, port or path
+    thread: str  # the thread that serves it
+    required: bool  # its failure is a FAULT (the actuator, or the owner of a required source)
+    owns: tuple[Quantity, ...]  # readings it owns
     last_ok_s: float | None
-    last_beat_s: float | None
     error_streak: int
     errors_total: int
     last_error: str | None
+    info: Mapping[str, object]  # identity, map, link state (frozen)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadHealth:
+    name: str
+    devices: tuple[str, ...]  # what it serves
+    last_beat_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +189,9 @@ class EventRecord:
     data: Mapping[str, object]
 
 
-def _empty() -> Mapping[str, object]:
-    return MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Immutable copy of the shared context, taken under the lock in a few attribute copies."""
+    """Immutable copy of the shared context: each part copied under its own lock, `at_s` read after."""
 
     at_s: float
     started_at_s: float
@@ -144,19 +199,43 @@ class Snapshot:
     bms_flags: BmsFlags | None
     requested_mode: Mode
     external_setpoint: ExternalSetpoint | None
-    state: State
-    state_since_s: float
-    command: Command | None
-    command_written_seq: int | None  # last command seq the inverter acknowledged
-    command_written_at_s: float | None
-    fault_causes: tuple[str, ...]
-    limits_bound: tuple[str, ...]
-    workers: tuple[WorkerHealth, ...]
+    control: ControlStatus | None  # None before the first cycle
+    written_seq: int | None  # last command seq the inverter acknowledged
+    written_at_s: float | None
+    devices: tuple[DeviceHealth, ...]
+    threads: tuple[ThreadHealth, ...]
     counters: Mapping[str, int]
-    cycles: int
-    overruns: int
-    last_event_seq: int
-    status: Mapping[str, object] = field(default_factory=_empty)
 
     def reading(self, q: Quantity) -> Reading | None:
         return self.measurements.get(q)
+
+    @property
+    def state(self) -> State:
+        return State.STOP if self.control is None else self.control.state
+
+    @property
+    def state_since_s(self) -> float:
+        return self.started_at_s if self.control is None else self.control.state_since_s
+
+    @property
+    def command(self) -> Command | None:
+        return None if self.control is None else self.control.command
+
+    @property
+    def fault_causes(self) -> tuple[str, ...]:
+        return () if self.control is None else self.control.fault_causes
+
+    @property
+    def limits(self) -> tuple[str, ...]:
+        return () if self.control is None else self.control.limits
+
+    @property
+    def cycles(self) -> int:
+        return 0 if self.control is None else self.control.command.seq
+
+    @property
+    def overruns(self) -> int:
+        return 0 if self.control is None else self.control.overruns
+
+    def device(self, name: str) -> DeviceHealth | None:
+        return next((d for d in self.devices if d.name == name), None)

@@ -6,17 +6,15 @@ into docs/state-machine.md (a test checks the file is current).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 
-from config.control import ControlConfig
 from ems.inputs import Inputs
-from ems.model import LOCAL_MODES, Mode, State
+from ems.model import LOCAL_MODES, Mode, Quantity, State
 
-__all__ = ["TRANSITIONS", "Event", "MachineState", "Transition", "classify", "fault_causes", "render_markdown", "step"]
+__all__ = ["TRANSITIONS", "Event", "MachineConfig", "MachineState", "Transition", "classify", "fault_causes", "render_markdown", "step"]
 
 
 class Event(StrEnum):
@@ -60,9 +58,16 @@ del S, E
 
 
 @dataclass(frozen=True, slots=True)
+class MachineConfig:
+    required_sources: tuple[Quantity, ...] = (Quantity.GRID_POWER_W, Quantity.ESS_POWER_W, Quantity.SOC_PCT)
+    fault_timeout_s: float = 3.0  # a required source with no good reading for this long is stale
+    recover_s: float = 10.0  # every cause clear this long before FAULT is left
+    external_fallback: State = State.STANDBY  # after an external set-point's TTL lapses
+
+
+@dataclass(frozen=True, slots=True)
 class MachineState:
     state: State = State.STOP
-    since_s: float = 0.0  # monotonic time the state was entered
     clear_since_s: float | None = None  # in FAULT: when every cause last became clear
 
 
@@ -75,13 +80,11 @@ class Transition:
     causes: tuple[str, ...]  # current FAULT causes (empty when healthy)
 
 
-def fault_causes(inputs: Inputs, cfg: ControlConfig) -> tuple[str, ...]:
+def fault_causes(inputs: Inputs, cfg: MachineConfig) -> tuple[str, ...]:
     """Every reason to be in FAULT right now, named for the log and the API."""
     causes: list[str] = []
     for q in cfg.required_sources:
-        r = inputs.measurements.get(q)
-        last_s = r.at_s if r is not None and math.isfinite(r.value) else inputs.started_at_s
-        if inputs.now_s - last_s > cfg.fault_timeout_s:
+        if inputs.value(q, max_age_s=cfg.fault_timeout_s) is None and inputs.now_s - inputs.started_at_s > cfg.fault_timeout_s:
             causes.append(f"stale:{q.value}")
     if inputs.bms_flags is not None:
         causes += [f"bms_protection:{name}" for name in sorted(inputs.bms_flags.protections)]
@@ -89,7 +92,7 @@ def fault_causes(inputs: Inputs, cfg: ControlConfig) -> tuple[str, ...]:
     return tuple(causes)
 
 
-def _mode_event(inputs: Inputs, cfg: ControlConfig) -> Event:
+def _mode_event(inputs: Inputs, cfg: MachineConfig) -> Event:
     mode = inputs.requested_mode
     if mode is Mode.IDLE:
         return Event.MODE_IDLE
@@ -102,7 +105,7 @@ def _mode_event(inputs: Inputs, cfg: ControlConfig) -> Event:
     return Event.SETPOINT_LAPSED_TO_STANDBY
 
 
-def classify(machine: MachineState, inputs: Inputs, causes: tuple[str, ...], cfg: ControlConfig) -> Event | None:
+def classify(machine: MachineState, inputs: Inputs, causes: tuple[str, ...], cfg: MachineConfig) -> Event | None:
     """Turn guards (timers, hysteresis, requests) into the one event of this cycle, by priority."""
     if inputs.shutdown:
         return Event.SHUTDOWN
@@ -132,16 +135,15 @@ def _reason(event: Event, inputs: Inputs, causes: tuple[str, ...]) -> str:
     return event.value.lower()
 
 
-def step(machine: MachineState, inputs: Inputs, cfg: ControlConfig) -> Transition:
+def step(machine: MachineState, inputs: Inputs, cfg: MachineConfig) -> Transition:
     causes = fault_causes(inputs, cfg)
     clear_since = None if causes else (machine.clear_since_s if machine.clear_since_s is not None else inputs.now_s)
     event = classify(replace(machine, clear_since_s=clear_since), inputs, causes, cfg)
     nxt = TRANSITIONS.get((machine.state, event)) if event is not None else None
-    if nxt is None or nxt is machine.state:
+    if event is None or nxt is None or nxt is machine.state:
         reason = ",".join(causes) if machine.state is State.FAULT and causes else ""
         return Transition(replace(machine, clear_since_s=clear_since), event, False, reason, causes)
-    entered = MachineState(state=nxt, since_s=inputs.now_s, clear_since_s=None if nxt is State.FAULT else clear_since)
-    assert event is not None
+    entered = MachineState(state=nxt, clear_since_s=None if nxt is State.FAULT else clear_since)
     return Transition(entered, event, True, _reason(event, inputs, causes), causes)
 
 

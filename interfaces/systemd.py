@@ -11,32 +11,24 @@ queue drops (and counts) a ping instead of blocking the control loop. Without `N
 (not under systemd) every call is a no-op. WATCHDOG pings are sent only when systemd asked
 for them (`WATCHDOG_USEC` set, and `WATCHDOG_PID` absent or ours), as `sd_watchdog_enabled()`.
 
-Test hook (never for production): `EMS_TEST_STALL_FILE=/abs/path` makes the control loop block
-after a cycle while that file exists (at most `STALL_MAX_S`), so the system test can see the
-watchdog pings stop. The unit file removes the variable (`UnsetEnvironment=`), and the process
-logs `test_stall_hook_armed` at warning level when it is set.
+The system test that stalls the loop on purpose wraps `main.main` with a cycle hook of its own
+(tests/helpers/stall.py); nothing here or in `main.py` reads a variable that could block the loop.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import sdnotify  # type: ignore[import-untyped]
 import structlog
 
 from ems.controller import CycleReport
 
-__all__ = ["STALL_ENV", "STALL_MAX_S", "SystemdNotifier", "notify_stopping", "stall_hook_from_env"]
+__all__ = ["SystemdNotifier", "notify_stopping"]
 
 log = structlog.get_logger("interfaces.systemd")
-
-STALL_ENV = "EMS_TEST_STALL_FILE"
-STALL_MAX_S = 60.0
-_STALL_POLL_S = 0.05
 
 
 def _open() -> socket.socket | None:
@@ -132,44 +124,3 @@ def notify_stopping() -> None:
         n.stopping()
     finally:
         n.close()
-
-
-def stall_hook_from_env(
-    environ: Mapping[str, str] | None = None, notifier: SystemdNotifier | None = None
-) -> Callable[[CycleReport], None] | None:
-    """TEST ONLY: a cycle hook that blocks the control loop while `$EMS_TEST_STALL_FILE` exists.
-
-    With a `notifier`, it marks the stall in the notify stream (STATUS=test stall started/ended),
-    so a test reading that stream can tell exactly which pings fell inside the stall."""
-    env = os.environ if environ is None else environ
-    raw = env.get(STALL_ENV)
-    if not raw:
-        return None
-    path = Path(raw)
-    if not path.is_absolute():
-        log.error("test_stall_hook_refused", env=STALL_ENV, path=raw, reason="not an absolute path")
-        return None
-    log.warning(
-        "test_stall_hook_armed",
-        env=STALL_ENV,
-        path=str(path),
-        max_s=STALL_MAX_S,
-        hint="test only: the control loop blocks while this file exists; never set this in production",
-    )
-    pause = threading.Event()  # never set: wait() is the pause between polls
-
-    def stall(_report: CycleReport) -> None:
-        if not path.exists():
-            return
-        log.warning("test_stall_started", path=str(path))
-        if notifier is not None:
-            notifier.notify("STATUS=test stall started")
-        polls = 0
-        while path.exists() and polls < STALL_MAX_S / _STALL_POLL_S:
-            pause.wait(_STALL_POLL_S)
-            polls += 1
-        log.warning("test_stall_ended", path=str(path), stalled_s=round(polls * _STALL_POLL_S, 2))
-        if notifier is not None:
-            notifier.notify("STATUS=test stall ended")
-
-    return stall

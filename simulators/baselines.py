@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from config.control import ControlConfig, Law
+from config.control import ControlConfig, LawName
 from ems.core import CoreState, step
 from ems.inputs import Inputs
 from ems.limits import LimitInputs, apply_limits, soc_latches
@@ -73,7 +73,7 @@ class EmsController:
 
     def __init__(self, cfg: ControlConfig, *, started_at_s: float, name: str = "ems") -> None:
         self.name = name
-        self._cfg = cfg
+        self._cfg = cfg.core()
         self._core = CoreState()
         self._started_at_s = started_at_s
         self._mode = cfg.start_mode
@@ -101,14 +101,14 @@ class _Limited:
 
     def __init__(self, cfg: ControlConfig) -> None:
         self._cfg = cfg
+        self._limits = cfg.limits()
         self._prev_w = 0.0
         self._dis_blocked = False
         self._chg_blocked = False
 
     def limit(self, raw_w: float, obs: Observation, *, grid_w: float | None = None) -> Action:
-        cfg = self._cfg
         self._dis_blocked, self._chg_blocked = soc_latches(
-            soc_pct=obs.soc_pct, discharge_blocked=self._dis_blocked, charge_blocked=self._chg_blocked, cfg=cfg
+            soc_pct=obs.soc_pct, discharge_blocked=self._dis_blocked, charge_blocked=self._chg_blocked, cfg=self._limits.soc
         )
         li = LimitInputs(
             soc_pct=obs.soc_pct,
@@ -121,7 +121,7 @@ class _Limited:
             discharge_blocked=self._dis_blocked,
             charge_blocked=self._chg_blocked,
         )
-        cmd_w, reasons = apply_limits(raw_w, li, cfg)
+        cmd_w, reasons = apply_limits(raw_w, li, self._limits)
         self._prev_w = cmd_w
         return Action(cmd_w, State.SELF_CONSUMPTION.value, reasons)
 
@@ -190,9 +190,9 @@ def make_controller(name: str, cfg: ControlConfig, *, started_at_s: float) -> Co
         return EmsController(cfg, started_at_s=started_at_s)
     if name.startswith("ems:"):
         law = name.removeprefix("ems:")
-        if law not in {lw.value for lw in Law}:
-            raise ValueError(f"unknown law {law!r} (known: {', '.join(lw.value for lw in Law)})")
-        return EmsController(cfg.model_copy(update={"law": Law(law)}), started_at_s=started_at_s, name=name)
+        if law not in {lw.value for lw in LawName}:
+            raise ValueError(f"unknown law {law!r} (known: {', '.join(lw.value for lw in LawName)})")
+        return EmsController(cfg.model_copy(update={"law": LawName(law)}), started_at_s=started_at_s, name=name)
     if name == "naive":
         return NaiveController(cfg)
     if name == "pid":

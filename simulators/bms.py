@@ -30,9 +30,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from config.can import CanInterface, CurrentPositive
 from config.common import Section
-from interfaces.can.bridge import SocketcandBus, SocketcandHub
 from interfaces.can.codec import KEEPALIVE_ID, PROTECTIONS, WARNINGS, Codec
+from interfaces.can.socketcand import SocketcandBus
 from interfaces.logs import configure_logging
+from simulators.can_hub import SocketcandHub
 
 __all__ = ["BatterySource", "BmsSimConfig", "BmsSimulator", "StaticBattery", "main"]
 

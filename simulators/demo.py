@@ -85,7 +85,7 @@ def helper_contexts(cfg: EMSConfig) -> list[AbstractContextManager[object]]:
     """Helpers the EMS config needs that are not our processes (each yields or skips itself)."""
     helpers: list[AbstractContextManager[object]] = []
     if cfg.mqtt.enabled:
-        from interfaces.mqtt.broker import demo_broker
+        from simulators.broker import demo_broker
 
         helpers.append(demo_broker(cfg.mqtt))
     return helpers

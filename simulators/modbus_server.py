@@ -23,13 +23,13 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 
 from interfaces.modbus.pointmap import DecodeError, EncodeError, Point, PointMap, PointType, decode_raw, encode_raw, from_si, to_si
+from interfaces.modbus.sunspec import SUNS_MARKER
 
 __all__ = ["SUNSPEC_BASE", "DeviceServer", "RegisterImage"]
 
 log = structlog.get_logger("simulators.modbus")
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # failures are reported by us, once
 SUNSPEC_BASE = 40000
-_SUNS = (0x5375, 0x6E53)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class RegisterImage:
         self._slots: dict[str, _Slot] = {}
         if pmap.kind == "sunspec":
             self.start = base
-            regs: list[int] = list(_SUNS)
+            regs: list[int] = list(SUNS_MARKER)
             for model in pmap.models:
                 model_addr = base + len(regs)
                 regs += [model.id, model.length] + [0] * model.length

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from config import ConfigError, load_config, parse_config
-from config.control import ControlConfig, Law
+from config.control import ControlConfig, LawName
 from simulators.baselines import CONTROLLERS, Controller, Observation, make_controller
 from simulators.kpi import KpiAccumulator, Kpis
 from simulators.plant import Plant, PlantParams
@@ -296,7 +296,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="summer-sunny", help="profile CSV path or shipped name (default summer-sunny)")
     p.add_argument("--config", help="EMS YAML config (its control: section is used, made live)")
     p.add_argument("--controller", default="all", help="ideal | bound_1hz | naive | pid | ems | ems:<law> | all (default all)")
-    p.add_argument("--law", choices=[lw.value for lw in Law], help="override control.law for the ems controller")
+    p.add_argument("--law", choices=[lw.value for lw in LawName], help="override control.law for the ems controller")
     p.add_argument(
         "--step",
         type=float,
@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = live_config(load_config(a.config).control if a.config else None)
         if a.law:
-            cfg = cfg.model_copy(update={"law": Law(a.law)})
+            cfg = cfg.model_copy(update={"law": LawName(a.law)})
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import can
 
 from config.can import CanConfig, CanInterface
-from interfaces.can.bridge import SocketcandBus
+from interfaces.can.socketcand import SocketcandBus
 
 __all__ = ["open_bus"]
 

@@ -19,6 +19,7 @@ from cantools.database.can import Database, Message
 from ems.model import Quantity
 
 __all__ = [
+    "BMS_QUANTITIES",
     "DBC_PATH",
     "KEEPALIVE_ID",
     "PROTECTIONS",
@@ -34,6 +35,23 @@ __all__ = [
 DBC_PATH = Path(__file__).with_name("pylontech.dbc")
 KEEPALIVE_ID = 0x305
 Q = Quantity
+# Every reading the BMS frames carry: the CAN BMS owns them (ems.context.readings).
+BMS_QUANTITIES = frozenset(
+    {
+        Q.SOC_PCT,
+        Q.SOH_PCT,
+        Q.BMS_VOLTAGE_V,
+        Q.BMS_CURRENT_A,
+        Q.BMS_TEMPERATURE_DEGC,
+        Q.BMS_CCL_A,
+        Q.BMS_DCL_A,
+        Q.BMS_CVL_V,
+        Q.BMS_DVL_V,
+        Q.BMS_CHARGE_ENABLE,
+        Q.BMS_DISCHARGE_ENABLE,
+        Q.BMS_FORCE_CHARGE,
+    }
+)
 
 # DBC signal -> flag name used in the context, FAULT causes (bms_protection:<name>) and logs.
 PROTECTIONS: Mapping[str, str] = MappingProxyType(
@@ -100,14 +118,11 @@ class Codec:
 
     def __init__(self, *, dbc_path: Path = DBC_PATH, current_sign: float = 1.0) -> None:
         db = cantools.database.load_file(str(dbc_path))
-        assert isinstance(db, Database)
+        if not isinstance(db, Database):
+            raise TypeError(f"{dbc_path}: not a CAN database (cantools loaded {type(db).__name__})")
         self._db = db
         self._by_id: dict[int, Message] = {m.frame_id: m for m in db.messages}
         self._current_sign = current_sign  # +1: the BMS reports + charge, like the project; -1: flip
-
-    @property
-    def frame_ids(self) -> frozenset[int]:
-        return frozenset(self._by_id)
 
     def message(self, frame_id: int) -> Message:
         return self._by_id[frame_id]

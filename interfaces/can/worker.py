@@ -16,35 +16,49 @@ from collections.abc import Callable, Mapping
 
 import can
 
-from config.can import CanConfig, CurrentPositive
+from config.can import CanConfig, CanInterface, CurrentPositive
 from ems.clock import Clock
-from ems.context import EMSContext
+from ems.context import Counters, EventLog, Health, Readings
 from interfaces.can.bus import open_bus
-from interfaces.can.codec import KEEPALIVE_ID, BmsFrame, Codec, FrameError
+from interfaces.can.codec import BMS_QUANTITIES, KEEPALIVE_ID, BmsFrame, Codec, FrameError
+from interfaces.logs import LogGate
 from interfaces.worker import Worker
 
-__all__ = ["CORE_FRAME_IDS", "MAX_MALFORMED_LOGS", "SILENT_FLAG", "CanWorker"]
+__all__ = ["CORE_FRAME_IDS", "DEVICE", "MAX_MALFORMED_LOGS", "SILENT_FLAG", "CanWorker", "bus_address"]
 
 CORE_FRAME_IDS = frozenset({0x351, 0x356})  # the BMS is "heard" while these arrive (PROTOCOLS.md advice)
 SILENT_FLAG = "bms_silent"  # protection flag raised by the worker itself: FAULT cause bms_protection:bms_silent
-_MAX_LOG_IDS = 4096  # bound on the per-id rate-limit table (random ids must not grow it forever)
 MAX_MALFORMED_LOGS = 100  # malformed-frame log lines per interval over all ids (a busy foreign bus must not flood the log)
+DEVICE = "bms"
+
+
+def bus_address(cfg: CanConfig) -> str:
+    if cfg.interface is CanInterface.SOCKETCAND:
+        return f"{cfg.host}:{cfg.port}/{cfg.channel}"
+    return f"{cfg.interface.value}:{cfg.channel}"
 
 
 class CanWorker(Worker):
-    expected_errors = (OSError, TimeoutError, ValueError, can.CanError)
+    expected_errors = (*Worker.expected_errors, can.CanError, FrameError)
 
     def __init__(
         self,
         *,
         cfg: CanConfig,
-        ctx: EMSContext,
+        readings: Readings,
+        health: Health,
+        events: EventLog,
+        counters: Counters,
         clock: Clock,
         bus_factory: Callable[[], can.BusABC] | None = None,
         fault_timeout_s: float = 3.0,
         name: str = "can",
     ) -> None:
-        super().__init__(name=name, ctx=ctx, clock=clock, period_s=cfg.receive_timeout_s)
+        super().__init__(name=name, health=health, clock=clock, period_s=cfg.receive_timeout_s, devices=(DEVICE,))
+        health.register_device(DEVICE, kind="can", where=bus_address(cfg), thread=name)
+        self._writer = readings.claim(DEVICE, BMS_QUANTITIES, bms_flags=True)
+        self._events = events
+        self._counters = counters
         self._cfg = cfg
         sign = 1.0 if cfg.current_positive is CurrentPositive.CHARGE else -1.0
         self._codec = Codec(current_sign=sign)
@@ -58,10 +72,7 @@ class CanWorker(Worker):
         self._protections: frozenset[str] = frozenset()
         self._warnings: frozenset[str] = frozenset()
         self._info: dict[str, object] = {}
-        self._log_at_s: dict[int, float] = {}
-        self._suppressed: dict[int, int] = {}
-        self._log_window_s = clock.monotonic()
-        self._log_window_lines = 0
+        self._malformed_logs = LogGate(cfg.malformed_log_interval_s, max_lines=MAX_MALFORMED_LOGS)
 
     # ---- loop ----------------------------------------------------------------------------
     def wait_next(self) -> bool:
@@ -99,7 +110,7 @@ class CanWorker(Worker):
         if period is not None:
             if now >= self._next_keepalive_s:
                 bus.send(can.Message(arbitration_id=KEEPALIVE_ID, is_extended_id=False, data=self._codec.encode_keepalive()))
-                self._ctx.count("can_keepalives_sent")
+                self._counters.count("can_keepalives_sent")
                 self._next_keepalive_s = now + period
             timeout_s = min(timeout_s, max(0.0, self._next_keepalive_s - now))
         msg = bus.recv(timeout_s)
@@ -111,10 +122,10 @@ class CanWorker(Worker):
     # ---- one frame -----------------------------------------------------------------------
     def _handle(self, msg: can.Message, now: float) -> None:
         if msg.is_error_frame:
-            self._ctx.count("can_error_frames")
+            self._counters.count("can_error_frames")
             return
         if msg.is_remote_frame or (msg.arbitration_id in self._ignore and not msg.is_extended_id):
-            self._ctx.count("can_frames_ignored")
+            self._counters.count("can_frames_ignored")
             return
         try:
             frame = self._codec.decode(msg.arbitration_id, bytes(msg.data), is_extended_id=msg.is_extended_id)
@@ -124,41 +135,24 @@ class CanWorker(Worker):
         self._apply(frame, now)
 
     def _malformed(self, frame_id: int, exc: FrameError, now: float) -> None:
-        self._ctx.count(f"can_frames_{exc.kind}")
-        total = self._ctx.count("can_frames_malformed")
-        if not self._may_log(frame_id, now):
-            self._suppressed[frame_id] = self._suppressed.get(frame_id, 0) + 1
+        self._counters.count(f"can_frames_{exc.kind}")
+        total = self._counters.count("can_frames_malformed")
+        held = self._malformed_logs.allow(f"0x{frame_id:X}", now)
+        if held is None:
             return
         self.log.warning(
             "can_frame_malformed",
             frame_id=f"0x{frame_id:X}",
             kind=exc.kind,
             detail=str(exc)[:200],
-            suppressed_since_last=self._suppressed.pop(frame_id, 0),
+            suppressed_since_last=held,
             malformed_total=total,
         )
 
-    def _may_log(self, frame_id: int, now: float) -> bool:
-        """At most once per interval per id, and at most MAX_MALFORMED_LOGS lines per interval in all."""
-        interval_s = self._cfg.malformed_log_interval_s
-        last = self._log_at_s.get(frame_id)
-        if last is not None and now - last < interval_s:
-            return False
-        if now - self._log_window_s >= interval_s:
-            self._log_window_s, self._log_window_lines = now, 0
-        if self._log_window_lines >= MAX_MALFORMED_LOGS:
-            return False
-        if len(self._log_at_s) >= _MAX_LOG_IDS:
-            self._log_at_s = {i: t for i, t in self._log_at_s.items() if now - t < interval_s}
-            self._suppressed = {i: n for i, n in self._suppressed.items() if i in self._log_at_s}
-        self._log_window_lines += 1
-        self._log_at_s[frame_id] = now
-        return True
-
     def _apply(self, frame: BmsFrame, now: float) -> None:
-        self._ctx.count("can_frames_decoded")
+        self._counters.count("can_frames_decoded")
         if frame.measurements:
-            self._ctx.update_measurements(frame.measurements, at_s=now)
+            self._writer.update(frame.measurements, at_s=now)
         changed = False
         if frame.protections is not None and frame.warnings is not None:
             changed = self._update_flags(frame.protections, frame.warnings, now)
@@ -170,7 +164,7 @@ class CanWorker(Worker):
                 self._silent = False
                 changed = True
                 self.log.info("bms_heard", frame_id=f"0x{frame.frame_id:X}")
-                self._ctx.record_event("alarm", source="bms", level="protection", flag=SILENT_FLAG, raised=False)
+                self._events.record("alarm", source="bms", level="protection", flag=SILENT_FLAG, raised=False)
                 self._publish_flags(now)
             self.succeeded()
         if changed:
@@ -178,7 +172,7 @@ class CanWorker(Worker):
 
     def _publish_flags(self, now: float) -> None:
         protections = self._protections | {SILENT_FLAG} if self._silent else self._protections
-        self._ctx.update_bms_flags(protections=protections, warnings=self._warnings, at_s=now)
+        self._writer.set_bms_flags(protections=protections, warnings=self._warnings, at_s=now)
 
     def _update_flags(self, protections: frozenset[str], warnings: frozenset[str], now: float) -> bool:
         changed = False
@@ -186,11 +180,11 @@ class CanWorker(Worker):
             for flag in sorted(new - old):
                 changed = True
                 (self.log.error if level == "protection" else self.log.warning)(f"bms_{level}_raised", flag=flag)
-                self._ctx.record_event("alarm", source="bms", level=level, flag=flag, raised=True)
+                self._events.record("alarm", source="bms", level=level, flag=flag, raised=True)
             for flag in sorted(old - new):
                 changed = True
                 self.log.info(f"bms_{level}_cleared", flag=flag)
-                self._ctx.record_event("alarm", source="bms", level=level, flag=flag, raised=False)
+                self._events.record("alarm", source="bms", level=level, flag=flag, raised=False)
         self._protections, self._warnings = protections, warnings
         self._publish_flags(now)
         return changed
@@ -204,14 +198,12 @@ class CanWorker(Worker):
         return bool(changed)
 
     def _publish_status(self) -> None:
-        self._ctx.set_status(
-            "bms",
-            {
-                **self._info,
-                "protections": sorted(self._protections | {SILENT_FLAG} if self._silent else self._protections),
-                "warnings": sorted(self._warnings),
-                "silent": self._silent,
-            },
+        self._health.set_info(
+            DEVICE,
+            **self._info,
+            protections=sorted(self._protections | {SILENT_FLAG} if self._silent else self._protections),
+            warnings=sorted(self._warnings),
+            silent=self._silent,
         )
 
     def _check_silence(self, now: float) -> None:
@@ -219,7 +211,7 @@ class CanWorker(Worker):
         if not self._silent and silent_s > self._silent_after_s:
             self._silent = True
             self.log.error("bms_silent", silent_s=round(silent_s, 1), frames="0x351,0x356", fault_cause=f"bms_protection:{SILENT_FLAG}")
-            self._ctx.record_event("alarm", source="bms", level="protection", flag=SILENT_FLAG, raised=True)
+            self._events.record("alarm", source="bms", level="protection", flag=SILENT_FLAG, raised=True)
             self.failed(SILENT_FLAG, detail=f"no 0x351/0x356 frame for {silent_s:.1f} s")
             self._publish_flags(now)
             self._publish_status()

@@ -19,8 +19,8 @@ from pymodbus.framer import FramerType
 
 from ems.clock import Clock, SystemClock
 from interfaces.cli.client import EXIT_FAIL, EXIT_UNREACHABLE, EXIT_USAGE, CliError
-from interfaces.modbus.link import SUNSPEC_BASES
 from interfaces.modbus.pointmap import DecodeError, Point, PointType, available_maps, decode_raw, load_map
+from interfaces.modbus.sunspec import SUNSPEC_BASES, find_marker, is_marker, walk_models
 
 __all__ = [
     "MODEL_NAMES",
@@ -39,10 +39,8 @@ __all__ = [
     "scan_sunspec",
 ]
 
-SUNS = (0x5375, 0x6E53)  # "SunS"
 MAX_REGS = 125  # per read request (Modbus limit)
 MAX_RANGE = 250  # addresses one `--range` scan may probe (odd bases such as 39999 or 40001)
-MAX_MODELS = 64
 
 MODEL_NAMES: Mapping[int, str] = {
     1: "Common",
@@ -244,21 +242,18 @@ def _find_marker(reader: ModbusReader, search: tuple[int, int] | None) -> int | 
     """The standard bases, or every address in `search`: block reads, and where the device refuses a
     block (part of it unmapped), one 2-register probe per address of that block."""
     if search is None:
-        for base in SUNSPEC_BASES:
-            if reader.read(base, 2) == list(SUNS):
-                return base
-        return None
+        return find_marker(reader.read)
     lo, hi = search
     for addr, count in _chunks(lo, hi):
         regs = reader.read(addr, count)
         if regs is not None:
-            hits = [addr + i for i in range(len(regs) - 1) if (regs[i], regs[i + 1]) == SUNS and lo <= addr + i <= hi]
+            hits = [addr + i for i in range(len(regs) - 1) if is_marker(regs[i : i + 2]) and lo <= addr + i <= hi]
             if hits:
                 return hits[0]
             continue
-        for probe in range(addr, min(addr + count - 1, hi + 1)):
-            if reader.read(probe, 2) == list(SUNS):
-                return probe
+        found = find_marker(reader.read, range(addr, min(addr + count - 1, hi + 1)))
+        if found is not None:
+            return found
     return None
 
 
@@ -269,19 +264,9 @@ def scan_sunspec(reader: ModbusReader, search: tuple[int, int] | None = None) ->
     base = _find_marker(reader, search)
     if base is not None:
         scan.base = base
-        addr = base + 2
-        for _ in range(MAX_MODELS):
-            head = reader.read(addr, 2)
-            if head is None:
-                break
-            model_id, length = head
-            if model_id == 0xFFFF:
-                scan.end_address = addr
-                break
-            scan.models.append(SunSpecModel(model_id, MODEL_NAMES.get(model_id, "unknown"), addr, length))
-            addr += 2 + length
-            if addr > 0xFFFF:
-                break
+        chain = walk_models(reader.read, base)
+        scan.models = [SunSpecModel(m.id, MODEL_NAMES.get(m.id, "unknown"), m.address, m.length) for m in chain.models]
+        scan.end_address = chain.end_address
         scan.identity = _identity(reader, scan.models)
         ids = {m.id for m in scan.models}
         for name in available_maps():

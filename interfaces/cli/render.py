@@ -72,16 +72,22 @@ def _flags(control: Mapping[str, Any]) -> str:
     return f"NOT LIVE ({why}): commands are computed, the inverter gets 0 W"
 
 
-def _workers(ws: Sequence[Mapping[str, Any]]) -> str:
+def _devices(ds: Sequence[Mapping[str, Any]]) -> str:
+    """Per-device health: `meter ok (0.4 s)`, `pv DEGRADED x12: ConnectionError ... (last ok 31 s ago)`."""
     parts = []
-    for w in ws:
-        if w.get("ok"):
-            parts.append(f"{w['name']} ok")
+    for d in ds:
+        status = str(d.get("status", "ok"))
+        if status in ("ok", "starting"):
+            parts.append(f"{d['name']} {status}" + (f" ({duration(d.get('last_ok_age_s'))})" if d.get("last_ok_age_s") is not None else ""))
         else:
-            why = "stale" if w.get("stale") else f"failing x{w.get('error_streak')}"
-            last = f": {w['last_error']}" if w.get("last_error") else ""
-            parts.append(f"{w['name']} {why.upper()}{last} (last ok {duration(w.get('last_ok_age_s'))} ago)")
+            last = f": {d['last_error']}" if d.get("last_error") else ""
+            parts.append(f"{d['name']} {status.upper()} x{d.get('error_streak')}{last} (last ok {duration(d.get('last_ok_age_s'))} ago)")
     return " · ".join(parts) or "none"
+
+
+def _stale_threads(ws: Sequence[Mapping[str, Any]]) -> str:
+    stale = [f"{w['name']} (no heartbeat for {duration(w.get('last_beat_age_s'))})" for w in ws if w.get("stale")]
+    return ", ".join(stale)
 
 
 def status_text(s: Mapping[str, Any]) -> str:
@@ -104,7 +110,7 @@ def status_text(s: Mapping[str, Any]) -> str:
     if cmd:
         ack = "acknowledged by the inverter" if cmd.get("acknowledged") else "NOT acknowledged by the inverter"
         lines.append(
-            f"command   #{cmd['seq']} computed {cmd['computed_w']:+.0f} W, written {cmd['written_w']:+.0f} W, {ack}"
+            f"command   #{cmd['seq']} set-point {cmd['setpoint_w']:+.0f} W, written {cmd['written_w']:+.0f} W, {ack}"
             f" ({duration(cmd.get('age_s'))} ago)"
         )
     else:
@@ -120,7 +126,10 @@ def status_text(s: Mapping[str, Any]) -> str:
     lines.append("faults    " + (", ".join(s.get("fault_causes") or []) or "none"))
     prot, warn = s.get("bms_protections") or [], s.get("bms_warnings") or []
     lines.append(f"BMS       protections {', '.join(prot) or 'none'}; warnings {', '.join(warn) or 'none'}")
-    lines.append(f"workers   {_workers(s.get('workers') or [])}")
+    lines.append(f"devices   {_devices(s.get('devices') or [])}")
+    stale = _stale_threads(s.get("workers") or [])
+    if stale:
+        lines.append(f"threads   STALE: {stale}")
     return "\n".join(lines)
 
 
@@ -130,8 +139,13 @@ def health_text(h: Mapping[str, Any]) -> str:
         f"{head}",
         f"state {h.get('state')} · last reading {duration(h.get('last_reading_age_s'))} ago"
         f" · last cycle {duration(h.get('controller_age_s'))} ago · {h.get('cycles')} cycles, {h.get('overruns')} overruns",
-        f"workers   {_workers(h.get('workers') or [])}",
+        f"devices   {_devices(h.get('devices') or [])}",
     ]
+    if h.get("degraded"):
+        lines.append("degraded  " + ", ".join(h["degraded"]))
+    stale = _stale_threads(h.get("workers") or [])
+    if stale:
+        lines.append(f"threads   STALE: {stale}")
     return "\n".join(lines)
 
 

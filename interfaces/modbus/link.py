@@ -7,7 +7,7 @@ a short timeout; the worker decides when to (re)connect.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
@@ -29,12 +29,10 @@ from interfaces.modbus.pointmap import (
     load_map,
     to_si,
 )
+from interfaces.modbus.sunspec import SUNSPEC_BASES, discover
 
-__all__ = ["SUNSPEC_BASES", "DeviceLink", "LinkError", "Rejected", "serial_client"]
+__all__ = ["DeviceLink", "LinkError", "Rejected", "serial_client"]
 
-SUNSPEC_BASES = (40000, 0, 50000)
-_SUNS = [0x5375, 0x6E53]
-_MAX_MODELS = 64
 _QUANTITIES = frozenset(q.value for q in Quantity)
 
 # pymodbus logs every failed connect at ERROR through stdlib logging; the worker logs edges itself.
@@ -70,11 +68,20 @@ class _Layout:
 class DeviceLink:
     """A device on TCP or RTU with its point map; `connect()` discovers, `poll()` reads and decodes."""
 
-    def __init__(self, name: str, cfg: ModbusDeviceConfig, *, shared_client: ModbusSerialClient | None = None) -> None:
-        """`shared_client`: the serial client of an RS-485 line this device shares with another link
-        (the worker passes one per serial port; after either link closes it, the next request reopens it)."""
+    def __init__(
+        self,
+        name: str,
+        cfg: ModbusDeviceConfig,
+        *,
+        shared_client: ModbusSerialClient | None = None,
+        owns: Callable[[Quantity], bool] | None = None,
+    ) -> None:
+        """`shared_client`: the serial client of an RS-485 line this device shares with another
+        (one per serial port; after either closes it, the next request reopens it). `owns`: which
+        readings this device may publish (its readings writer); the others are not polled."""
         self.name = name
         self.cfg = cfg
+        self._owns = owns or (lambda _q: True)
         self._shared = shared_client
         self._client: ModbusTcpClient | ModbusSerialClient | None = None
         self._layout: _Layout | None = None
@@ -152,8 +159,10 @@ class DeviceLink:
         explicit = None if wanted == "auto" else load_map(wanted)
         if explicit is not None and explicit.kind == "plain":
             return self._plan(_Layout(explicit))
-        base = self._find_sunspec_base()
-        models = self._walk_models(base)
+        chain = discover(self._read_or_none)
+        if chain is None:
+            raise LinkError(f"{self.name}: no SunSpec marker at {', '.join(str(b) for b in SUNSPEC_BASES)}")
+        models = {m.id: (m.address, m.length) for m in reversed(chain.models)}  # the first of a repeated model wins
         if explicit is not None:
             pmap = explicit
             missing = [m for m in pmap.requires_models if m not in models]
@@ -173,27 +182,12 @@ class DeviceLink:
         self._read_identity(layout)
         return self._plan(layout)
 
-    def _find_sunspec_base(self) -> int:
-        for base in SUNSPEC_BASES:
-            try:
-                if self._read(base, 2) == _SUNS:
-                    return base
-            except LinkError:
-                continue
-        raise LinkError(f"{self.name}: no SunSpec marker at {', '.join(str(b) for b in SUNSPEC_BASES)}")
-
-    def _walk_models(self, base: int) -> dict[int, tuple[int, int]]:
-        models: dict[int, tuple[int, int]] = {}
-        addr = base + 2
-        for _ in range(_MAX_MODELS):
-            model_id, length = self._read(addr, 2)
-            if model_id == 0xFFFF:
-                break
-            models.setdefault(model_id, (addr, length))
-            addr += 2 + length
-            if addr > 0xFFFF:
-                break
-        return models
+    def _read_or_none(self, address: int, count: int) -> list[int] | None:
+        """A read for discovery: None when the device refuses it (Modbus exception response)."""
+        try:
+            return self._read(address, count)
+        except LinkError:
+            return None
 
     def _read_identity(self, layout: _Layout) -> None:
         spec = layout.pmap.model(1)
@@ -223,7 +217,7 @@ class DeviceLink:
             for p in spec.points if spec is not None else pmap.points:
                 entry = (model_addr + p.offset, p, None if p.sf is None else model_addr + p.sf)
                 layout.addresses[p.name] = entry
-                if p.name in _QUANTITIES and p.name not in self.cfg.ignore_points and not p.writable:
+                if p.name in _QUANTITIES and p.name not in self.cfg.ignore_points and not p.writable and self._owns(Quantity(p.name)):
                     polled.append(entry)
         layout.reads = _group(polled, pmap.max_read_registers)
         for _addr, p, sf_addr in layout.addresses.values():  # scale factors of writable points, read once

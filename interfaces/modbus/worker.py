@@ -1,131 +1,151 @@
-"""The Modbus worker (DESIGN §1): one daemon thread for the ESS inverter, the grid meter and an optional PV meter.
+"""Modbus links (DESIGN §1): one daemon thread per TCP device, one per RS-485 line.
 
-Each wake-up it
-1. (re)connects devices whose reconnect time has come (exponential backoff, tenacity's
-   `wait_exponential`, computed per device so a dead meter never blocks the inverter's writes);
-   right after the ESS (re)connects it writes the enable point and the current command first;
+Devices on one serial line share the bus, so they share a thread; every TCP device has its own.
+The ESS link sleeps on the command channel alone (`CommandChannel.wait_command`), so a published
+command is written at once and never waits behind a meter's or a PV meter's I/O.
+
+Each wake-up a link
+1. (re)connects devices whose reconnect time has come (one `Backoff` per device, so a dead meter
+   on a shared line never delays the inverter); right after the ESS (re)connects it writes the
+   enable point and the current command first (0 W when that command is too old);
 2. writes a newly published command (enable + set-point + heartbeat counter, merged into as few
-   FC16 requests as the addresses allow) and acknowledges it to the context;
-3. polls devices whose poll period is due; good values go to the context, a malformed or
-   out-of-range register is counted (`modbus_bad_value`), logged at most once per point per
-   `bad_value_log_interval_s` and skipped, so that source goes stale instead of wrong.
-It sleeps in `ctx.wait_command(...)`, so a published command is written at once, not at the next poll.
+   FC16 requests as the addresses allow) and acknowledges it on the command channel;
+3. polls devices whose poll period is due; good values go to the device's readings writer (it
+   owns them), a malformed or out-of-range register is counted (`modbus_bad_value`), logged at
+   most once per point per `bad_value_log_interval_s` and skipped, so that source goes stale
+   instead of wrong.
+Health is kept per device: a dead PV meter marks the PV meter failing, not the ESS or the meter.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Iterable
 
-import tenacity
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
 from config.modbus import ModbusConfig, ModbusDeviceConfig, Transport
 from ems.clock import Clock
-from ems.context import EMSContext
-from ems.model import Command
+from ems.context import CommandChannel, Counters, EventLog, Health, Readings, ReadingsWriter
+from ems.model import Command, Quantity
+from interfaces.backoff import Backoff
+from interfaces.logs import LogGate
 from interfaces.modbus.link import DeviceLink, LinkError, Rejected, serial_client
-from interfaces.modbus.pointmap import DecodeError, MapError
+from interfaces.modbus.pointmap import DecodeError, MapError, available_maps, load_map
 from interfaces.worker import Worker
 
-__all__ = ["ModbusWorker"]
+__all__ = ["BATTERY_QUANTITIES", "ModbusLink", "build_modbus_links", "map_quantities"]
 
 _MAX_WAIT_S = 0.25  # longest single wait, so stop() is seen promptly
+# What an inverter may also report of its battery: copies of what a BMS owns when there is one.
+BATTERY_QUANTITIES = frozenset(
+    {
+        Quantity.SOC_PCT,
+        Quantity.SOH_PCT,
+        Quantity.BMS_VOLTAGE_V,
+        Quantity.BMS_CURRENT_A,
+        Quantity.BMS_TEMPERATURE_DEGC,
+        Quantity.BMS_CCL_A,
+        Quantity.BMS_DCL_A,
+        Quantity.BMS_CVL_V,
+        Quantity.BMS_DVL_V,
+    }
+)
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    """What tenacity's wait strategies read from a RetryCallState."""
-
-    attempt_number: int
-
-
-class _Waiting(ConnectionError):
-    """The device's reconnect time has not come yet (not a new failure)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"{name}: waiting to reconnect")
+def map_quantities(cfg: ModbusDeviceConfig) -> frozenset[Quantity]:
+    """The readings a device's map can provide (for `auto`: any SunSpec map's), minus ignore_points."""
+    names = available_maps() if cfg.map == "auto" else [cfg.map]
+    known = {q.value: q for q in Quantity}
+    found: set[Quantity] = set()
+    for name in names:
+        pmap = load_map(name)
+        if cfg.map == "auto" and pmap.kind != "sunspec":
+            continue
+        points = [p for spec in pmap.models for p in spec.points] if pmap.kind == "sunspec" else list(pmap.points)
+        found |= {known[p.name] for p in points if p.name in known and not p.writable}
+    return frozenset(q for q in found if q.value not in cfg.ignore_points)
 
 
 class _Device:
-    """Scheduling state of one device (worker-thread only)."""
+    """Scheduling state of one device (link-thread only)."""
 
-    def __init__(self, name: str, cfg: ModbusDeviceConfig, now_s: float, *, shared_client: ModbusSerialClient | None = None) -> None:
+    def __init__(
+        self, name: str, cfg: ModbusDeviceConfig, writer: ReadingsWriter, backoff: Backoff, *, shared_client: ModbusSerialClient | None
+    ) -> None:
         self.name = name
         self.cfg = cfg
-        self.link = DeviceLink(name, cfg, shared_client=shared_client)
-        self.failures = 0
-        self.next_connect_s = now_s
-        self.next_poll_s = now_s
-        self.last_error: str | None = None
+        self.writer = writer
+        self.link = DeviceLink(name, cfg, shared_client=shared_client, owns=writer.owns)
+        self.backoff = backoff
+        self.next_poll_s = -math.inf
         self.up: bool | None = None  # link state last reported (None: never yet)
         self.rewritten_w: float | None = None  # command re-written at the last (re)connect
+        self.last_error: str | None = None
 
 
-class ModbusWorker(Worker):
+class ModbusLink(Worker):
     expected_errors = (*Worker.expected_errors, ModbusException, LinkError, DecodeError, MapError)
 
-    def __init__(self, *, cfg: ModbusConfig, ctx: EMSContext, clock: Clock, name: str = "modbus") -> None:
-        devices = [(n, d) for n, d in (("ess", cfg.ess), ("meter", cfg.meter), ("pv", cfg.pv)) if d.enabled]
-        period_s = min((d.poll_period_s for _n, d in devices), default=1.0)
-        super().__init__(name=name, ctx=ctx, clock=clock, period_s=period_s)
+    def __init__(
+        self,
+        *,
+        name: str,
+        devices: list[_Device],
+        cfg: ModbusConfig,
+        health: Health,
+        events: EventLog,
+        counters: Counters,
+        clock: Clock,
+        commands: CommandChannel | None = None,
+    ) -> None:
+        super().__init__(
+            name=name, health=health, clock=clock, period_s=min(d.cfg.poll_period_s for d in devices), devices=[d.name for d in devices]
+        )
         self._cfg = cfg
-        now = clock.monotonic()
-        lines: dict[str, ModbusSerialClient] = {}  # one client per serial port: devices on one RS-485 line share it
-        self._devices: list[_Device] = []
-        for n, d in devices:
-            shared = lines.setdefault(d.serial_port, serial_client(d)) if d.transport is Transport.RTU else None
-            self._devices.append(_Device(n, d, now, shared_client=shared))
-        self._ess = next((d for d in self._devices if d.name == "ess"), None)
-        self._backoff = tenacity.wait_exponential(multiplier=cfg.reconnect_min_s, min=cfg.reconnect_min_s, max=cfg.reconnect_max_s)
+        self._devices = devices
+        self._events = events
+        self._counters = counters
+        self._ess = next((d for d in devices if d.name == "ess"), None)
+        self._commands = commands if self._ess is not None else None
         self._latest: Command | None = None  # newest command seen
         self._written_seq = 0  # newest command written to the ESS
         self._heartbeat = 0
-        self._bad_logged: dict[str, tuple[float, int]] = {}  # point key -> (last log time, suppressed since)
+        self._bad_values = LogGate(cfg.bad_value_log_interval_s)
         self._clamp_logged = False
-        if self._ess is not None:
-            ctx.register_command_consumer()
+        if self._commands is not None:
+            self._commands.register_consumer()
+        for d in devices:
+            health.register_device(d.name, kind="modbus", where=d.link.where(), thread=name, actuator=d is self._ess)
 
     # ---- loop ---------------------------------------------------------------------------------
     def wait_next(self) -> bool:
         now = self._clock.monotonic()
-        due = min(
-            (min(d.next_poll_s if d.link.connected else d.next_connect_s, math.inf) for d in self._devices), default=now + self.period_s
-        )
+        due = min((d.next_poll_s if d.link.connected else d.backoff.next_at_s for d in self._devices), default=now + self.period_s)
         timeout = min(max(due - now, 0.0), _MAX_WAIT_S)
         if self._stop_event.is_set():
             return True
-        if self._ess is not None:
-            cmd = self._ctx.wait_command(after_seq=self._seen_seq(), timeout_s=timeout)
+        if self._commands is not None:
+            cmd = self._commands.wait_command(after_seq=0 if self._latest is None else self._latest.seq, timeout_s=timeout)
             if cmd is not None:
                 self._latest = cmd
         else:
             self._stop_event.wait(timeout)
         return self._stop_event.is_set()
 
-    def _seen_seq(self) -> int:
-        return 0 if self._latest is None else self._latest.seq
-
     def iterate(self) -> None:
-        problems: list[str] = []
         for dev in self._devices:
             try:
                 self._serve(dev)
             except self.expected_errors as exc:
-                problems.append(f"{dev.name}:reconnecting" if isinstance(exc, _Waiting) else f"{dev.name}:{type(exc).__name__}")
                 self._lost(dev, exc)
-        if problems:
-            self.failed(",".join(problems), detail="; ".join(f"{d.name}: {d.last_error}" for d in self._devices if d.last_error))
-        else:
-            self.succeeded()
 
     def _serve(self, dev: _Device) -> None:
         now = self._clock.monotonic()
         if not dev.link.connected:
-            if now < dev.next_connect_s:
-                raise _Waiting(dev.name)
+            if not dev.backoff.due(now):
+                return
             self._connect(dev)
         if dev is self._ess and self._latest is not None and self._latest.seq > self._written_seq:
             self._write_command(dev, self._latest)
@@ -134,11 +154,12 @@ class ModbusWorker(Worker):
             values, rejected = dev.link.poll()
             at_s = self._clock.monotonic()
             if values:
-                self._ctx.update_measurements(values, at_s=at_s)
+                dev.writer.update(values, at_s=at_s)
             for r in rejected:
                 self._reject(dev, r, at_s)
             if dev.up is not True:
                 self._up(dev)
+            self.succeeded(dev.name)
 
     # ---- connection ---------------------------------------------------------------------------
     def _connect(self, dev: _Device) -> None:
@@ -169,27 +190,22 @@ class ModbusWorker(Worker):
             where=link.where(),
             map=pmap,
             models=models,
-            failed_attempts=dev.failures,
+            failed_attempts=dev.backoff.failures,
             rewritten_w=None if dev.rewritten_w is None else round(dev.rewritten_w, 1),
             **link.identity,
         )
-        self._ctx.set_status(
-            f"modbus.{dev.name}",
-            {"connected": True, "where": link.where(), "map": pmap, "models": sorted(link.models), "identity": dict(link.identity)},
-        )
-        self._ctx.record_event("modbus", device=dev.name, connected=True, where=link.where())
-        dev.up, dev.failures, dev.last_error, dev.rewritten_w = True, 0, None, None
+        self._health.set_info(dev.name, connected=True, map=pmap, models=sorted(link.models), identity=dict(link.identity))
+        self._events.record("modbus", device=dev.name, connected=True, where=link.where())
+        dev.up, dev.last_error, dev.rewritten_w = True, None, None
+        dev.backoff.reset()
 
     def _lost(self, dev: _Device, exc: BaseException) -> None:
-        if isinstance(exc, _Waiting):
-            return
         reason = f"{type(exc).__name__}: {exc}"[:300]
         dev.link.close()
-        dev.failures += 1
-        delay_s = self._backoff(cast(tenacity.RetryCallState, _Attempt(dev.failures)))
-        dev.next_connect_s = self._clock.monotonic() + delay_s
+        delay_s = dev.backoff.failed(self._clock.monotonic(), exc)
         dev.last_error = reason
-        self._ctx.count(f"modbus_{dev.name}_errors")
+        self._counters.count(f"modbus_{dev.name}_errors")
+        self.failed(type(exc).__name__, detail=reason, device=dev.name)
         if dev.up is False:
             self.log.debug("modbus_retry_failed", device=dev.name, reason=reason, retry_in_s=round(delay_s, 2))
             return
@@ -200,15 +216,16 @@ class ModbusWorker(Worker):
             reason=reason,
             retry_in_s=round(delay_s, 2),
         )
-        self._ctx.set_status(f"modbus.{dev.name}", {"connected": False, "where": dev.link.where(), "error": reason})
-        self._ctx.record_event("modbus", device=dev.name, connected=False, reason=reason)
+        self._health.set_info(dev.name, connected=False, error=reason)
+        self._events.record("modbus", device=dev.name, connected=False, reason=reason)
         dev.up = False
 
     # ---- writes -------------------------------------------------------------------------------
     def _write_command(self, dev: _Device, cmd: Command) -> None:
         self._write(dev, cmd.written_w)
         self._written_seq = max(self._written_seq, cmd.seq)
-        self._ctx.ack_command(cmd.seq, at_s=self._clock.monotonic())
+        if self._commands is not None:
+            self._commands.ack(cmd.seq, at_s=self._clock.monotonic())
 
     def _write(self, dev: _Device, setpoint_w: float) -> None:
         link = dev.link
@@ -234,18 +251,50 @@ class ModbusWorker(Worker):
 
     # ---- bad values ---------------------------------------------------------------------------
     def _reject(self, dev: _Device, r: Rejected, now_s: float) -> None:
-        self._ctx.count("modbus_bad_value")
-        key = f"{dev.name}.{r.point}"
-        last = self._bad_logged.get(key)
-        interval = self._cfg.bad_value_log_interval_s
-        if last is None or now_s - last[0] >= interval:
-            self.log.warning(
-                "modbus_value_rejected", device=dev.name, point=r.point, reason=r.reason[:200], suppressed=0 if last is None else last[1]
-            )
-            self._bad_logged[key] = (now_s, 0)
-        else:
-            self._bad_logged[key] = (last[0], last[1] + 1)
+        self._counters.count("modbus_bad_value")
+        held = self._bad_values.allow(f"{dev.name}.{r.point}", now_s)
+        if held is not None:
+            self.log.warning("modbus_value_rejected", device=dev.name, point=r.point, reason=r.reason[:200], suppressed=held)
 
     def on_stop(self) -> None:
         for dev in self._devices:
             dev.link.close()
+
+
+def _claims(name: str, cfg: ModbusDeviceConfig) -> tuple[frozenset[Quantity], frozenset[Quantity]]:
+    """(firm, optional) readings of a device: an inverter's battery readings are optional copies."""
+    provided = map_quantities(cfg)
+    if name == "ess":
+        return provided - BATTERY_QUANTITIES, provided & BATTERY_QUANTITIES
+    return provided, frozenset()
+
+
+def build_modbus_links(
+    cfg: ModbusConfig,
+    *,
+    readings: Readings,
+    health: Health,
+    commands: CommandChannel,
+    events: EventLog,
+    counters: Counters,
+    clock: Clock,
+    names: Iterable[str] = ("ess", "meter", "pv"),
+) -> list[ModbusLink]:
+    """Claim each enabled device's readings and group the devices into links (threads)."""
+    enabled = [(n, getattr(cfg, n)) for n in names if getattr(cfg, n).enabled]
+    lines: dict[str, ModbusSerialClient] = {}  # one client per serial port: devices on one RS-485 line share it
+    groups: dict[str, list[_Device]] = {}
+    for n, d in enabled:
+        firm, optional = _claims(n, d)
+        writer = readings.claim(n, firm, optional=optional)
+        backoff = Backoff.exponential(min_s=cfg.reconnect_min_s, max_s=cfg.reconnect_max_s)
+        if d.transport is Transport.RTU:
+            client = lines.setdefault(d.serial_port, serial_client(d))
+            key = "modbus-rtu-" + d.serial_port.rsplit("/", 1)[-1]
+        else:
+            client, key = None, f"modbus-{n}"
+        groups.setdefault(key, []).append(_Device(n, d, writer, backoff, shared_client=client))
+    return [
+        ModbusLink(name=key, devices=devs, cfg=cfg, health=health, events=events, counters=counters, clock=clock, commands=commands)
+        for key, devs in groups.items()
+    ]

@@ -13,14 +13,14 @@ another): a `seq` at or below the last accepted one is ignored (duplicate / out 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ems.context import EMSContext
+from ems.context import Counters, Requests
+from ems.jsonable import jsonable
 from ems.model import Mode
 
 __all__ = ["COMMANDS", "CommandError", "CommandHandler", "ModeCommand", "ReleaseCommand", "SeqGate", "SetpointCommand", "parse_command"]
@@ -106,8 +106,9 @@ class SeqGate:
 class CommandHandler:
     """Parse, order and apply commands through the context's audited request methods."""
 
-    def __init__(self, *, ctx: EMSContext, max_ttl_s: float, release_mode: Mode) -> None:
-        self._ctx = ctx
+    def __init__(self, *, requests: Requests, counters: Counters, max_ttl_s: float, release_mode: Mode) -> None:
+        self._requests = requests
+        self._counters = counters
         self._max_ttl_s = max_ttl_s
         self._release_mode = release_mode
         self._gate = SeqGate()
@@ -115,44 +116,38 @@ class CommandHandler:
     def handle(self, kind: str, payload: bytes, *, retained: bool = False) -> dict[str, object]:
         """Apply one command; returns the result message (also counted in the context)."""
         if retained:
-            self._ctx.count("mqtt_cmd_invalid")
+            self._counters.count("mqtt_cmd_invalid")
             return {"command": kind, "status": "invalid", "seq": None, "field": "retain", "error": "retained commands are not accepted"}
         parsed = parse_command(kind, payload, max_ttl_s=self._max_ttl_s)
         if isinstance(parsed, CommandError):
-            self._ctx.count("mqtt_cmd_invalid")
+            self._counters.count("mqtt_cmd_invalid")
             return {"command": kind, "status": "invalid", "seq": parsed.seq, "field": parsed.field, "error": parsed.message}
         seq: int | None = getattr(parsed, "seq", None)
         stream = f"{_STREAM[kind]}:{parsed.source}"
         why = self._gate.verdict(stream, seq)
         if why is not None:
-            self._ctx.count("mqtt_cmd_ignored")
+            self._counters.count("mqtt_cmd_ignored")
             return {"command": kind, "status": "ignored", "seq": seq, "error": why, "last_seq": self._gate.last[stream]}
         who = f"mqtt:{parsed.source}" if parsed.source else "mqtt"
         if isinstance(parsed, ModeCommand):
-            res = self._ctx.request_mode(parsed.mode, who=who, via="mqtt")
+            res = self._requests.request_mode(parsed.mode, who=who, via="mqtt")
         elif isinstance(parsed, SetpointCommand):
-            res = self._ctx.set_external_setpoint(
+            res = self._requests.set_external_setpoint(
                 power_w=parsed.power_w, ttl_s=parsed.ttl_s, reason=parsed.reason, who=who, via="mqtt", seq=parsed.seq
             )
         else:
             assert isinstance(parsed, ReleaseCommand)
-            res = self._ctx.release_setpoint(who=who, via="mqtt", mode=parsed.mode or self._release_mode)
+            res = self._requests.release_setpoint(who=who, via="mqtt", mode=parsed.mode or self._release_mode)
         if not res.accepted:
-            self._ctx.count("mqtt_cmd_refused")
+            self._counters.count("mqtt_cmd_refused")
             return {"command": kind, "status": "refused", "seq": seq, "error": res.message, "event_seq": res.event_seq}
         self._gate.accept(stream, seq)
-        self._ctx.count("mqtt_cmd_accepted")
+        self._counters.count("mqtt_cmd_accepted")
         return {
             "command": kind,
             "status": "accepted",
             "seq": seq,
-            "old": _jsonable(res.old),
-            "new": _jsonable(res.new),
+            "old": jsonable(res.old),
+            "new": jsonable(res.new),
             "event_seq": res.event_seq,
         }
-
-
-def _jsonable(v: object) -> object:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v if v is None or isinstance(v, str | int | float | bool) else str(v)

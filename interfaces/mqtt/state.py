@@ -2,7 +2,7 @@
 
 Fields (SI units, signs as DESIGN §2; a measurement older than `stale_s` is null):
 `state`, `mode`, `grid_power_w`, `pv_power_w`, `ess_power_w`, `load_power_w` (grid + pv + ess),
-`soc_pct`, `command_w` (computed), `written_w` (sent to the inverter), `external_setpoint_w`,
+`soc_pct`, `setpoint_w` (computed, every limit applied), `written_w` (sent to the inverter), `external_setpoint_w`,
 `fault_causes`, `limits`. The publish time is not part of the comparison, so an unchanged
 EMS publishes nothing.
 """
@@ -20,7 +20,7 @@ Q = Quantity
 
 def _fresh(snap: Snapshot, q: Quantity, stale_s: float, digits: int) -> float | None:
     r = snap.reading(q)
-    if r is None or snap.at_s - r.at_s > stale_s:
+    if r is None or not r.fresh(now_s=snap.at_s, max_age_s=stale_s):
         return None
     return round(r.value, digits)
 
@@ -41,11 +41,11 @@ def state_payload(snap: Snapshot, *, stale_s: float) -> dict[str, object]:
         "ess_power_w": ess,
         "load_power_w": load,
         "soc_pct": _fresh(snap, Q.SOC_PCT, stale_s, 1),
-        "command_w": None if cmd is None else round(cmd.computed_w, 0),
+        "setpoint_w": None if cmd is None else round(cmd.setpoint_w, 0),
         "written_w": None if cmd is None else round(cmd.written_w, 0),
-        "external_setpoint_w": None if sp is None or snap.at_s >= sp.expires_at_s else round(sp.power_w, 0),
+        "external_setpoint_w": None if sp is None or not sp.active(snap.at_s) else round(sp.power_w, 0),
         "fault_causes": list(snap.fault_causes),
-        "limits": list(snap.limits_bound),
+        "limits": list(snap.limits),
     }
 
 

@@ -52,7 +52,7 @@ _SENSORS: tuple[tuple[str, str, str | None, str | None], ...] = (
     ("ess_power_w", "Battery power", "power", "W"),
     ("load_power_w", "Load power", "power", "W"),
     ("soc_pct", "Battery SOC", "battery", "%"),
-    ("command_w", "Battery command", "power", "W"),
+    ("setpoint_w", "Battery set-point", "power", "W"),
     ("written_w", "Battery command written", "power", "W"),
     ("state", "EMS state", None, None),
 )

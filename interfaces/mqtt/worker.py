@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -18,16 +19,19 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from config.control import ControlConfig
 from config.mqtt import MqttConfig
 from ems.clock import Clock
-from ems.context import EMSContext
-from ems.model import Mode, Quantity, State
+from ems.context import Counters, Health, Readings, ReadingsWriter, Requests
+from ems.model import Mode, Quantity, Snapshot, State
+from interfaces.backoff import Backoff
+from interfaces.logs import LogGate
 from interfaces.mqtt.commands import CommandHandler
 from interfaces.mqtt.ingest import IngestError, IngestRule, decode
-from interfaces.mqtt.ratelimit import LogGate
 from interfaces.mqtt.state import StateGate, state_payload
 from interfaces.mqtt.topics import Topics, discovery_messages
 from interfaces.worker import Worker
 
-__all__ = ["MqttWorker", "make_client"]
+__all__ = ["DEVICE", "MqttWorker", "make_client"]
+
+DEVICE = "broker"
 
 _LOOP_S = 0.2  # longest block in client.loop(): bounds stop latency and the heartbeat period
 
@@ -51,21 +55,31 @@ def make_client(cfg: MqttConfig, *, client_id: str, will_topic: str) -> mqtt.Cli
 
 
 class MqttWorker(Worker):
-    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
-    expected_errors = (OSError, ValueError)  # ssl.SSLError and socket timeouts are OSErrors
+    """The broker link: state out, commands in, ingest topics in. Required only while an ingest
+    topic owns a required source (then a dead broker is a FAULT, as a dead meter would be)."""
+
+    critical = False
+    expected_errors = (OSError,)  # ssl.SSLError and socket timeouts are OSErrors
 
     def __init__(
         self,
         *,
         cfg: MqttConfig,
-        ctx: EMSContext,
+        readings: Readings,
+        requests: Requests,
+        health: Health,
+        counters: Counters,
+        snapshot: Callable[[], Snapshot],
         clock: Clock,
         site_id: str,
         site_name: str = "",
         control: ControlConfig | None = None,
         name: str = "mqtt",
     ) -> None:
-        super().__init__(name=name, ctx=ctx, clock=clock, period_s=_LOOP_S)
+        super().__init__(name=name, health=health, clock=clock, period_s=_LOOP_S, devices=(DEVICE,))
+        health.register_device(DEVICE, kind="mqtt", where=f"{cfg.host}:{cfg.port}", thread=name)
+        self._counters = counters
+        self._snapshot = snapshot
         control = control or ControlConfig()
         self._cfg = cfg
         self.topics = Topics.from_config(cfg, site_id=site_id)
@@ -73,11 +87,16 @@ class MqttWorker(Worker):
             cfg, self.topics, site_name=site_name, max_charge_w=control.max_charge_w, max_discharge_w=control.max_discharge_w
         )
         release_mode = Mode.SELF_CONSUMPTION if control.external_fallback is State.SELF_CONSUMPTION else Mode.IDLE
-        self._commands = CommandHandler(ctx=ctx, max_ttl_s=control.external_max_ttl_s, release_mode=release_mode)
+        self._commands = CommandHandler(
+            requests=requests, counters=counters, max_ttl_s=control.external_max_ttl_s, release_mode=release_mode
+        )
         self._kinds = self.topics.command_kinds()
         self._rules: dict[str, list[IngestRule]] = {}
         for t in cfg.ingest:
             self._rules.setdefault(t.topic, []).append(IngestRule.from_config(t))
+        self._writers: dict[str, ReadingsWriter] = {  # each ingest topic is a source that owns its quantities
+            topic: readings.claim(f"mqtt:{topic}", [r.quantity for r in rules], device=DEVICE) for topic, rules in self._rules.items()
+        }
         self._state = StateGate(cfg.state_min_interval_s)
         self._logs = LogGate(cfg.log_interval_s)
         self._client = make_client(cfg, client_id=cfg.client_id or f"ems-{site_id}", will_topic=self.topics.availability)
@@ -90,16 +109,15 @@ class MqttWorker(Worker):
         self._link_up = False  # CONNACK accepted
         self._refused: str | None = None  # CONNACK refusal reason, until the connection is closed
         self._opened_at_s = 0.0
-        self._next_attempt_s = clock.monotonic()
-        self._delay_s = cfg.reconnect_min_s
+        self._backoff = Backoff.exponential(min_s=cfg.reconnect_min_s, max_s=cfg.reconnect_max_s)
         self._connects = 0
-        ctx.set_status("mqtt_link", "down")
+        health.set_info(DEVICE, link="down")
 
     # ---- the loop ----------------------------------------------------------------------------
     def iterate(self) -> None:
         now = self._clock.monotonic()
         if not self._socket_open:
-            if now >= self._next_attempt_s:
+            if self._backoff.due(now):
                 self._open(now)
             return
         try:
@@ -120,44 +138,40 @@ class MqttWorker(Worker):
     def wait_next(self) -> bool:
         if self._socket_open:  # client.loop() already waited on the socket
             return self._stop_event.is_set()
-        pause_s = min(self.period_s, max(0.0, self._next_attempt_s - self._clock.monotonic()))
+        pause_s = min(self.period_s, max(0.0, self._backoff.next_at_s - self._clock.monotonic()))
         return self._stop_event.wait(pause_s)
 
     def _open(self, now: float) -> None:
         try:
             self._client.reconnect()
-        except (OSError, ValueError) as exc:
-            self._schedule_retry(now)
+        except (OSError, ValueError) as exc:  # paho raises ValueError for a bad host name
+            delay_s = self._backoff.failed(now, exc)
             self.failed("connect_failed", detail=f"{type(exc).__name__}: {exc}")
-            self.log.debug("mqtt_connect_failed", broker=self._broker, error=str(exc)[:200], retry_in_s=round(self._delay_s, 2))
+            self.log.debug("mqtt_connect_failed", broker=self._broker, error=str(exc)[:200], retry_in_s=round(delay_s, 2))
             return
         self._socket_open, self._opened_at_s = True, now
-
-    def _schedule_retry(self, now: float) -> None:
-        self._next_attempt_s = now + self._delay_s
-        self._delay_s = min(self._delay_s * 2, self._cfg.reconnect_max_s)
 
     def _lost(self, reason: str, now: float) -> None:
         if not self._socket_open:  # on_disconnect already told us
             return
         was_up = self._link_up
         self._socket_open = self._link_up = False
-        self._schedule_retry(now)
-        self._ctx.set_status("mqtt_link", "down")
+        delay_s = self._backoff.failed(now)
+        self._health.set_info(DEVICE, link="down")
         if was_up:
-            self._ctx.count("mqtt_link_lost")
-            self.log.warning("mqtt_link_lost", broker=self._broker, reason=reason, retry_in_s=round(self._next_attempt_s - now, 2))
+            self._counters.count("mqtt_link_lost")
+            self.log.warning("mqtt_link_lost", broker=self._broker, reason=reason, retry_in_s=round(delay_s, 2))
         self.failed("link_down" if was_up or self._refused is None else "connect_refused", detail=self._refused or reason)
         self._refused = None
 
     # ---- paho callbacks (called from this thread inside client.loop) -------------------------
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if reason_code.is_failure:
-            self._ctx.count("mqtt_connect_refused")
+            self._counters.count("mqtt_connect_refused")
             self._refused = str(reason_code)  # the broker closes the connection next: _lost() reports it
             return
         self._link_up = True
-        self._delay_s = self._cfg.reconnect_min_s
+        self._backoff.reset()
         self._connects += 1
         subs = [(t, 1) for t in self._kinds] + [(t, 0) for t in self._rules]
         if self._cfg.discovery.enabled:
@@ -167,9 +181,9 @@ class MqttWorker(Worker):
         self._publish_discovery()
         self._state.force()
         self._publish_state(self._clock.monotonic())
-        self._ctx.set_status("mqtt_link", "up")
+        self._health.set_info(DEVICE, link="up")
         if self._connects > 1:
-            self._ctx.count("mqtt_reconnects")
+            self._counters.count("mqtt_reconnects")
         self.log.info("mqtt_connected", broker=self._broker, connects=self._connects, tls=self._cfg.tls.enabled)
         self.succeeded()
 
@@ -187,7 +201,7 @@ class MqttWorker(Worker):
             elif topic == self.topics.ha_status and msg.payload == b"online":
                 self._publish_discovery()
         except Exception:  # a callback must never end the loop: loud, counted, alive
-            self._ctx.count("mqtt_message_failed")
+            self._counters.count("mqtt_message_failed")
             self.log.exception("mqtt_message_failed", topic=msg.topic)
 
     def _command(self, client: mqtt.Client, kind: str, msg: mqtt.MQTTMessage) -> None:
@@ -214,17 +228,17 @@ class MqttWorker(Worker):
         values: dict[Quantity, float] = {}
         for rule in self._rules[topic]:
             if msg.retain and not rule.accept_retained:
-                self._ctx.count("mqtt_ingest_retained_ignored")
+                self._counters.count("mqtt_ingest_retained_ignored")
                 continue
             try:
                 values[rule.quantity] = decode(rule, bytes(msg.payload))
             except IngestError as exc:
-                self._ctx.count("mqtt_ingest_invalid")
+                self._counters.count("mqtt_ingest_invalid")
                 held = self._logs.allow(f"ingest:{topic}:{rule.quantity.value}", now)
                 if held is not None:
                     self.log.warning("mqtt_ingest_invalid", topic=topic, quantity=rule.quantity.value, error=str(exc), held_back=held)
         if values:
-            self._ctx.update_measurements(values, at_s=now)
+            self._writers[topic].update(values, at_s=now)
 
     # ---- publishing --------------------------------------------------------------------------
     def _publish_discovery(self) -> None:
@@ -234,7 +248,7 @@ class MqttWorker(Worker):
             self._client.publish(topic, payload, qos=1, retain=True)
 
     def _publish_state(self, now: float) -> None:
-        doc = state_payload(self._ctx.snapshot(), stale_s=self._cfg.state_stale_s)
+        doc = state_payload(self._snapshot(), stale_s=self._cfg.state_stale_s)
         if self._state.due(doc, now):
             self._client.publish(self.topics.state, json.dumps(doc), qos=0, retain=True)
             self._state.sent(doc, now)
@@ -248,4 +262,4 @@ class MqttWorker(Worker):
                     break
         self._socket_open = self._link_up = False
         self._client.disconnect()
-        self._ctx.set_status("mqtt_link", "down")
+        self._health.set_info(DEVICE, link="down")

@@ -5,7 +5,6 @@ No I/O, no clock: the caller passes wall times. Used by the writer thread and te
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ __all__ = [
 ]
 
 # Numeric fields of a sample: every measured quantity plus the command the controller computed/wrote.
-FIELDS: tuple[str, ...] = (*(q.value for q in Quantity), "cmd_computed_w", "cmd_written_w")
+FIELDS: tuple[str, ...] = (*(q.value for q in Quantity), "setpoint_w", "written_w")
 WINDOW_S = 300  # uplink batch window (wall-clock aligned), s
 BATCH_SCHEMA = "ems.batch/1"
 
@@ -53,11 +52,11 @@ def sample_from_snapshot(snap: Snapshot, *, wall_ts: float, stale_after_s: float
     """Fresh readings only: a reading older than `stale_after_s` (monotonic) is left out."""
     values: dict[str, float] = {}
     for q, r in snap.measurements.items():
-        if snap.at_s - r.at_s <= stale_after_s and math.isfinite(r.value):
+        if r.fresh(now_s=snap.at_s, max_age_s=stale_after_s):
             values[q.value] = r.value
     if snap.command is not None:
-        values["cmd_computed_w"] = snap.command.computed_w
-        values["cmd_written_w"] = snap.command.written_w
+        values["setpoint_w"] = snap.command.setpoint_w
+        values["written_w"] = snap.command.written_w
     return Sample(round(wall_ts * 1000), snap.state.value, snap.requested_mode.value, values)
 
 

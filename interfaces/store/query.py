@@ -1,9 +1,14 @@
-"""Read-only queries for the REST API and tools. Each call opens (and closes) its own read-only
-connection, so readers never share the writer's connection or block it (WAL)."""
+"""Read-only queries for the REST API and tools: the one place for the store's SELECTs.
+
+Each call opens (and closes) its own read-only connection, so readers never share the writer's
+connection or block it (WAL). Time bounds are inclusive at both ends: `from_ts <= ts <= to_ts`,
+at the column's resolution (milliseconds for samples and events, seconds for minutes).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,14 +53,15 @@ def _fields(fields: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _where(col: str, from_ts: float | None, to_ts: float | None, scale: float) -> tuple[list[str], list[object]]:
+    """Inclusive bounds on an integer column holding `ts * scale`."""
     clauses: list[str] = []
     args: list[object] = []
     if from_ts is not None:
         clauses.append(f"{col} >= ?")
-        args.append(int(from_ts * scale))
+        args.append(math.ceil(round(from_ts * scale, 6)))
     if to_ts is not None:
-        clauses.append(f"{col} < ?")
-        args.append(int(to_ts * scale))
+        clauses.append(f"{col} <= ?")
+        args.append(math.floor(round(to_ts * scale, 6)))
     return clauses, args
 
 
@@ -69,7 +75,7 @@ def measurements(
     limit: int = 1000,
     newest_first: bool = False,
 ) -> list[dict[str, object]]:
-    """Samples in [from_ts, to_ts) (unix s), oldest first unless `newest_first`; at most `limit` rows.
+    """Samples with from_ts <= ts <= to_ts (unix s), oldest first unless `newest_first`; at most `limit` rows.
 
     second: {"ts": s, "state", "mode", <field>: value or None, ...}
     minute: {"ts": minute start s, "n": samples, "states": {state: samples}, <field>: {"min","mean","max","last","n"} or None}
@@ -112,9 +118,10 @@ def events(
     newest_first: bool = True,
     after_id: int | None = None,
 ) -> list[dict[str, object]]:
-    """Stored events in [from_ts, to_ts): {"id", "ts" (unix s), "kind", "seq", "data": {...}}; newest first by default.
+    """Stored events with from_ts <= ts <= to_ts: {"id", "ts" (unix s), "kind", "seq", "data": {...}}; newest first by default.
 
     `after_id` pages by row id (insertion order): only rows with id > after_id, ordered by id.
+    A row whose data is not valid JSON comes back as {"raw": <text>}.
     """
     clauses, args = _where("ts_ms", from_ts, to_ts, 1000)
     if after_id is not None:
@@ -128,7 +135,14 @@ def events(
     with _ro(db_path) as conn:
         by = f"id {order}" if after_id is not None else f"ts_ms {order}, id {order}"
         rows = conn.execute(f"SELECT id, ts_ms, kind, seq, data FROM events {where} ORDER BY {by} LIMIT ?", (*args, max(0, int(limit))))
-        return [{"id": i, "ts": ts / 1000, "kind": k, "seq": seq, "data": json.loads(d)} for i, ts, k, seq, d in rows]
+        return [{"id": i, "ts": ts / 1000, "kind": k, "seq": seq, "data": _data(d)} for i, ts, k, seq, d in rows]
+
+
+def _data(text: object) -> object:
+    try:
+        return json.loads(str(text))
+    except ValueError:
+        return {"raw": str(text)[:1000]}
 
 
 def outbox_status(db_path: Path | str, *, now_ts: float) -> OutboxStatus:

@@ -53,8 +53,19 @@ def _v1(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """One name from the core to the database: the command columns take the core's names
+    (Decision.setpoint_w, written_w). Minute stats are renamed too; outbox bodies already built stay."""
+    conn.execute("ALTER TABLE samples RENAME COLUMN cmd_computed_w TO setpoint_w")
+    conn.execute("ALTER TABLE samples RENAME COLUMN cmd_written_w TO written_w")
+    conn.execute(
+        "UPDATE minutes SET stats = replace(replace(stats, '\"cmd_computed_w\"', '\"setpoint_w\"'), '\"cmd_written_w\"', '\"written_w\"')"
+        " WHERE stats LIKE '%cmd_%'"
+    )
+
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

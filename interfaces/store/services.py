@@ -18,12 +18,24 @@ def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[
     """Writer first, then the sampler, then (uplink.enabled) the sender: stopped in reverse, so the
     writer's final flush sees the sampler's last samples and the sender's last delivery marks."""
     try:
-        store = Store(cfg=cfg.store, ctx=ctx, clock=clock, site_id=cfg.site.id, outbox_enabled=cfg.uplink.enabled)
+        store = Store(
+            cfg=cfg.store,
+            snapshot=ctx.snapshot,
+            events=ctx.events,
+            counters=ctx.counters,
+            health=ctx.health,
+            clock=clock,
+            site_id=cfg.site.id,
+            outbox_enabled=cfg.uplink.enabled,
+        )
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         raise RuntimeError(f"store.path: cannot open the database {cfg.store.path}: {exc}") from exc
-    services: list[Worker] = [StoreWriter(store=store, ctx=ctx, clock=clock), StoreSampler(store=store, ctx=ctx, clock=clock)]
+    services: list[Worker] = [
+        StoreWriter(store=store, health=ctx.health, clock=clock),
+        StoreSampler(store=store, health=ctx.health, clock=clock),
+    ]
     if cfg.uplink.enabled:
         from interfaces.uplink.sender import Sender
 
-        services.append(Sender(cfg=cfg.uplink, store=store, ctx=ctx, clock=clock))
+        services.append(Sender(cfg=cfg.uplink, store=store, health=ctx.health, events=ctx.events, counters=ctx.counters, clock=clock))
     return services

@@ -16,15 +16,15 @@ import json
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from config.store import StoreConfig
 from ems.clock import Clock
-from ems.context import EMSContext
-from ems.model import EventRecord
+from ems.context import Counters, EventLog, Health
+from ems.model import EventRecord, Snapshot
 from interfaces.store.aggregate import (
     FIELDS,
     WINDOW_S,
@@ -37,7 +37,9 @@ from interfaces.store.aggregate import (
 )
 from interfaces.store.schema import open_writer
 
-__all__ = ["FlushResult", "SampleQueue", "Store"]
+__all__ = ["DEVICE", "FlushResult", "SampleQueue", "Store"]
+
+DEVICE = "store"
 
 log = structlog.get_logger("interfaces.store")
 
@@ -105,16 +107,29 @@ class FlushResult:
     batches: tuple[tuple[int, str], ...] = ()  # (outbox id, batch id) added
     outbox_dropped: int = 0
     outbox_depth: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Store:
     """Owns the writing connection. `sample_once` may run on another thread than `flush`."""
 
-    def __init__(self, *, cfg: StoreConfig, ctx: EMSContext, clock: Clock, site_id: str, outbox_enabled: bool) -> None:
+    def __init__(
+        self,
+        *,
+        cfg: StoreConfig,
+        snapshot: Callable[[], Snapshot],
+        events: EventLog,
+        counters: Counters,
+        health: Health,
+        clock: Clock,
+        site_id: str,
+        outbox_enabled: bool,
+    ) -> None:
         self.cfg = cfg
         self.path = cfg.path
-        self._ctx = ctx
+        self._snapshot = snapshot
+        self._events = events
+        self._counters = counters
+        self._health = health
         self._clock = clock
         self._site_id = site_id
         self._outbox_enabled = outbox_enabled
@@ -123,7 +138,6 @@ class Store:
         self._marks: deque[_Mark] = deque()
         self._marks_lock = threading.Lock()
         self._event_seq = 0
-        self._drops = 0
         self._flush_lock = threading.Lock()
         self.outbox_changed = threading.Event()  # set after a commit that added outbox rows (wakes the sender)
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
@@ -140,7 +154,7 @@ class Store:
     # ---- producers (any thread) ------------------------------------------------------------
     def sample_once(self) -> Sample:
         """Snapshot the context into one queued sample (never blocks on the database)."""
-        snap = self._ctx.snapshot()
+        snap = self._snapshot()
         sample = sample_from_snapshot(snap, wall_ts=self._clock.wall().timestamp(), stale_after_s=self.cfg.stale_after_s)
         self.put(sample)
         return sample
@@ -152,9 +166,8 @@ class Store:
     def _count_drops(self, n: int) -> None:
         if n <= 0:
             return
-        self._drops += n
-        total = self._ctx.count("store_queue_drops", n)
-        if self._drops == n or total % 1000 < n:  # the first drop, then one line per 1000
+        total = self._counters.count("store_queue_drops", n)  # thread-safe: the sampler and the writer both drop
+        if total == n or total % 1000 < n:  # the first drop, then one line per 1000
             log.warning("store_queue_overflowed", dropped_total=total, queue_max=self._queue.maxlen)
 
     def mark_delivered(self, row_id: int, *, attempts: int) -> None:
@@ -169,10 +182,6 @@ class Store:
 
     def _now_ms(self) -> int:
         return round(self._clock.wall().timestamp() * 1000)
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
 
     # ---- the writer ------------------------------------------------------------------------
     def flush(self) -> FlushResult:
@@ -228,11 +237,11 @@ class Store:
                 self._marks.extendleft(reversed(marks))
             raise
         if dropped:
-            self._ctx.count("outbox_dropped", dropped)
-            self._ctx.record_event("uplink_outbox_dropped", rows=dropped, outbox_max_rows=self.cfg.outbox_max_rows)
+            self._counters.count("outbox_dropped", dropped)
+            self._events.record("uplink_outbox_dropped", rows=dropped, outbox_max_rows=self.cfg.outbox_max_rows)
             log.warning("outbox_overflowed", dropped_rows=dropped, outbox_max_rows=self.cfg.outbox_max_rows)
         if self._outbox_enabled:
-            self._ctx.set_status("outbox_depth", depth)
+            self._health.set_info(DEVICE, path=str(self.path), outbox_depth=depth)
         if batches or marks:
             self.outbox_changed.set()
         return FlushResult(len(samples), len(events), len(marks), n_minutes, tuple(batches), dropped, depth)
@@ -240,12 +249,12 @@ class Store:
     def _take_events(self) -> list[EventRecord]:
         out: list[EventRecord] = []
         while True:
-            chunk = self._ctx.events_since(self._event_seq, limit=1000)
+            chunk = self._events.since(self._event_seq, limit=1000)
             if not chunk:
                 return out
             lost = chunk[0].seq - self._event_seq - 1
             if lost > 0:
-                self._ctx.count("store_events_lost", lost)
+                self._counters.count("store_events_lost", lost)
                 log.warning("store_events_lost", events=lost, after_seq=self._event_seq)
             out.extend(chunk)
             self._event_seq = chunk[-1].seq

@@ -6,24 +6,23 @@ from __future__ import annotations
 import sqlite3
 
 from ems.clock import Clock
-from ems.context import EMSContext
-from interfaces.store.store import Store
+from ems.context import Health
+from interfaces.store.store import DEVICE, Store
 from interfaces.worker import Worker
 
 __all__ = ["StoreSampler", "StoreWriter"]
 
 
 class StoreSampler(Worker):
-    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
+    critical = False  # never stops the battery
 
-    def __init__(self, *, store: Store, ctx: EMSContext, clock: Clock) -> None:
-        super().__init__(name="store-sampler", ctx=ctx, clock=clock, period_s=store.cfg.sample_period_s)
+    def __init__(self, *, store: Store, health: Health, clock: Clock) -> None:
+        super().__init__(name="store-sampler", health=health, clock=clock, period_s=store.cfg.sample_period_s, devices=(DEVICE,))
         self._store = store
         self._next_s = clock.monotonic()
 
     def iterate(self) -> None:
         self._store.sample_once()
-        self.succeeded()
 
     def wait_next(self) -> bool:
         """Absolute deadlines: no drift, one sample per period; a late tick skips, never bursts."""
@@ -35,11 +34,12 @@ class StoreSampler(Worker):
 
 
 class StoreWriter(Worker):
-    critical = False  # its failure degrades the EMS but never stops the battery (ems/controller.py)
+    critical = False  # never stops the battery
     expected_errors = (*Worker.expected_errors, sqlite3.Error)
 
-    def __init__(self, *, store: Store, ctx: EMSContext, clock: Clock) -> None:
-        super().__init__(name="store", ctx=ctx, clock=clock, period_s=store.cfg.flush_interval_s)
+    def __init__(self, *, store: Store, health: Health, clock: Clock) -> None:
+        super().__init__(name="store", health=health, clock=clock, period_s=store.cfg.flush_interval_s, devices=(DEVICE,))
+        health.register_device(DEVICE, kind="sqlite", where=str(store.path), thread=self.name)
         self._store = store
         self._next_retention_s = clock.monotonic() + store.cfg.retention.interval_s
 

@@ -29,12 +29,15 @@ from tenacity.wait import wait_base
 
 from config.uplink import UplinkConfig
 from ems.clock import Clock
-from ems.context import EMSContext
+from ems.context import Counters, EventLog, Health
+from interfaces.backoff import Backoff
 from interfaces.store.schema import open_readonly
 from interfaces.uplink.signing import BATCH_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from interfaces.worker import Worker
 
-__all__ = ["DeliveryLog", "Sender", "TransientError", "parse_retry_after", "system_cas"]
+__all__ = ["DEVICE", "DeliveryLog", "Sender", "TransientError", "parse_retry_after", "system_cas"]
+
+DEVICE = "uplink"
 
 _ROWS_PER_ITERATION = 50
 _MAX_WAIT_CHUNK_S = 1.0  # the thread looks at its deadline (and heartbeats) at least this often
@@ -105,9 +108,20 @@ class Sender(Worker):
     expected_errors = (*Worker.expected_errors, sqlite3.Error)
 
     def __init__(
-        self, *, cfg: UplinkConfig, store: DeliveryLog, ctx: EMSContext, clock: Clock, session: requests.Session | None = None
+        self,
+        *,
+        cfg: UplinkConfig,
+        store: DeliveryLog,
+        health: Health,
+        events: EventLog,
+        counters: Counters,
+        clock: Clock,
+        session: requests.Session | None = None,
     ) -> None:
-        super().__init__(name="uplink", ctx=ctx, clock=clock, period_s=_MAX_WAIT_CHUNK_S)
+        super().__init__(name="uplink", health=health, clock=clock, period_s=_MAX_WAIT_CHUNK_S, devices=(DEVICE,))
+        health.register_device(DEVICE, kind="https", where=str(cfg.url), thread=self.name)
+        self._events = events
+        self._counters = counters
         if cfg.token is None or cfg.token.value is None or cfg.hmac_key is None or cfg.hmac_key.value is None:
             raise ValueError("uplink.token and uplink.hmac_key must be resolved secrets")
         self.cfg = cfg
@@ -119,25 +133,21 @@ class Sender(Worker):
         self._conn: sqlite3.Connection | None = None
         self._after_id = 0  # every row up to this id is finished (delivered or parked) in this process
         self._attempts = 0  # attempts at the current row
-        self._failures = 0  # consecutive transient failures
-        self._next_try_s = float("-inf")
         self._next_poll_s = float("-inf")
         self._last_success_s: float | None = None
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientError),
-            wait=_WaitRetryAfter(
+        self._published_link: str | None = None
+        self._backoff = Backoff(
+            _WaitRetryAfter(
                 tenacity.wait_exponential_jitter(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s, jitter=cfg.backoff_jitter_s),
                 cfg.retry_after_max_s,
-            ),
-            stop=tenacity.stop_never,
+            )
         )
-        self._retry_state = tenacity.RetryCallState(self._retrying, None, (), {})
 
     # ---- one step (also driven directly by simulated-time tests) ---------------------------
     def pump(self) -> str:
         """Try the oldest unfinished row once if due: 'delivered', 'parked', 'retry', 'waiting' or 'idle'."""
         now = self._clock.monotonic()
-        if now < self._next_try_s:
+        if not self._backoff.due(now):
             return "waiting"
         row = self._next_row()
         if row is None:
@@ -173,18 +183,19 @@ class Sender(Worker):
 
     def _delivered(self, row_id: int, batch_id: str) -> str:
         self._store.mark_delivered(row_id, attempts=self._attempts)
-        if self._failures:
-            self.log.info("uplink_recovered", failed_attempts=self._failures, batch_id=batch_id)
+        if self._backoff.failures:
+            self.log.info("uplink_recovered", failed_attempts=self._backoff.failures, batch_id=batch_id)
         self._finish_row(row_id)
         self._last_success_s = self._clock.monotonic()
-        self._ctx.count("uplink_delivered")
+        self._counters.count("uplink_delivered")
+        self.succeeded()
         return "delivered"
 
     def _parked(self, row_id: int, batch_id: str, status: int, text: str) -> str:
         error = f"http_{status}: {text[:200]}"
         self._store.mark_parked(row_id, attempts=self._attempts, error=error)
-        self._ctx.count("uplink_parked")
-        self._ctx.record_event("uplink_parked", batch_id=batch_id, http_status=status, message=text[:200])
+        self._counters.count("uplink_parked")
+        self._events.record("uplink_parked", batch_id=batch_id, http_status=status, message=text[:200])
         self.log.warning("uplink_batch_parked", batch_id=batch_id, http_status=status, message=text[:200])
         self._finish_row(row_id)
         return "parked"
@@ -192,23 +203,17 @@ class Sender(Worker):
     def _finish_row(self, row_id: int) -> None:
         self._after_id = row_id
         self._attempts = 0
-        self._failures = 0
-        self._next_try_s = float("-inf")
-        self._retry_state = tenacity.RetryCallState(self._retrying, None, (), {})
+        self._backoff.reset()
 
     def _transient(self, exc: TransientError, batch_id: str, *, detail: str) -> str:
-        self._failures += 1
-        rs = self._retry_state
-        rs.attempt_number = self._failures
-        rs.set_exception((type(exc), exc, exc.__traceback__))
-        delay_s = float(self._retrying.wait(rs)) if self._retrying.retry(rs) else self.cfg.backoff_max_s
-        self._next_try_s = self._clock.monotonic() + delay_s
-        self._ctx.count("uplink_failures")
-        if self._failures == 1:
+        delay_s = self._backoff.failed(self._clock.monotonic(), exc)
+        self._counters.count("uplink_failures")
+        self._health.error(DEVICE, reason=exc.reason, at_s=self._clock.monotonic())
+        if self._backoff.failures == 1:
             self.log.warning("uplink_post_failed", reason=exc.reason, batch_id=batch_id, retry_in_s=round(delay_s, 1), detail=detail[:300])
         else:
             self.log.debug(
-                "uplink_post_failed", reason=exc.reason, batch_id=batch_id, retry_in_s=round(delay_s, 1), failures=self._failures
+                "uplink_post_failed", reason=exc.reason, batch_id=batch_id, retry_in_s=round(delay_s, 1), failures=self._backoff.failures
             )
         return "retry"
 
@@ -223,7 +228,7 @@ class Sender(Worker):
     @property
     def next_try_in_s(self) -> float:
         """Seconds until the current row may be retried (0 when due)."""
-        return max(0.0, self._next_try_s - self._clock.monotonic())
+        return max(0.0, self._backoff.next_at_s - self._clock.monotonic())
 
     # ---- the thread ------------------------------------------------------------------------
     def iterate(self) -> None:
@@ -232,7 +237,7 @@ class Sender(Worker):
         if woken or now >= self._next_poll_s:
             self._store.outbox_changed.clear()
             for _ in range(_ROWS_PER_ITERATION):
-                self._ctx.heartbeat(self.name, at_s=self._clock.monotonic())  # alive up to one POST ago
+                self.beat()  # alive up to one POST ago
                 outcome = self.pump()
                 if outcome not in ("delivered", "parked") or self._stop_event.is_set():
                     break
@@ -241,16 +246,17 @@ class Sender(Worker):
             elif outcome in ("delivered", "parked"):
                 self._next_poll_s = float("-inf")  # more to send: go on at once
             else:
-                self._next_poll_s = self._next_try_s
+                self._next_poll_s = self._backoff.next_at_s
+            if outcome == "idle" and not self._backoff.failures:
+                self.succeeded()  # nothing to send and the link is not failing
         self._publish_status()
-        self.succeeded()
 
     def _publish_status(self) -> None:
-        now = self._clock.monotonic()
-        age = None if self._last_success_s is None else round(now - self._last_success_s, 1)
-        self._ctx.set_status("uplink_last_success_age_s", age)
-        self._ctx.set_status("uplink_link", "down" if self._failures else ("up" if self._last_success_s is not None else "unknown"))
-        self._ctx.set_status("uplink_failure_streak", self._failures)
+        failures = self._backoff.failures
+        link = "down" if failures else ("up" if self._last_success_s is not None else "unknown")
+        if link != self._published_link:
+            self._health.set_info(DEVICE, link=link)
+            self._published_link = link
 
     def wait_next(self) -> bool:
         delay_s = min(_MAX_WAIT_CHUNK_S, max(0.0, self._next_poll_s - self._clock.monotonic()))

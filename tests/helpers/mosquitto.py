@@ -22,7 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from config import EMSConfig, parse_config
-from interfaces.mqtt.broker import BrokerTls, LocalBroker, find_mosquitto, start_local_broker
+from simulators.broker import BrokerTls, LocalBroker, find_mosquitto, start_local_broker
 from tests.helpers.common import wait_for
 
 SITE = "test"

@@ -161,7 +161,7 @@ _READ_JS = """() => {
     computed: { value: dv(q("cmd-computed")), text: q("cmd-computed").textContent },
     written: { value: dv(q("cmd-written")), text: q("cmd-written").textContent },
     limits: [...q("limits").querySelectorAll("li[data-limit]")].map((li) => li.dataset.limit),
-    workers: [...q("workers").tBodies[0].rows].map((r) => r.dataset.worker).filter(Boolean),
+    devices: [...q("workers").tBodies[0].rows].map((r) => r.dataset.device).filter(Boolean),
     conn: q("conn").dataset.state,
     conn_text: q("conn-text").textContent,
     stale_banner: !q("stale-banner").hidden,
@@ -232,11 +232,11 @@ def assert_page_matches(d: dict[str, Any], s: dict[str, Any]) -> None:
         assert abs(float(d["soc"]["text"]) - m["soc_pct"]["value"]) <= 0.051
     cmd = s["command"]
     if cmd is not None:
-        for k in ("computed", "written"):
-            assert d[k]["value"] == pytest.approx(cmd[f"{k}_w"], abs=1e-6)
-            assert _kw_text_ok(d[k]["text"], cmd[f"{k}_w"])
+        for k, field in (("computed", "setpoint_w"), ("written", "written_w")):
+            assert d[k]["value"] == pytest.approx(cmd[field], abs=1e-6)
+            assert _kw_text_ok(d[k]["text"], cmd[field])
     assert d["limits"] == [lim["name"] for lim in s["limits"]]
-    assert d["workers"] == [w["name"] for w in s["workers"]]
+    assert d["devices"] == [dev["name"] for dev in s["devices"]]
     c = s["control"]
     assert d["control_badge"] == ("LIVE" if c["live"] else "DRY RUN" if c["enabled"] else "CONTROL OFF")
     assert (d["dry_run_badge"] is None) == c["live"]

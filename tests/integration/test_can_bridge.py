@@ -11,9 +11,10 @@ import pytest
 from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Quantity as Q
-from interfaces.can.bridge import SocketcandBus, SocketcandHub
+from interfaces.can.socketcand import SocketcandBus
 from interfaces.can.worker import CanWorker
 from simulators.bms import BmsSimConfig, BmsSimulator, StaticBattery
+from simulators.can_hub import SocketcandHub
 from tests.helpers.can import can_counters, ems_config
 from tests.helpers.common import free_port, wait_for
 

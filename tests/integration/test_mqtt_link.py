@@ -15,8 +15,8 @@ from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Mode
 from interfaces.mqtt import MqttWorker
-from interfaces.mqtt.broker import BrokerTls, LocalBroker, demo_broker
 from interfaces.mqtt.worker import make_client
+from simulators.broker import BrokerTls, LocalBroker, demo_broker
 from tests.helpers.common import free_port, wait_for
 from tests.helpers.mosquitto import ACL, SITE, USERS, Probe, ems_mqtt_config, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from interfaces.mqtt.ratelimit import LogGate
 
 from config import ConfigError, parse_config
 from config.mqtt import IngestTopic
@@ -13,7 +14,6 @@ from ems.context import EMSContext
 from ems.model import Command, Mode, Quantity, State
 from interfaces.mqtt.commands import CommandError, CommandHandler, SeqGate, SetpointCommand, parse_command
 from interfaces.mqtt.ingest import IngestError, IngestRule, decode
-from interfaces.mqtt.ratelimit import LogGate
 from interfaces.mqtt.state import StateGate, state_payload
 from interfaces.mqtt.topics import Topics, discovery_messages
 

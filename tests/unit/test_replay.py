@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from config.control import Law
+from config.control import LawName
 from simulators.profile import Profile
 from simulators.replay import ReplayOptions, _step_metrics, live_config, main, run, step_response
 
@@ -74,10 +74,10 @@ def test_step_metrics_on_a_hand_made_trace() -> None:
 def test_predictive_law_beats_the_integrating_law_on_a_half_rating_step() -> None:
     # default replay timing: meter value ~0.75 s old, inverter reading 0.25 s old, inverter tau 1 s
     results = {}
-    for law in (Law.INTEGRATING, Law.PREDICTIVE):
+    for law in (LawName.INTEGRATING, LawName.PREDICTIVE):
         cfg = live_config().model_copy(update={"law": law})
         results[law] = step_response(cfg, ReplayOptions(), controllers=("ems",))["controllers"]["ems"]  # type: ignore[index]
-    pred, integ = results[Law.PREDICTIVE], results[Law.INTEGRATING]
+    pred, integ = results[LawName.PREDICTIVE], results[LawName.INTEGRATING]
     assert pred["overshoot_pct_max"] <= 5.0
     assert pred["settle_cycles_max"] is not None and pred["settle_cycles_max"] <= 6
     assert pred["overshoot_pct_max"] < integ["overshoot_pct_max"]

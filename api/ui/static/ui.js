@@ -338,49 +338,53 @@
       setText(comp, "—"); setText(wr, "—"); setAttr(comp, "data-value", null); setAttr(wr, "data-value", null);
       setText($("cmd-computed-dir"), "no cycle yet"); setText($("cmd-ack"), "\u00a0");
     } else {
-      setText(comp, (c.computed_w < 0 ? "−" : "") + kw(c.computed_w)); setAttr(comp, "data-value", c.computed_w);
+      setText(comp, (c.setpoint_w < 0 ? "−" : "") + kw(c.setpoint_w)); setAttr(comp, "data-value", c.setpoint_w);
       setText(wr, (c.written_w < 0 ? "−" : "") + kw(c.written_w)); setAttr(wr, "data-value", c.written_w);
-      setText($("cmd-computed-dir"), direction("battery", c.computed_w)[0]);
+      setText($("cmd-computed-dir"), direction("battery", c.setpoint_w)[0]);
       setText($("cmd-ack"), `seq ${c.seq} · ${c.acknowledged ? "written" : "not yet written"}`);
     }
-    const gates = new Set(["dry_run", "control_disabled"]);
     const items = (s.limits || []).map((l) => {
-      const e = li(l.name, gates.has(l.name) ? "gate" : "", { "data-limit": l.name });
+      const e = li(l.name, "", { "data-limit": l.name });
       e.title = l.why || "";
       return e;
     });
+    for (const [why, title] of [[c && c.hold, "the law holds 0 W"], [c && c.gate, "gate: the inverter gets 0 W"]]) {
+      if (why) { const e = li(why, "gate", { "data-gate": why }); e.title = title; items.push(e); }
+    }
     setList($("limits"), items.length ? items : [li("none", "none")]);
   }
 
+  /* Health per device (ess, meter, pv, bms, broker, store, uplink, ...): a non-required device that
+     fails shows "degraded" and does not stop the battery; a required one "failing" means FAULT. */
   function renderWorkers(s) {
     const tbody = $("workers").tBodies[0];
-    const ws = s.workers || [];
-    const names = ws.map((w) => w.name).join("\u0000");
+    const ds = s.devices || [];
+    const names = ds.map((d) => d.name).join("\u0000");
     if (tbody.dataset.names !== names) {
       tbody.dataset.names = names;
-      tbody.replaceChildren(...ws.map((w) => {
+      tbody.replaceChildren(...ds.map((d) => {
         const tr = document.createElement("tr");
-        tr.setAttribute("data-worker", w.name);
+        tr.setAttribute("data-device", d.name);
         for (const cls of ["", "", "r", "r", "r"]) { const td = document.createElement("td"); if (cls) td.className = cls; tr.append(td); }
-        tr.cells[0].textContent = w.name;
+        tr.cells[0].textContent = d.name;
         return tr;
       }));
-      if (!ws.length) {
+      if (!ds.length) {
         const tr = document.createElement("tr"), td = document.createElement("td");
-        td.colSpan = 5; td.className = "muted"; td.textContent = "no workers registered"; tr.append(td); tbody.append(tr);
+        td.colSpan = 5; td.className = "muted"; td.textContent = "no devices registered"; tr.append(td); tbody.append(tr);
       }
     }
-    ws.forEach((w, i) => {
+    ds.forEach((d, i) => {
       const tr = tbody.rows[i];
-      const [text, cls] = w.stale ? ["stale", "health bad"] : w.failing ? ["failing", "health bad"] : w.error_streak ? ["errors", "health warn"] : ["ok", "health"];
+      const cls = d.status === "failing" ? "health bad" : d.status === "degraded" ? "health warn" : d.error_streak ? "health warn" : "health";
       let badge = tr.cells[1].firstChild;
       if (!badge) { badge = document.createElement("span"); tr.cells[1].append(badge); }
-      setText(badge, text); setAttr(badge, "class", cls);
-      setAttr(tr, "data-ok", w.ok);
-      setText(tr.cells[2], w.last_ok_age_s === null ? "—" : age(w.last_ok_age_s));
-      setText(tr.cells[3], age(w.last_beat_age_s));
-      setText(tr.cells[4], `${w.error_streak} / ${w.errors_total}`);
-      setAttr(tr.cells[4], "title", w.last_error ? `last error: ${w.last_error}` : "error streak / total");
+      setText(badge, d.status); setAttr(badge, "class", cls);
+      setAttr(tr, "data-ok", d.status === "ok" || d.status === "starting");
+      setText(tr.cells[2], d.last_ok_age_s === null ? "—" : age(d.last_ok_age_s));
+      setText(tr.cells[3], d.required ? "required" : "optional");
+      setText(tr.cells[4], `${d.error_streak} / ${d.errors_total}`);
+      setAttr(tr.cells[4], "title", d.last_error ? `last error: ${d.last_error}` : "error streak / total");
     });
   }
 

@@ -1,0 +1,96 @@
+"""Operator requests and their audit (DESIGN.md §3, §6): the requested mode and the external set-point.
+
+Every request through REST, MQTT or the CLI lands here and is audited, accepted or refused, as an
+`audit` event. An optional audit sink (the store) makes each audit row durable before the request
+is reported accepted.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ems.clock import Clock
+from ems.context.events import EventLog
+from ems.model import EventRecord, ExternalSetpoint, Mode
+
+__all__ = ["AuditSink", "RequestResult", "Requests"]
+
+AuditSink = Callable[[EventRecord], None]  # called with each audit event before the request returns
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    accepted: bool
+    old: object
+    new: object
+    message: str
+    event_seq: int
+
+
+class Requests:
+    def __init__(self, *, events: EventLog, clock: Clock, start_mode: Mode = Mode.IDLE, max_ttl_s: float = 3600.0) -> None:
+        self._events = events
+        self._clock = clock
+        self._max_ttl_s = max_ttl_s
+        self._lock = threading.Lock()
+        self._mode = start_mode
+        self._setpoint: ExternalSetpoint | None = None
+        self._sink: AuditSink | None = None
+
+    def set_audit_sink(self, sink: AuditSink | None) -> None:
+        self._sink = sink
+
+    def snapshot(self) -> tuple[Mode, ExternalSetpoint | None]:
+        with self._lock:
+            return self._mode, self._setpoint
+
+    def _audit(self, **data: object) -> int:
+        rec = self._events.append("audit", **data)
+        sink = self._sink
+        if sink is not None:
+            sink(rec)
+        return rec.seq
+
+    def request_mode(self, mode: Mode, *, who: str, via: str) -> RequestResult:
+        with self._lock:
+            old = self._mode
+            self._mode = mode
+            if mode is not Mode.EXTERNAL:
+                self._setpoint = None
+        seq = self._audit(who=who, via=via, what="mode", old=old.value, new=mode.value, result="accepted")
+        return RequestResult(True, old.value, mode.value, "accepted", seq)
+
+    def set_external_setpoint(
+        self, *, power_w: float, ttl_s: float, reason: str, who: str, via: str, seq: int | None = None
+    ) -> RequestResult:
+        """Set an external set-point (and mode EXTERNAL). Refused (and audited) when not finite or the TTL is out of range."""
+        with self._lock:
+            old = None if self._setpoint is None else self._setpoint.power_w
+            ok = math.isfinite(power_w) and math.isfinite(ttl_s) and 0 < ttl_s <= self._max_ttl_s
+            if ok:
+                self._setpoint = ExternalSetpoint(float(power_w), self._clock.monotonic() + ttl_s, reason, who, seq)
+                self._mode = Mode.EXTERNAL
+        if not ok:
+            msg = f"ttl_s must be in (0, {self._max_ttl_s:g}] and power_w finite"
+            ev = self.audit_refused("setpoint", who=who, via=via, old=old, new=power_w, message=msg, ttl_s=ttl_s, reason=reason)
+            return RequestResult(False, old, power_w, msg, ev)
+        ev = self._audit(who=who, via=via, what="setpoint", old=old, new=power_w, ttl_s=ttl_s, reason=reason, result="accepted")
+        return RequestResult(True, old, power_w, "accepted", ev)
+
+    def release_setpoint(self, *, who: str, via: str, mode: Mode) -> RequestResult:
+        """Drop the external set-point and request `mode` instead."""
+        with self._lock:
+            old = None if self._setpoint is None else self._setpoint.power_w
+            self._setpoint = None
+            old_mode, self._mode = self._mode, mode
+        ev = self._audit(
+            who=who, via=via, what="release", old=old, new=None, old_mode=old_mode.value, new_mode=mode.value, result="accepted"
+        )
+        return RequestResult(True, old, None, "accepted", ev)
+
+    def audit_refused(self, what: str, *, who: str, via: str, old: object, new: object, message: str, **extra: object) -> int:
+        """Audit a request refused before it reached this part (bad token, bad body): returns the event seq."""
+        return self._audit(who=who, via=via, what=what, old=old, new=new, result="refused", message=message[:300], **extra)
