@@ -9,7 +9,7 @@ from config import EMSConfig
 from config.control import ControlConfig
 from ems.clock import Clock
 from ems.context import EMSContext
-from ems.controller import Controller, CycleReport, Supervised
+from ems.controller import Controller, Supervised
 from ems.model import Command, ControlStatus, Quantity, State
 
 __all__ = ["feed", "make_controller", "publish"]
@@ -64,4 +64,3 @@ def publish(
     return cmd
 
 
-_ = CycleReport  # re-exported type for hooks
