@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, replace
 
 from bench.common import emit
-from config.control import Law
+from config.control import LawName
 from simulators.profile import available_profiles, load_profile
 from simulators.replay import ReplayOptions, compare, live_config, step_response
 
@@ -30,11 +30,11 @@ def main() -> None:
     for name in available_profiles():
         profiles[name] = compare(load_profile(name), cfg, opts, CONTROLLERS)
     steps = {
-        law.value: step_response(cfg.model_copy(update={"law": law}), opts, controllers=("ideal", "naive", "pid", "ems")) for law in Law
+        law.value: step_response(cfg.model_copy(update={"law": law}), opts, controllers=("ideal", "naive", "pid", "ems")) for law in LawName
     }
     delayed = replace(opts, meter_delay_s=0.5)
     steps_meter_delay = {
-        law.value: step_response(cfg.model_copy(update={"law": law}), delayed, controllers=("naive", "pid", "ems")) for law in Law
+        law.value: step_response(cfg.model_copy(update={"law": law}), delayed, controllers=("naive", "pid", "ems")) for law in LawName
     }
     speed = {}
     for ctl in ("ems:integrating", "ems:predictive"):

@@ -65,27 +65,6 @@ class EMSConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _one_source_per_battery_reading(self) -> EMSConfig:
-        """With the CAN BMS on, the inverter's copies of the battery readings (SunSpec 802) must be
-        ignored: two writers of one reading alternate values and hide a silent BMS from staleness."""
-        if self.can.enabled and self.modbus.enabled:
-            bms_owned = {q.value for q in self.can.required_sources} | {
-                "soc_pct",
-                "soh_pct",
-                "bms_voltage_v",
-                "bms_current_a",
-                "bms_ccl_a",
-                "bms_dcl_a",
-            }
-            missing = sorted(bms_owned - set(self.modbus.ess.ignore_points))
-            if missing:
-                raise ValueError(
-                    f"modbus.ess.ignore_points: with can.enabled, add {', '.join(missing)} "
-                    "(the CAN BMS owns the battery readings; see docs/can.md)"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _uplink_needs_store(self) -> EMSConfig:
         """The uplink outbox lives in the SQLite store (docs/persistence.md)."""
         if self.uplink.enabled and not self.store.enabled:

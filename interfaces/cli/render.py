@@ -115,8 +115,12 @@ def status_text(s: Mapping[str, Any]) -> str:
         )
     else:
         lines.append("command   none yet (the controller has not run a cycle)")
-    limits = s.get("limits") or []
-    lines.append("limits    " + ("; ".join(f"{x['name']} ({x['why']})" if x.get("why") else x["name"] for x in limits) or "none bound"))
+    shown = [f"{x['name']} ({x['why']})" if x.get("why") else x["name"] for x in s.get("limits") or []]
+    if cmd and cmd.get("hold"):  # not limits any more (API `command.hold` / `command.gate`), but still why 0 W
+        shown.append(f"hold {cmd['hold']} (the law gives 0 W)")
+    if cmd and cmd.get("gate"):
+        shown.append(f"gate {cmd['gate']} (the set-point is computed, 0 W is written)")
+    lines.append("limits    " + ("; ".join(shown) or "none bound"))
     sp = s.get("external_setpoint")
     lines.append(
         f"setpoint  {sp['power_w']:+.0f} W for {duration(sp['remaining_s'])} more, by {sp['source']}: {sp['reason'] or '-'}"

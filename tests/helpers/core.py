@@ -6,7 +6,9 @@ from collections.abc import Mapping
 
 from config import EMSConfig, parse_config
 from config.control import ControlConfig
+from ems.core import CoreConfig
 from ems.inputs import Inputs
+from ems.statemachine import MachineConfig
 from ems.model import BmsFlags, ExternalSetpoint, Mode, Quantity, Reading
 
 Q = Quantity
@@ -15,6 +17,15 @@ Q = Quantity
 def control_cfg(**overrides: object) -> ControlConfig:
     cfg: EMSConfig = parse_config({"control": dict(overrides)}, {})
     return cfg.control
+
+
+def core_cfg(**overrides: object) -> CoreConfig:
+    """The pure core's config, built from a `control:` section with these keys (validated as in a file)."""
+    return control_cfg(**overrides).core()
+
+
+def machine_cfg(**overrides: object) -> MachineConfig:
+    return control_cfg(**overrides).machine()
 
 
 def make_inputs(

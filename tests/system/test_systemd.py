@@ -2,7 +2,8 @@
 
 The test plays systemd's part: it binds a unix datagram socket, hands it to main.py as NOTIFY_SOCKET
 with WATCHDOG_USEC set, and reads what the process sends: READY=1, WATCHDOG=1 while the control loop
-completes its cycles on time, nothing while the loop is stalled (test-only hook EMS_TEST_STALL_FILE),
+completes its cycles on time, nothing while the loop is stalled (the test runs main.main through
+tests/helpers/stall.py, which adds a cycle hook that blocks while EMS_TEST_STALL_FILE exists),
 STOPPING=1 on SIGTERM.
 """
 
@@ -118,7 +119,7 @@ def test_ready_watchdog_only_while_the_loop_runs_on_time_stopping_and_0_w_at_the
     p: LoggedProcess | None = None
     try:
         sim.wait_event(lambda e: e.get("event") == "simulator_started", timeout_s=20, what="simulator_started")
-        p = LoggedProcess(["main.py", "--config", str(ems_cfg), "--log-format", "json"], env=env)
+        p = LoggedProcess(["-m", "tests.helpers.stall", "--config", str(ems_cfg), "--log-format", "json"], env=env)
         armed = p.wait_event(lambda e: e.get("event") == "test_stall_hook_armed", timeout_s=30, what="test_stall_hook_armed")
         assert armed["level"] == "warning"
         msgs = listener.wait(lambda m: "READY=1" in m, timeout_s=30, what="READY=1")
@@ -165,16 +166,21 @@ def test_ready_watchdog_only_while_the_loop_runs_on_time_stopping_and_0_w_at_the
     assert p.events[-1]["event"] == "ems_stopped"
 
 
-def test_without_notify_socket_nothing_is_sent_and_the_stall_hook_is_not_armed() -> None:
-    p = LoggedProcess(["main.py", "--config", "config/ems.example.yaml", "--log-format", "json"], env={"NOTIFY_SOCKET": ""})
+def test_without_notify_socket_nothing_is_sent_and_main_py_ignores_the_stall_variable(tmp_path: Path) -> None:
+    stall = tmp_path / "stall"
+    stall.touch()  # would block the loop if main.py read the variable: it must not
+    env = {"NOTIFY_SOCKET": "", "EMS_TEST_STALL_FILE": str(stall)}
+    p = LoggedProcess(["main.py", "--config", "config/ems.example.yaml", "--log-format", "json"], env=env)
     try:
         p.wait_event(lambda e: e.get("event") == "controller_started", timeout_s=30, what="controller_started")
+        p.wait_event(lambda e: e.get("event") == "state_changed" and e.get("to_state") == "FAULT", timeout_s=30, what="cycles running")
         rc = p.terminate_and_wait(timeout_s=5)
     finally:
         p.kill()
     assert rc == 0
     names = {e.get("event") for e in p.events}
-    assert "systemd_ready" not in names and "test_stall_hook_armed" not in names and "systemd_notify_unavailable" not in names
+    assert "systemd_ready" not in names and "systemd_notify_unavailable" not in names
+    assert "test_stall_hook_armed" not in names and "test_stall_started" not in names
 
 
 def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 
 from ems.controller import CycleReport
 from ems.core import CoreState, Decision, step
-from interfaces.systemd import STALL_ENV, SystemdNotifier, notify_stopping, stall_hook_from_env
-from tests.helpers.core import control_cfg, make_inputs
+from interfaces.systemd import SystemdNotifier, notify_stopping
+from tests.helpers.core import core_cfg, make_inputs
+from tests.helpers.stall import STALL_ENV, stall_hook, stall_hooks_from_env
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[socket.sock
 
 
 def _decision() -> Decision:
-    return step(CoreState(), make_inputs(), control_cfg())
+    return step(CoreState(), make_inputs(), core_cfg())
 
 
 def _recv_all(sock: socket.socket) -> list[str]:
@@ -101,8 +103,18 @@ def test_stopping(notify_socket: tuple[socket.socket, str]) -> None:
 
 
 def test_stall_hook_needs_an_absolute_path_and_blocks_only_while_the_file_exists(tmp_path: Path) -> None:
-    assert stall_hook_from_env({}) is None
-    assert stall_hook_from_env({STALL_ENV: "relative/stall"}) is None
-    hook = stall_hook_from_env({STALL_ENV: str(tmp_path / "stall")})
-    assert hook is not None
-    hook(CycleReport(_decision(), on_time=True, overruns=0))  # no file: returns at once
+    """The test-only stall hook (tests/helpers/stall.py): refuses a relative path; returns at once
+    without its file; with the file, blocks until the file is gone."""
+    with pytest.raises(SystemExit, match="absolute path"):
+        stall_hooks_from_env({STALL_ENV: "relative/stall"})
+    path = tmp_path / "stall"
+    hook = stall_hook(path)
+    report = CycleReport(_decision(), on_time=True, overruns=0)
+    hook(report)  # no file: returns at once
+    path.touch()
+    released = threading.Event()
+    t = threading.Thread(target=lambda: (hook(report), released.set()), daemon=True)
+    t.start()
+    assert not released.wait(0.3)  # still blocked while the file exists
+    path.unlink()
+    assert released.wait(10.0)

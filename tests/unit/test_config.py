@@ -105,22 +105,18 @@ def test_main_exits_2_with_key_path_and_reason(tmp_path: Path, yaml_text: str | 
     assert "not starting" in r.stderr
 
 
-def test_can_and_modbus_may_not_both_report_the_battery_readings() -> None:
-    base = {
-        "can": {"enabled": True},
-        "modbus": {"enabled": True},
-        "control": {"required_sources": ["grid_power_w", "ess_power_w", "soc_pct", "bms_voltage_v", "bms_ccl_a", "bms_dcl_a"]},
-    }
-    (p,) = problems(base)
-    assert p.startswith("modbus.ess.ignore_points: with can.enabled, add bms_ccl_a, bms_current_a, bms_dcl_a")
-    ok = {
-        **base,
-        "modbus": {
-            "enabled": True,
-            "ess": {"ignore_points": ["soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_ccl_a", "bms_dcl_a"]},
+def test_can_beside_modbus_needs_no_ignore_points_the_bms_owns_the_battery_readings() -> None:
+    """The old rule (list the inverter's battery readings in ignore_points) is gone: readings have
+    owners (ems/context/readings.py), and the inverter's copies yield to the CAN BMS at start-up."""
+    cfg = parse_config(
+        {
+            "can": {"enabled": True},
+            "modbus": {"enabled": True},
+            "control": {"required_sources": ["grid_power_w", "ess_power_w", "soc_pct", "bms_voltage_v", "bms_ccl_a", "bms_dcl_a"]},
         },
-    }
-    assert parse_config(ok, {}).can.enabled
+        {},
+    )
+    assert cfg.can.enabled and cfg.modbus.ess.ignore_points == ()
 
 
 def test_devices_sharing_one_rs485_line_need_its_settings_and_their_own_unit_ids() -> None:

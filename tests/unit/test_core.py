@@ -8,8 +8,11 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ems.core import CoreState, step
-from ems.model import ExternalSetpoint, Mode, Quantity, State
+from config.control import ControlConfig
+from ems.core import CoreState, Decision
+from ems.core import step as core_step
+from ems.inputs import Inputs
+from ems.model import ExternalSetpoint, Mode, Quantity, Reading, State
 from ems.statemachine import MachineState
 from tests.helpers.core import control_cfg, make_inputs
 
@@ -17,10 +20,15 @@ Q = Quantity
 LIVE = {"enabled": True, "dry_run": False}
 
 
+def step(core: CoreState, inputs: Inputs, cfg: ControlConfig) -> Decision:
+    """The core step with the core config the `control:` section builds."""
+    return core_step(core, inputs, cfg.core())
+
+
 def _run_step_load(cfg_over: dict[str, object], *, tau_s: float, load_w: list[float]) -> tuple[list[float], list[float]]:
     """Drive the core against a first-order inverter (time constant tau_s) cycle by cycle; no sleeps."""
     cfg = control_cfg(**LIVE, **cfg_over)
-    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0))
+    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION))
     ess_w, grids, cmds = 0.0, [], []
     alpha = 1 - math.exp(-cfg.period_s / tau_s)
     for n, load in enumerate(load_w):
@@ -50,7 +58,7 @@ def test_no_sustained_oscillation_after_a_step() -> None:
 
 def test_clamped_command_is_the_integrator_state() -> None:
     cfg = control_cfg(**LIVE, max_discharge_w=1000.0)
-    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0))
+    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION))
     for n in range(20):  # a load the battery can never cover: integrator must not wind up
         d = step(core, make_inputs(now_s=float(n), grid_w=5000.0, ess_w=1000.0), cfg)
         core = d.core
@@ -62,7 +70,7 @@ def test_clamped_command_is_the_integrator_state() -> None:
 def test_dry_run_computes_but_writes_zero() -> None:
     for over, gate in (({"enabled": True, "dry_run": True}, "dry_run"), ({"enabled": False, "dry_run": False}, "control_disabled")):
         cfg = control_cfg(**over)
-        core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0))
+        core = CoreState(machine=MachineState(State.SELF_CONSUMPTION))
         d = step(core, make_inputs(grid_w=800.0, ess_w=0.0), cfg)
         assert d.setpoint_w == 800.0  # the set-point that would balance the grid now
         assert d.written_w == 0.0
@@ -70,14 +78,14 @@ def test_dry_run_computes_but_writes_zero() -> None:
 
 
 def test_both_opt_ins_let_the_command_through() -> None:
-    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0))
+    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION))
     d = step(core, make_inputs(grid_w=800.0), control_cfg(**LIVE, gain=0.5))
     assert d.written_w == d.setpoint_w == 400.0
 
 
 def test_charge_and_discharge_only_modes_use_configured_power() -> None:
     cfg = control_cfg(**LIVE, charge_power_w=1500.0, discharge_power_w=1200.0)
-    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0))
+    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION))
     assert step(core, make_inputs(mode=Mode.CHARGE_ONLY), cfg).written_w == -1500.0
     assert step(core, make_inputs(mode=Mode.DISCHARGE_ONLY), cfg).written_w == 1200.0
     assert step(core, make_inputs(mode=Mode.DISCHARGE_ONLY, soc_pct=9.0), cfg).written_w == 0.0
@@ -86,7 +94,7 @@ def test_charge_and_discharge_only_modes_use_configured_power() -> None:
 def test_external_setpoint_followed_inside_limits_then_ttl_lapses_to_zero() -> None:
     cfg = control_cfg(**LIVE, max_discharge_w=3000.0)
     sp = ExternalSetpoint(5000.0, 110.0, "dispatch", "aggregator")
-    core = CoreState(machine=MachineState(State.STANDBY, 0.0))
+    core = CoreState(machine=MachineState(State.STANDBY))
     d = step(core, make_inputs(now_s=100.0, mode=Mode.EXTERNAL, setpoint=sp), cfg)
     assert (d.state, d.written_w, d.reasons) == (State.EXTERNAL, 3000.0, ("inverter_rating",))
     d = step(d.core, make_inputs(now_s=110.0, mode=Mode.EXTERNAL, setpoint=sp), cfg)
@@ -95,7 +103,7 @@ def test_external_setpoint_followed_inside_limits_then_ttl_lapses_to_zero() -> N
 
 def test_fault_writes_zero_in_the_same_cycle() -> None:
     cfg = control_cfg(**LIVE)
-    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0), prev_cmd_w=3000.0)
+    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION), prev_cmd_w=3000.0)
     d = step(core, make_inputs(grid_w=500.0, protections=frozenset({"over_temperature"})), cfg)
     assert (d.state, d.written_w, d.fault_causes) == (State.FAULT, 0.0, ("bms_protection:over_temperature",))
 
@@ -138,13 +146,19 @@ cfgs = st.fixed_dictionaries(
     force=st.sampled_from([None, 0.0, 1.0]),
     prev=st.floats(allow_nan=True, allow_infinity=True),
     sp_w=st.floats(allow_nan=True, allow_infinity=True),
-    age=st.one_of(st.just(0.0), st.floats(0, 3), st.floats(0, 20)),
+    ages=st.lists(st.one_of(st.just(0.0), st.floats(0, 3), st.floats(0, 20)), min_size=9, max_size=9),
 )
 def test_no_input_yields_a_command_outside_the_limits(
-    over, state, mode, grid, ess, soc, volt, ccl, dcl, chg_en, dis_en, force, prev, sp_w, age
+    over, state, mode, grid, ess, soc, volt, ccl, dcl, chg_en, dis_en, force, prev, sp_w, ages
 ) -> None:  # type: ignore[no-untyped-def]
+    """Every reading has its own age (a fresh meter beside a stale BMS, ...); the oracle below
+    restates DESIGN §4 from the raw inputs, the grid import/export caps included."""
     cfg = control_cfg(**over)
-    extra = {
+    now = 100.0
+    raw = {
+        Q.GRID_POWER_W: grid,
+        Q.ESS_POWER_W: ess,
+        Q.SOC_PCT: soc,
         Q.BMS_VOLTAGE_V: volt,
         Q.BMS_CCL_A: ccl,
         Q.BMS_DCL_A: dcl,
@@ -152,40 +166,49 @@ def test_no_input_yields_a_command_outside_the_limits(
         Q.BMS_DISCHARGE_ENABLE: dis_en,
         Q.BMS_FORCE_CHARGE: force,
     }
-    inputs = make_inputs(
-        now_s=100.0,
-        grid_w=grid,
-        ess_w=ess,
-        soc_pct=soc,
-        extra={k: v for k, v in extra.items() if v is not None},
-        age_s=age,
-        mode=mode,
-        setpoint=ExternalSetpoint(sp_w, 200.0, "x", "y"),
+    age = dict(zip(raw, ages, strict=True))
+    m = {q: Reading(v, now - age[q]) for q, v in raw.items() if v is not None}
+    inputs = Inputs(
+        now_s=now,
+        started_at_s=0.0,
+        measurements=m,
+        bms_flags=None,
+        requested_mode=mode,
+        external_setpoint=ExternalSetpoint(sp_w, 200.0, "x", "y"),
     )
-    core = CoreState(machine=MachineState(state, 0.0), prev_cmd_w=prev)
+    core = CoreState(machine=MachineState(state), prev_cmd_w=prev)
     d = step(core, inputs, cfg)
     cmd = d.setpoint_w
     assert math.isfinite(cmd) and math.isfinite(d.written_w)
-    # independent statement of the limits (DESIGN §4), from the raw inputs
-    fresh = age <= cfg.fault_timeout_s
 
-    def ok(v: float | None) -> bool:
-        return fresh and v is not None and math.isfinite(v)
+    def ok(q: Quantity) -> float | None:
+        v = raw[q]
+        return v if v is not None and math.isfinite(v) and age[q] <= cfg.fault_timeout_s else None
 
     max_dis, max_chg = cfg.max_discharge_w, cfg.max_charge_w
-    if ok(volt) and ok(dcl):
-        max_dis = min(max_dis, max(0.0, dcl) * max(0.0, volt))  # type: ignore[operator]
-    if ok(volt) and ok(ccl):
-        max_chg = min(max_chg, max(0.0, ccl) * max(0.0, volt))  # type: ignore[operator]
-    if fresh and dis_en == 0.0:
+    v_ok, dcl_ok, ccl_ok = ok(Q.BMS_VOLTAGE_V), ok(Q.BMS_DCL_A), ok(Q.BMS_CCL_A)
+    if v_ok is not None and dcl_ok is not None:
+        max_dis = min(max_dis, max(0.0, dcl_ok) * max(0.0, v_ok))
+    if v_ok is not None and ccl_ok is not None:
+        max_chg = min(max_chg, max(0.0, ccl_ok) * max(0.0, v_ok))
+    if ok(Q.BMS_DISCHARGE_ENABLE) == 0.0:
         max_dis = 0.0
-    if fresh and chg_en == 0.0:
+    if ok(Q.BMS_CHARGE_ENABLE) == 0.0:
         max_chg = 0.0
     assert -max_chg - 1e-6 <= cmd <= max_dis + 1e-6
+    soc_ok = ok(Q.SOC_PCT)
     if cmd > 0:
-        assert ok(soc) and soc > cfg.soc_min_pct  # type: ignore[operator]
+        assert soc_ok is not None and soc_ok > cfg.soc_min_pct
     if cmd < 0:
-        assert ok(soc) and soc < cfg.soc_max_pct  # type: ignore[operator]
+        assert soc_ok is not None and soc_ok < cfg.soc_max_pct
+    grid_ok, ess_ok = ok(Q.GRID_POWER_W), ok(Q.ESS_POWER_W)
+    if grid_ok is not None and ess_ok is not None:
+        uncontrolled_w = grid_ok + ess_ok  # grid power with the battery at 0 W
+        tol = 1e-6 * max(1.0, abs(uncontrolled_w))
+        if cfg.max_import_w is not None and cmd < 0:  # charging never pushes import over the cap
+            assert uncontrolled_w - cmd <= cfg.max_import_w + tol
+        if cfg.max_export_w is not None and cmd > 0:  # discharging never pushes export over the cap
+            assert uncontrolled_w - cmd >= -cfg.max_export_w - tol
     if cfg.ramp_w_per_s is not None and math.isfinite(prev):
         step_w = cfg.ramp_w_per_s * cfg.period_s
         assert max(prev, 0.0) + step_w + 1e-6 >= cmd >= min(prev, 0.0) - step_w - 1e-6

@@ -7,10 +7,10 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config.control import Law
+from config.control import LawName
 from ems.core import CoreState, step
 from ems.inputs import Inputs
-from ems.law import predictive_w
+from ems.law import LawInputs, PredictiveLaw, PredictiveState
 from ems.model import Mode, Quantity, Reading, State
 from ems.statemachine import MachineState
 from tests.helpers.core import control_cfg
@@ -50,11 +50,13 @@ def test_predictive_command_stays_inside_the_rating_and_is_zero_when_not_operati
         trust_scale_w=trust,
         max_charge_w=rating,
         max_discharge_w=rating,
-    )
+    ).core()
     now = 100.0
     m = {Q.GRID_POWER_W: Reading(grid, now - grid_age), Q.ESS_POWER_W: Reading(ess, now - ess_age), Q.SOC_PCT: Reading(soc, now)}
     inputs = Inputs(now_s=now, started_at_s=0.0, measurements=m, bms_flags=None, requested_mode=mode, external_setpoint=None)
-    core = CoreState(machine=MachineState(state, 0.0), prev_cmd_w=prev_cmd, goal_w=goal, ess_w=prev_ess, ess_at_s=prev_ess_at)
+    law_state = PredictiveState(goal) if goal is not None else None
+    prev = Reading(prev_ess, prev_ess_at) if prev_ess is not None and prev_ess_at is not None else None
+    core = CoreState(machine=MachineState(state), prev_cmd_w=prev_cmd, ess=prev, law_state=law_state, law_ran=law_state is not None)
     d = step(core, inputs, cfg)
     assert math.isfinite(d.setpoint_w)
     assert -rating - 1e-6 <= d.setpoint_w <= rating + 1e-6
@@ -70,19 +72,34 @@ def test_predictive_law_is_selected_by_config_and_integrating_stays_available() 
     inputs = Inputs(
         now_s=now, started_at_s=0.0, measurements=m, bms_flags=None, requested_mode=Mode.SELF_CONSUMPTION, external_setpoint=None
     )
-    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION, 0.0))
-    integrating = step(core, inputs, control_cfg(enabled=True, dry_run=False, law="integrating", gain=0.5))
-    predictive = step(core, inputs, control_cfg(enabled=True, dry_run=False, law="predictive", inverter_tau_s=0.0))
+    core = CoreState(machine=MachineState(State.SELF_CONSUMPTION))
+    integrating = step(core, inputs, control_cfg(enabled=True, dry_run=False, law="integrating", gain=0.5).core())
+    predictive = step(core, inputs, control_cfg(enabled=True, dry_run=False, law="predictive", inverter_tau_s=0.0).core())
     assert integrating.written_w == 400.0  # prev 0 + 0.5 * 800
     assert predictive.written_w == 800.0  # instant inverter: the goal itself
-    assert Law.PREDICTIVE.value == "predictive"
+    assert control_cfg(enabled=True, dry_run=False, law=LawName.PREDICTIVE).make_law().name == "predictive"
+    assert control_cfg(enabled=True, dry_run=True, law=LawName.PREDICTIVE).make_law().name == "feed_forward"  # not live: shown, not driven
 
 
 def test_predictive_law_survives_an_absurd_inverter_jump() -> None:
     """CI found it: an inverter reading of ~1e154 W squared overflowed (float ** raises). Now it just gets no trust."""
-    cfg = control_cfg(enabled=True, dry_run=False, law="predictive", trust_scale_w=500.0)
-    cmd_w, goal_w = predictive_w(ess_w=0.0, ess_at_grid_w=0.0, grid_w=300.0, prev_cmd_w=0.0, prev_goal_w=100.0, moved_w=1.34e154, cfg=cfg)
-    assert goal_w == 100.0  # a reading taken while the inverter "moved" that far counts nothing
+    law = PredictiveLaw(trust_scale_w=500.0, meter_age_s=0.0)
+
+    def goal_after(prev_ess_w: float) -> tuple[float, float]:
+        i = LawInputs(
+            now_s=100.0,
+            grid=Reading(300.0, 100.0),
+            ess=Reading(0.0, 100.0),
+            prev_ess=Reading(prev_ess_w, 99.0),
+            prev_cmd_w=0.0,
+            target_grid_w=0.0,
+        )
+        cmd_w, st = law.command(i, PredictiveState(100.0))
+        assert isinstance(st, PredictiveState)
+        return cmd_w, st.goal_w
+
+    cmd_w, goal_w = goal_after(-1.34e154)  # the inverter "moved" 1.34e154 W since its last reading
+    assert goal_w == 100.0  # a reading taken while the inverter moved that far counts nothing
     assert math.isfinite(cmd_w)
-    _, trusted_goal_w = predictive_w(ess_w=0.0, ess_at_grid_w=0.0, grid_w=300.0, prev_cmd_w=0.0, prev_goal_w=100.0, moved_w=0.0, cfg=cfg)
+    _, trusted_goal_w = goal_after(0.0)
     assert trusted_goal_w > 100.0  # and a still inverter's reading does move the goal

@@ -11,7 +11,7 @@ import pytest
 from ems.inputs import Inputs
 from ems.model import ExternalSetpoint, Mode, State
 from ems.statemachine import TRANSITIONS, Event, MachineState, render_markdown, step
-from tests.helpers.core import control_cfg, make_inputs
+from tests.helpers.core import machine_cfg, make_inputs
 
 S, E = State, Event
 
@@ -41,7 +41,7 @@ RECOVER_S = 10.0
 
 def _scenario(state: State, event: Event) -> tuple[MachineState, Inputs, str]:
     """A machine in `state` and inputs whose guards yield exactly `event`; plus the fallback to configure."""
-    machine = MachineState(state=state, since_s=50.0)
+    machine = MachineState(state=state)
     live_sp = ExternalSetpoint(1000.0, NOW + 30, "test", "tester")
     lapsed_sp = ExternalSetpoint(1000.0, NOW - 1, "test", "tester")
     fallback = "STANDBY"
@@ -74,7 +74,7 @@ def _scenario(state: State, event: Event) -> tuple[MachineState, Inputs, str]:
 @pytest.mark.parametrize(("state", "event"), list(itertools.product(State, Event)), ids=lambda v: str(v))
 def test_every_state_event_pair(state: State, event: Event) -> None:
     machine, inputs, fallback = _scenario(state, event)
-    cfg = control_cfg(recover_s=RECOVER_S, external_fallback=fallback)
+    cfg = machine_cfg(recover_s=RECOVER_S, external_fallback=fallback)
     tr = step(machine, inputs, cfg)
     if tr.event is event:
         assert tr.machine.state is EXPECTED.get((state, event), state)
@@ -92,12 +92,39 @@ def test_every_state_event_pair(state: State, event: Event) -> None:
         assert tr.machine.state is EXPECTED.get((state, E.MODE_LOCAL), state)
 
 
-def test_transition_table_is_the_specification() -> None:
-    assert dict(TRANSITIONS) == EXPECTED
+def test_every_pair_of_the_table_is_reached_by_its_guards() -> None:
+    """Each transition in the code's table happens when its guards say so (no dead entries)."""
+    cfg_for = {"STANDBY": machine_cfg(recover_s=RECOVER_S), "SELF_CONSUMPTION": machine_cfg(recover_s=RECOVER_S, external_fallback="SELF_CONSUMPTION")}
+    for (state, event), nxt in TRANSITIONS.items():
+        machine, inputs, fallback = _scenario(state, event)
+        tr = step(machine, inputs, cfg_for[fallback])
+        assert (tr.event, tr.machine.state, tr.changed) == (event, nxt, True), (state, event)
+
+
+def test_a_day_of_requests_walks_the_machine_as_design_says() -> None:
+    """STOP -> STANDBY -> SELF_CONSUMPTION -> EXTERNAL -> (TTL) -> STANDBY -> FAULT -> (recover) -> STANDBY -> STOP."""
+    cfg = machine_cfg(recover_s=5.0, fault_timeout_s=3.0)
+    sp = ExternalSetpoint(800.0, 20.0, "dr", "agg")
+    walk = [
+        (make_inputs(now_s=1.0), S.STANDBY),
+        (make_inputs(now_s=2.0), S.SELF_CONSUMPTION),
+        (make_inputs(now_s=3.0, mode=Mode.EXTERNAL, setpoint=sp), S.EXTERNAL),
+        (make_inputs(now_s=20.0, mode=Mode.EXTERNAL, setpoint=sp), S.STANDBY),
+        (make_inputs(now_s=21.0, mode=Mode.IDLE), S.STANDBY),
+        (make_inputs(now_s=22.0, mode=Mode.IDLE, protections=frozenset({"over_voltage"})), S.FAULT),
+        (make_inputs(now_s=23.0, mode=Mode.IDLE), S.FAULT),
+        (make_inputs(now_s=27.9, mode=Mode.IDLE), S.FAULT),
+        (make_inputs(now_s=28.0, mode=Mode.IDLE), S.STANDBY),
+        (make_inputs(now_s=29.0, mode=Mode.IDLE, shutdown=True), S.STOP),
+    ]
+    m = MachineState()
+    for inputs, expected in walk:
+        m = step(m, inputs, cfg).machine
+        assert m.state is expected, (inputs.now_s, m.state)
 
 
 def test_stop_starts_to_standby_then_requested_mode() -> None:
-    cfg = control_cfg()
+    cfg = machine_cfg()
     tr = step(MachineState(), make_inputs(now_s=1.0), cfg)
     assert (tr.machine.state, tr.reason) == (S.STANDBY, "started")
     tr = step(tr.machine, make_inputs(now_s=2.0), cfg)
@@ -105,8 +132,8 @@ def test_stop_starts_to_standby_then_requested_mode() -> None:
 
 
 def test_stale_source_is_a_fault_only_after_fault_timeout() -> None:
-    cfg = control_cfg(fault_timeout_s=3.0)
-    sc = MachineState(S.SELF_CONSUMPTION, 0.0)
+    cfg = machine_cfg(fault_timeout_s=3.0)
+    sc = MachineState(S.SELF_CONSUMPTION)
     assert step(sc, make_inputs(now_s=NOW, age_s=3.0), cfg).machine.state is S.SELF_CONSUMPTION
     tr = step(sc, make_inputs(now_s=NOW, age_s=3.01), cfg)
     assert tr.machine.state is S.FAULT
@@ -114,25 +141,25 @@ def test_stale_source_is_a_fault_only_after_fault_timeout() -> None:
 
 
 def test_a_source_never_read_is_aged_from_process_start() -> None:
-    cfg = control_cfg(fault_timeout_s=3.0)
-    standby = MachineState(S.STANDBY, 0.0)
+    cfg = machine_cfg(fault_timeout_s=3.0)
+    standby = MachineState(S.STANDBY)
     assert step(standby, make_inputs(now_s=2.9, started_at_s=0.0, soc_pct=None), cfg).machine.state is S.SELF_CONSUMPTION
     tr = step(standby, make_inputs(now_s=3.5, started_at_s=0.0, soc_pct=None), cfg)
     assert (tr.machine.state, tr.causes) == (S.FAULT, ("stale:soc_pct",))
 
 
 def test_bms_protection_and_dead_worker_are_named_fault_causes() -> None:
-    cfg = control_cfg()
+    cfg = machine_cfg()
     tr = step(
-        MachineState(S.EXTERNAL, 0.0), make_inputs(protections=frozenset({"over_voltage"}), worker_faults=("worker_dead:modbus",)), cfg
+        MachineState(S.EXTERNAL), make_inputs(protections=frozenset({"over_voltage"}), worker_faults=("worker_dead:modbus",)), cfg
     )
     assert tr.machine.state is S.FAULT
     assert tr.reason == "bms_protection:over_voltage,worker_dead:modbus"
 
 
 def test_recovery_needs_every_cause_clear_for_recover_s() -> None:
-    cfg = control_cfg(recover_s=10.0)
-    m = step(MachineState(S.SELF_CONSUMPTION, 0.0), make_inputs(now_s=0.0, grid_w=None, started_at_s=-10), cfg).machine
+    cfg = machine_cfg(recover_s=10.0)
+    m = step(MachineState(S.SELF_CONSUMPTION), make_inputs(now_s=0.0, grid_w=None, started_at_s=-10), cfg).machine
     assert m.state is S.FAULT
     t = 1.0
     m = step(m, make_inputs(now_s=t), cfg).machine  # clear from t = 1
@@ -150,8 +177,8 @@ def test_recovery_needs_every_cause_clear_for_recover_s() -> None:
 def test_external_setpoint_ttl_lapse_falls_back_as_configured() -> None:
     sp = ExternalSetpoint(1500.0, 130.0, "aggregator", "op")
     for fallback, expected in (("STANDBY", S.STANDBY), ("SELF_CONSUMPTION", S.SELF_CONSUMPTION)):
-        cfg = control_cfg(external_fallback=fallback)
-        m = MachineState(S.EXTERNAL, 100.0)
+        cfg = machine_cfg(external_fallback=fallback)
+        m = MachineState(S.EXTERNAL)
         assert step(m, make_inputs(now_s=129.9, mode=Mode.EXTERNAL, setpoint=sp), cfg).machine.state is S.EXTERNAL
         tr = step(m, make_inputs(now_s=130.0, mode=Mode.EXTERNAL, setpoint=sp), cfg)
         assert (tr.machine.state, tr.reason) == (expected, "setpoint_ttl_lapsed")
