@@ -201,7 +201,6 @@ class Snapshot:
     external_setpoint: ExternalSetpoint | None
     control: ControlStatus | None  # None before the first cycle
     written_seq: int | None  # last command seq the inverter acknowledged
-    written_at_s: float | None
     devices: tuple[DeviceHealth, ...]
     threads: tuple[ThreadHealth, ...]
     counters: Mapping[str, int]

@@ -44,12 +44,6 @@ class Profile:
         i = int(t_s) % self._n
         return self._load_w[i], self._pv_w[i]
 
-    def load_at(self, t_s: float) -> float:
-        return self._load_w[int(t_s) % self._n]
-
-    def pv_at(self, t_s: float) -> float:
-        return self._pv_w[int(t_s) % self._n]
-
     def series(self) -> tuple[list[float], list[float]]:
         """The (load_w, pv_w) lists on the 1 s grid (shared, do not modify): for hot loops."""
         return self._load_w, self._pv_w

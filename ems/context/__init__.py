@@ -67,7 +67,7 @@ class EMSContext:
         measurements, flags = self.readings.snapshot()
         owners = self.readings.owners()
         mode, setpoint = self.requests.snapshot()
-        control, written_seq, written_at_s = self.commands.snapshot()
+        control, written_seq = self.commands.snapshot()
         devices, threads = self.health.snapshot(owners, self.required_sources)
         counters = self.counters.snapshot()
         at_s = self.clock.monotonic()  # after the copies: nothing in the snapshot is newer
@@ -80,7 +80,6 @@ class EMSContext:
             external_setpoint=setpoint,
             control=control,
             written_seq=written_seq,
-            written_at_s=written_at_s,
             devices=devices,
             threads=threads,
             counters=counters,

@@ -19,7 +19,6 @@ class CommandChannel:
         self._cond = threading.Condition(threading.Lock())
         self._status: ControlStatus | None = None
         self._written_seq: int | None = None
-        self._written_at_s: float | None = None
         self._consumers = 0
 
     # ---- controller -----------------------------------------------------------------------------
@@ -56,10 +55,10 @@ class CommandChannel:
         """The inverter took command `seq`."""
         with self._cond:
             if self._written_seq is None or seq > self._written_seq:
-                self._written_seq, self._written_at_s = seq, at_s
+                self._written_seq = seq
             self._cond.notify_all()
 
     # ---- readers --------------------------------------------------------------------------------
-    def snapshot(self) -> tuple[ControlStatus | None, int | None, float | None]:
+    def snapshot(self) -> tuple[ControlStatus | None, int | None]:
         with self._cond:
-            return self._status, self._written_seq, self._written_at_s
+            return self._status, self._written_seq

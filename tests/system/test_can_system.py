@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from simulators.ctl import send
-from tests.helpers.common import free_port
 from tests.helpers.proc import LoggedProcess, simulators_and_ems
+from tests.helpers.site import site_configs
 
 pytestmark = pytest.mark.system
 
@@ -22,51 +22,16 @@ RECOVER_S = 2.0
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    ports = {"ess": free_port(), "meter": free_port(), "control": free_port(), "bms": free_port()}
-    profile = tmp_path / "flat.csv"
-    profile.write_text("t_s,load_w,pv_w\n0,1500,3000\n")
-    sim_cfg = {
-        "plant": {
-            "profile": str(profile),
-            "speed": 1.0,
-            "step_s": 0.05,
-            "summary_interval_s": 0,
-            "soc_start_pct": 50.0,
-            "meter_noise_w": 0.0,
-        },
-        "ess": {"port": ports["ess"], "device_id": 1},
-        "meter": {"port": ports["meter"], "device_id": 2},
-        "control": {"port": ports["control"]},
-        "bms": {"enabled": True, "port": ports["bms"], "name": "SYSBMS"},
-    }
-    ems_cfg = {
-        "site": {"id": "can-system-test"},
-        "control": {
-            "enabled": True,
-            "dry_run": False,
-            "period_s": 0.5,
-            "fault_timeout_s": FAULT_TIMEOUT_S,
-            "recover_s": RECOVER_S,
-            "summary_interval_s": 0,
-            "required_sources": ["grid_power_w", "ess_power_w", "soc_pct", "bms_voltage_v", "bms_ccl_a", "bms_dcl_a"],
-        },
-        "modbus": {
-            "enabled": True,
-            "reconnect_min_s": 0.2,
-            "reconnect_max_s": 0.5,
-            "ess": {
-                "port": ports["ess"],
-                "device_id": 1,
-                "map": "auto",
-                "poll_period_s": 0.2,
-                "timeout_s": 0.5,  # no ignore_points: the inverter's battery copies yield to the CAN BMS (readings have owners)
-            },
-            "meter": {"port": ports["meter"], "device_id": 2, "map": "sdm630", "poll_period_s": 0.2, "timeout_s": 0.5},
-        },
-        "can": {"enabled": True, "interface": "socketcand", "port": ports["bms"], "reopen_s": 0.5, "keepalive_period_s": 1.0},
-    }
-    with simulators_and_ems(tmp_path, sim_cfg, ems_cfg, start_timeout_s=20) as (sim, ems):
-        yield {"sim": sim, "ems": ems, "port": ports["control"]}
+    # no ignore_points: the inverter's battery copies (SunSpec 802) yield to the CAN BMS (readings have owners)
+    site = site_configs(
+        tmp_path,
+        plant={"speed": 1.0, "step_s": 0.05},
+        control={"period_s": 0.5, "fault_timeout_s": FAULT_TIMEOUT_S, "recover_s": RECOVER_S},
+        bms=True,
+    )
+    site.sim["bms"]["name"] = "SYSBMS"
+    with simulators_and_ems(tmp_path, site.sim, site.ems, start_timeout_s=20) as (sim, ems):
+        yield {"sim": sim, "ems": ems, "port": site.ports["control"]}
 
 
 def _state_event(ems: LoggedProcess, to_state: str, *, after: int, reason: str | None = None) -> dict[str, Any]:

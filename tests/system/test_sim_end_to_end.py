@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from simulators.ctl import send
-from tests.helpers.common import free_port, wait_for
+from tests.helpers.common import wait_for
 from tests.helpers.proc import simulators_and_ems
+from tests.helpers.site import site_configs
 
 pytestmark = pytest.mark.system
 
@@ -25,46 +26,13 @@ RECOVER_S = 2.0
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    ports = {"ess": free_port(), "meter": free_port(), "control": free_port()}
-    profile = tmp_path / "flat.csv"
-    profile.write_text("t_s,load_w,pv_w\n0,1500,3000\n")  # 1.5 kW export until the battery charges
-    sim_cfg = {
-        "plant": {
-            "profile": str(profile),
-            "speed": SPEED,
-            "step_s": 0.05,
-            "summary_interval_s": 0,
-            "soc_start_pct": 50.0,
-            "meter_noise_w": 0.0,
-            "meter_period_s": 1.0,
-            "inverter_tau_s": 1.0,
-            "watchdog_s": 30.0,
-        },
-        "ess": {"port": ports["ess"], "device_id": 1},
-        "meter": {"port": ports["meter"], "device_id": 2},
-        "control": {"port": ports["control"]},
-    }
-    ems_cfg = {
-        "site": {"id": "system-test"},
-        "control": {
-            "enabled": True,
-            "dry_run": False,
-            "period_s": 0.5,
-            "fault_timeout_s": FAULT_TIMEOUT_S,
-            "recover_s": RECOVER_S,
-            "deadband_w": DEADBAND_W,
-            "summary_interval_s": 0,
-        },
-        "modbus": {
-            "enabled": True,
-            "reconnect_min_s": 0.2,
-            "reconnect_max_s": 0.5,
-            "ess": {"port": ports["ess"], "device_id": 1, "map": "auto", "poll_period_s": 0.2, "timeout_s": 0.5},
-            "meter": {"port": ports["meter"], "device_id": 2, "map": "sdm630", "poll_period_s": 0.2, "timeout_s": 0.5},
-        },
-    }
-    with simulators_and_ems(tmp_path, sim_cfg, ems_cfg, start_timeout_s=20) as (sim, ems):
-        yield {"sim": sim, "ems": ems, "port": ports["control"]}
+    site = site_configs(
+        tmp_path,
+        plant={"speed": SPEED, "step_s": 0.05, "meter_period_s": 1.0, "inverter_tau_s": 1.0},
+        control={"period_s": 0.5, "fault_timeout_s": FAULT_TIMEOUT_S, "recover_s": RECOVER_S, "deadband_w": DEADBAND_W},
+    )
+    with simulators_and_ems(tmp_path, site.sim, site.ems, start_timeout_s=20) as (sim, ems):
+        yield {"sim": sim, "ems": ems, "port": site.ports["control"]}
 
 
 def _status(port: int) -> dict[str, Any]:

@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from simulators.ctl import send
-from tests.helpers.common import REPO_ROOT, free_port, wait_for
+from tests.helpers.common import REPO_ROOT, wait_for
 from tests.helpers.proc import LoggedProcess
+from tests.helpers.site import site_configs
 
 pytestmark = pytest.mark.system
 
@@ -82,28 +83,11 @@ def _after(messages: list[str], marker: str) -> list[str]:
 
 
 def _site_configs(d: Path) -> tuple[Path, Path, int]:
-    """The simulators (flat 1.5 kW export) and a live EMS config driving them."""
-    ports = {"ess": free_port(), "meter": free_port(), "control": free_port()}
-    (d / "flat.csv").write_text("t_s,load_w,pv_w\n0,1500,3000\n", encoding="utf-8")
-    sim_cfg = {
-        "plant": {"profile": str(d / "flat.csv"), "summary_interval_s": 0, "soc_start_pct": 50.0, "meter_noise_w": 0.0, "watchdog_s": 30.0},
-        "ess": {"port": ports["ess"], "device_id": 1},
-        "meter": {"port": ports["meter"], "device_id": 2},
-        "control": {"port": ports["control"]},
-    }
-    ems_cfg = {
-        "control": {"enabled": True, "dry_run": False, "summary_interval_s": 0},
-        "modbus": {
-            "enabled": True,
-            "reconnect_min_s": 0.2,
-            "reconnect_max_s": 0.5,
-            "ess": {"port": ports["ess"], "device_id": 1, "map": "auto", "poll_period_s": 0.2, "timeout_s": 0.5},
-            "meter": {"port": ports["meter"], "device_id": 2, "map": "sdm630", "poll_period_s": 0.2, "timeout_s": 0.5},
-        },
-    }
-    (d / "sim.yaml").write_text(yaml.safe_dump(sim_cfg), encoding="utf-8")
-    (d / "ems.yaml").write_text(yaml.safe_dump(ems_cfg), encoding="utf-8")
-    return d / "sim.yaml", d / "ems.yaml", ports["control"]
+    """The simulators (flat 1.5 kW export) and a live EMS config driving them, written to `d`."""
+    site = site_configs(d)
+    (d / "sim.yaml").write_text(yaml.safe_dump(site.sim), encoding="utf-8")
+    (d / "ems.yaml").write_text(yaml.safe_dump(site.ems), encoding="utf-8")
+    return d / "sim.yaml", d / "ems.yaml", site.ports["control"]
 
 
 def _inverter_setpoint_w(port: int) -> float:
