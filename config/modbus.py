@@ -37,7 +37,10 @@ class ModbusDeviceConfig(Section):
     poll_period_s: float = Field(1.0, gt=0.05, le=60, description="read the device every this many seconds, s")
     timeout_s: float = Field(1.0, gt=0.05, le=30, description="request timeout, s")
     retries: int = Field(0, ge=0, le=5, description="retries per request before it counts as failed")
-    ignore_points: tuple[str, ...] = Field((), description="readings not to publish (e.g. soc_pct when a CAN BMS reports it)")
+    ignore_points: tuple[str, ...] = Field(
+        (),
+        description="readings of this device not to publish (a CAN BMS needs none: it owns the battery readings, the inverter's copies yield)",
+    )
 
     @field_validator("ignore_points")
     @classmethod
