@@ -68,19 +68,34 @@ def _site_values(t: float, rng: random.Random) -> dict[Quantity, float]:
     }
 
 
+def _store(cfg: StoreConfig, ctx: EMSContext, clock: SimClock) -> Store:
+    """The real store, handed the context parts it uses (as main.py does)."""
+    return Store(
+        cfg=cfg,
+        snapshot=ctx.snapshot,
+        events=ctx.events,
+        counters=ctx.counters,
+        health=ctx.health,
+        clock=clock,
+        site_id="bench",
+        outbox_enabled=True,
+    )
+
+
 def day_at_1hz(tmp: Path, *, flush_interval_s: float, sim_s: int) -> dict[str, float | int]:
     """`sim_s` simulated seconds at 1 Hz through sample_once/flush/retention; figures scaled to a day."""
     db = tmp / f"day-{flush_interval_s:g}.db"
     clock = SimClock(start_wall=START)
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    store = Store(cfg=StoreConfig(enabled=True, path=db), ctx=ctx, clock=clock, site_id="bench", outbox_enabled=True)
+    store = _store(StoreConfig(enabled=True, path=db), ctx, clock)
+    site = ctx.readings.claim("bench", _site_values(0.0, random.Random(0)).keys())  # the meters, BMS and inverter at once
     rng = random.Random(1)
     files0, io0, t0 = _files_bytes(db), _io_bytes(), time.perf_counter()
     every = int(flush_interval_s)
     for i in range(sim_s):
-        ctx.update_measurements(_site_values(float(i), rng), at_s=clock.monotonic())
+        site.update(_site_values(float(i), rng), at_s=clock.monotonic())
         if i % 600 == 0:
-            ctx.record_event("state", old="STANDBY", new="SELF_CONSUMPTION", reason="bench")
+            ctx.events.record("state", old="STANDBY", new="SELF_CONSUMPTION", reason="bench")
         store.sample_once()
         if i % every == every - 1:
             store.flush()
@@ -112,9 +127,7 @@ def throughput(tmp: Path, *, n: int, chunk: int) -> dict[str, float | int]:
     db = tmp / "throughput.db"
     clock = SimClock(start_wall=START)
     ctx = EMSContext(clock=clock)
-    store = Store(
-        cfg=StoreConfig(enabled=True, path=db, queue_max=max(chunk, 10)), ctx=ctx, clock=clock, site_id="bench", outbox_enabled=True
-    )
+    store = _store(StoreConfig(enabled=True, path=db, queue_max=max(chunk, 10)), ctx, clock)
     rng = random.Random(2)
     values = [MappingProxyType({q.value: v for q, v in _site_values(float(i), rng).items()}) for i in range(1000)]
     base_ms = int(START.timestamp() * 1000)

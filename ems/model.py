@@ -168,6 +168,7 @@ class DeviceHealth:
     error_streak: int
     errors_total: int
     last_error: str | None
+    last_error_s: float | None  # monotonic time of the last error
     info: Mapping[str, object]  # identity, map, link state (frozen)
 
 

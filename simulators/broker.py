@@ -29,7 +29,7 @@ __all__ = ["BrokerError", "BrokerTls", "LocalBroker", "demo_broker", "find_mosqu
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin")
 
 
-log = structlog.get_logger("interfaces.mqtt.broker")
+log = structlog.get_logger("simulators.broker")
 
 
 class BrokerError(RuntimeError):

@@ -34,6 +34,7 @@ class _Device:
     error_streak: int = 0
     errors_total: int = 0
     last_error: str | None = None
+    last_error_s: float | None = None
     info: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
 
 
@@ -72,7 +73,7 @@ class Health:
             d = self._device(device)
             d.error_streak += 1
             d.errors_total += 1
-            d.last_error = reason[:300]
+            d.last_error, d.last_error_s = reason[:300], at_s
             return d.error_streak
 
     def set_info(self, device: str, **info: object) -> None:
@@ -111,6 +112,7 @@ class Health:
                     error_streak=d.error_streak,
                     errors_total=d.errors_total,
                     last_error=d.last_error,
+                    last_error_s=d.last_error_s,
                     info=info,
                 )
                 for d, info in rows

@@ -60,7 +60,8 @@ class Readings:
         bms_flags: bool = False,
     ) -> ReadingsWriter:
         """Claim `quantities` firmly and `optional` ones while nobody else does; returns the source's writer."""
-        firm, soft = list(dict.fromkeys(quantities)), [q for q in dict.fromkeys(optional) if q not in quantities]
+        firm = list(dict.fromkeys(quantities))
+        soft = [q for q in dict.fromkeys(optional) if q not in firm]
         dev = device or source
         refused: dict[Quantity, str] = {}
         with self._lock:

@@ -60,7 +60,7 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE samples RENAME COLUMN cmd_written_w TO written_w")
     conn.execute(
         "UPDATE minutes SET stats = replace(replace(stats, '\"cmd_computed_w\"', '\"setpoint_w\"'), '\"cmd_written_w\"', '\"written_w\"')"
-        " WHERE stats LIKE '%cmd_%'"
+        " WHERE instr(stats, 'cmd_') > 0"
     )
 
 

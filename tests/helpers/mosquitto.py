@@ -22,6 +22,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from config import EMSConfig, parse_config
+from ems.clock import Clock
+from ems.context import EMSContext
+from interfaces.mqtt import MqttWorker
 from simulators.broker import BrokerTls, LocalBroker, find_mosquitto, start_local_broker
 from tests.helpers.common import wait_for
 
@@ -70,6 +73,29 @@ def ems_mqtt_config(broker: LocalBroker, *, control: dict[str, Any] | None = Non
     if control is not None:
         raw["control"] = control
     return parse_config(raw, PASSWORD_ENV)
+
+
+def mqtt_worker(cfg: EMSConfig, ctx: EMSContext, clock: Clock | None = None, **kw: Any) -> MqttWorker:
+    """The EMS's MQTT worker for `cfg` (site `SITE`), handed the context parts it uses, as main.py does."""
+    return MqttWorker(
+        cfg=cfg.mqtt,
+        readings=ctx.readings,
+        requests=ctx.requests,
+        health=ctx.health,
+        counters=ctx.counters,
+        snapshot=ctx.snapshot,
+        clock=clock or ctx.clock,
+        site_id=SITE,
+        site_name=cfg.site.name,
+        control=cfg.control,
+        **kw,
+    )
+
+
+def link_state(ctx: EMSContext) -> object:
+    """The broker link as the worker reports it: "up" or "down" (None before the worker exists)."""
+    dev = ctx.snapshot().device("broker")
+    return None if dev is None else dev.info.get("link")
 
 
 def require_mosquitto() -> None:

@@ -15,9 +15,7 @@ from ems.clock import SimClock
 from ems.context import EMSContext
 from ems.model import Quantity
 from interfaces.logs import configure_logging
-from interfaces.store import Store
-from interfaces.uplink import Sender
-from tests.helpers.uplink import START_WALL, store_cfg, uplink_cfg
+from tests.helpers.uplink import START_WALL, make_sender, make_store, store_cfg, uplink_cfg
 
 
 def main() -> int:
@@ -29,12 +27,13 @@ def main() -> int:
     configure_logging(fmt="json", level="warning", stream=sys.stderr)
     clock = SimClock(start_wall=START_WALL)
     ctx = EMSContext(clock=clock)
-    store = Store(cfg=store_cfg(Path(args.db), queue_max=100_000), ctx=ctx, clock=clock, site_id="crash", outbox_enabled=True)
-    sender = Sender(cfg=uplink_cfg(args.url, Path(args.ca), idle_poll_s=0.05), store=store, ctx=ctx, clock=clock)
+    store = make_store(store_cfg(Path(args.db), queue_max=100_000), ctx, site_id="crash", outbox_enabled=True)
+    sender = make_sender(uplink_cfg(args.url, Path(args.ca), idle_poll_s=0.05), store, ctx)
+    meter = ctx.readings.claim("test", [Quantity.GRID_POWER_W, Quantity.SOC_PCT])
     sender.start()
     i = 0
     while True:
-        ctx.update_measurements({Quantity.GRID_POWER_W: float(i % 997), Quantity.SOC_PCT: 50.0}, at_s=clock.monotonic())
+        meter.update({Quantity.GRID_POWER_W: float(i % 997), Quantity.SOC_PCT: 50.0}, at_s=clock.monotonic())
         store.sample_once()
         if i % 5 == 4:
             for row_id, batch_id in store.flush().batches:

@@ -16,7 +16,7 @@ import trustme
 from config.common import SecretRef
 from config.store import StoreConfig
 from config.uplink import UplinkConfig
-from ems.clock import SimClock
+from ems.clock import Clock, SimClock
 from ems.context import EMSContext
 from ems.model import Mode, Quantity
 from interfaces.store import Store
@@ -60,6 +60,25 @@ def store_cfg(path: Path, **kw: Any) -> StoreConfig:
     return StoreConfig(enabled=True, path=path, **kw)
 
 
+def make_store(cfg: StoreConfig, ctx: EMSContext, clock: Clock | None = None, *, site_id: str, outbox_enabled: bool) -> Store:
+    """The store on `cfg`, handed the context parts it uses, as main.py does."""
+    return Store(
+        cfg=cfg,
+        snapshot=ctx.snapshot,
+        events=ctx.events,
+        counters=ctx.counters,
+        health=ctx.health,
+        clock=clock or ctx.clock,
+        site_id=site_id,
+        outbox_enabled=outbox_enabled,
+    )
+
+
+def make_sender(cfg: UplinkConfig, store: Store, ctx: EMSContext, clock: Clock | None = None) -> Sender:
+    """The uplink sender for `store`, handed the context parts it uses, as main.py does."""
+    return Sender(cfg=cfg, store=store, health=ctx.health, events=ctx.events, counters=ctx.counters, clock=clock or ctx.clock)
+
+
 def make_receiver(tls: Tls, *, clock: Callable[[], float] = time.time, **kw: Any) -> UplinkReceiver:
     return UplinkReceiver(token=TOKEN, hmac_key=HMAC_KEY, certfile=tls.server_pem, clock=clock, **kw).start()
 
@@ -89,8 +108,9 @@ class SimSite:
     def __init__(self, db: Path, *, site_id: str = "site-t", uplink: UplinkConfig | None = None, **store_kw: Any) -> None:
         self.clock = SimClock(start_wall=START_WALL)
         self.ctx = EMSContext(clock=self.clock, start_mode=Mode.SELF_CONSUMPTION)
-        self.store = Store(cfg=store_cfg(db, **store_kw), ctx=self.ctx, clock=self.clock, site_id=site_id, outbox_enabled=True)
-        self.sender = Sender(cfg=uplink, store=self.store, ctx=self.ctx, clock=self.clock) if uplink is not None else None
+        self.store = make_store(store_cfg(db, **store_kw), self.ctx, site_id=site_id, outbox_enabled=True)
+        self.sender = make_sender(uplink, self.store, self.ctx) if uplink is not None else None
+        self.meter = self.ctx.readings.claim("test", [Quantity.GRID_POWER_W, Quantity.SOC_PCT])  # what `run` feeds (as `feed` would)
         self._next_flush_s = self.clock.monotonic()
         self.outcomes: list[str] = []
 
@@ -103,7 +123,7 @@ class SimSite:
         while self.clock.monotonic() < end:
             now = self.clock.monotonic()
             minute = int(self.clock.wall().timestamp() // 60)
-            self.ctx.update_measurements({Quantity.GRID_POWER_W: float(minute % 1000), Quantity.SOC_PCT: 50.0}, at_s=now)
+            self.meter.update({Quantity.GRID_POWER_W: float(minute % 1000), Quantity.SOC_PCT: 50.0}, at_s=now)
             self.store.sample_once()
             if now >= self._next_flush_s:
                 self.store.flush()

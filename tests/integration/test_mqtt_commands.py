@@ -12,11 +12,11 @@ import structlog
 from config import EMSConfig
 from ems.clock import SimClock
 from ems.context import EMSContext
-from ems.controller import Controller
 from ems.model import Mode, Quantity, State
-from interfaces.mqtt import LocalBroker, MqttWorker
+from simulators.broker import LocalBroker
 from tests.helpers.common import wait_for
-from tests.helpers.mosquitto import SITE, Probe, ems_mqtt_config, mosquitto  # noqa: F401  (fixture)
+from tests.helpers.context import feed, make_controller
+from tests.helpers.mosquitto import SITE, Probe, ems_mqtt_config, link_state, mosquitto, mqtt_worker  # noqa: F401  (fixture)
 
 CMD = f"ems/{SITE}/cmd"
 
@@ -31,17 +31,20 @@ class Rig:
     def __init__(self, broker: LocalBroker, **mqtt: Any) -> None:
         self.cfg = ems_config(broker, **mqtt)
         self.clock = SimClock()
-        self.ctx = EMSContext(clock=self.clock, start_mode=Mode.SELF_CONSUMPTION, max_ttl_s=self.cfg.control.external_max_ttl_s)
-        self.worker = MqttWorker(cfg=self.cfg.mqtt, ctx=self.ctx, clock=self.clock, site_id=SITE, control=self.cfg.control)
-        self.controller = Controller(ctx=self.ctx, cfg=self.cfg.control, clock=self.clock, workers=[self.worker])
+        self.ctx = EMSContext(
+            clock=self.clock,
+            start_mode=Mode.SELF_CONSUMPTION,
+            max_ttl_s=self.cfg.control.external_max_ttl_s,
+            required_sources=self.cfg.control.required_sources,
+        )
+        self.worker = mqtt_worker(self.cfg, self.ctx)
+        self.controller = make_controller(self.ctx, self.cfg, workers=[self.worker])
         self.worker.start()
-        wait_for(lambda: self.ctx.snapshot().status.get("mqtt_link") == "up", what="the worker to connect")
+        wait_for(lambda: link_state(self.ctx) == "up", what="the worker to connect")
 
     def feed(self) -> None:
         """Fresh required sources at the current simulated time."""
-        self.ctx.update_measurements(
-            {Quantity.GRID_POWER_W: 200.0, Quantity.ESS_POWER_W: 0.0, Quantity.SOC_PCT: 50.0}, at_s=self.clock.monotonic()
-        )
+        feed(self.ctx, {Quantity.GRID_POWER_W: 200.0, Quantity.ESS_POWER_W: 0.0, Quantity.SOC_PCT: 50.0}, at_s=self.clock.monotonic())
 
     def cycle(self, advance_s: float = 1.0) -> State:
         self.clock.advance(advance_s)
@@ -82,7 +85,7 @@ def test_mode_command_changes_the_requested_mode_and_the_state_machine_follows(r
     assert res["status"] == "accepted" and res["old"] == "SELF_CONSUMPTION" and res["new"] == "IDLE"
     snap = rig.ctx.snapshot()
     assert snap.requested_mode is Mode.IDLE
-    audit = [e for e in rig.ctx.events_since(0) if e.kind == "audit"]
+    audit = [e for e in rig.ctx.events.since(0) if e.kind == "audit"]
     assert audit[-1].data["via"] == "mqtt" and audit[-1].data["who"] == "mqtt:op1" and audit[-1].data["new"] == "IDLE"
     assert rig.cycle() is State.STANDBY
     assert rig.counter("mqtt_cmd_accepted") == 1
@@ -96,10 +99,10 @@ def test_setpoint_with_ttl_drives_external_then_lapses_back_to_the_fallback(rig:
     assert rig.cycle() is State.EXTERNAL
     assert rig.ctx.snapshot().command.written_w == 1500.0
     state = operator.wait_message(f"ems/{SITE}/state", lambda m: m.json()["state"] == "EXTERNAL", what="state EXTERNAL on MQTT").json()
-    assert state["external_setpoint_w"] == 1500 and state["command_w"] == 1500 and state["mode"] == "EXTERNAL"
+    assert state["external_setpoint_w"] == 1500 and state["setpoint_w"] == 1500 and state["mode"] == "EXTERNAL"
     assert rig.cycle(advance_s=2.0) is State.EXTERNAL  # 3 s into a 5 s TTL
     assert rig.cycle(advance_s=2.5) is State.STANDBY  # lapsed -> configured fallback
-    states = [e.data for e in rig.ctx.events_since(0) if e.kind == "state"]
+    states = [e.data for e in rig.ctx.events.since(0) if e.kind == "state"]
     assert states[-1] == {"from_state": "EXTERNAL", "to_state": "STANDBY", "reason": "setpoint_ttl_lapsed"}
     assert rig.ctx.snapshot().command.written_w == 0.0
     operator.wait_message(f"ems/{SITE}/state", lambda m: m.json()["state"] == "STANDBY" and m.json()["external_setpoint_w"] is None)
@@ -174,7 +177,7 @@ def test_an_unauthorised_clients_command_is_refused_by_the_broker_acl(rig: Rig, 
     operator.publish(f"{CMD}/mode", {"mode": "DISCHARGE_ONLY"})  # a command that passes the ACL, after it
     result(operator, command="mode", new="DISCHARGE_ONLY")
     assert [m.json()["new"] for m in operator.received(f"{CMD}/result")] == ["DISCHARGE_ONLY"]  # the viewer's never arrived
-    audit = [e.data["new"] for e in rig.ctx.events_since(0) if e.kind == "audit"]
+    audit = [e.data["new"] for e in rig.ctx.events.since(0) if e.kind == "audit"]
     assert audit == ["DISCHARGE_ONLY"]
 
 

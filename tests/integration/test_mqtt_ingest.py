@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from config import parse_config
+from config import EMSConfig, parse_config
 from ems.clock import SimClock, SystemClock
 from ems.context import EMSContext
-from ems.controller import Controller
 from ems.model import Mode, Quantity, State
-from interfaces.mqtt import LocalBroker, MqttWorker
+from simulators.broker import LocalBroker
 from tests.helpers.common import wait_for
-from tests.helpers.mosquitto import SITE, Probe, mosquitto, mqtt_section  # noqa: F401  (fixture)
+from tests.helpers.context import make_controller
+from tests.helpers.mosquitto import SITE, Probe, link_state, mosquitto, mqtt_section, mqtt_worker  # noqa: F401  (fixture)
 
 INGEST = [
     {"topic": "meters/pv/power", "quantity": "pv_power_w", "unit": "kW"},
@@ -28,6 +28,10 @@ def mqtt_cfg(broker: LocalBroker, **over: Any) -> dict[str, Any]:
     return mqtt_section(broker, **{"ingest": INGEST, **over})
 
 
+def ems_cfg(broker: LocalBroker, **over: Any) -> EMSConfig:
+    return parse_config({"site": {"id": SITE}, "mqtt": mqtt_cfg(broker, **over)}, {"T_MQTT_PW": "ems-pw"})
+
+
 @pytest.fixture
 def meter(mosquitto: LocalBroker) -> Iterator[Probe]:  # noqa: F811
     p = Probe(mosquitto, "meter", client_id="meter")
@@ -37,13 +41,13 @@ def meter(mosquitto: LocalBroker) -> Iterator[Probe]:  # noqa: F811
 
 
 def test_ingest_decodes_plain_numbers_and_json_paths_in_the_declared_units(mosquitto: LocalBroker, meter: Probe) -> None:  # noqa: F811
-    cfg = parse_config({"site": {"id": SITE}, "mqtt": mqtt_cfg(mosquitto)}, {"T_MQTT_PW": "ems-pw"})
+    cfg = ems_cfg(mosquitto)
     clock = SimClock()
     ctx = EMSContext(clock=clock)
-    worker = MqttWorker(cfg=cfg.mqtt, ctx=ctx, clock=clock, site_id=SITE, control=cfg.control)
+    worker = mqtt_worker(cfg, ctx)
     worker.start()
     try:
-        wait_for(lambda: ctx.snapshot().status.get("mqtt_link") == "up", what="the worker to connect")
+        wait_for(lambda: link_state(ctx) == "up", what="the worker to connect")
         clock.advance(5)
         meter.publish("meters/pv/power", "2.5")
         meter.publish("meters/grid/state", {"power": {"total": 340.0}, "v": 230})
@@ -62,14 +66,44 @@ def test_ingest_decodes_plain_numbers_and_json_paths_in_the_declared_units(mosqu
         worker.stop(timeout_s=3)
 
 
+def test_an_ingest_topic_cannot_take_a_quantity_another_source_already_owns(mosquitto: LocalBroker, meter: Probe) -> None:  # noqa: F811
+    clock = SimClock()
+    ctx = EMSContext(clock=clock)
+    grid_meter = ctx.readings.claim("meter", [Quantity.GRID_POWER_W])  # e.g. a Modbus meter, built before MQTT
+    written_at_s = clock.monotonic()
+    assert grid_meter.update({Quantity.GRID_POWER_W: 420.0}, at_s=written_at_s) == 0
+    worker = mqtt_worker(ems_cfg(mosquitto), ctx)  # INGEST feeds grid_power_w from meters/grid/state too
+    worker.start()
+    try:
+        wait_for(lambda: link_state(ctx) == "up", what="the worker to connect")
+        assert ctx.snapshot().counters.get("readings_refused", 0) == 0
+        clock.advance(5)
+        meter.publish("meters/grid/state", {"power": {"total": 340.0}})
+        wait_for(lambda: ctx.snapshot().counters.get("readings_refused", 0) >= 1, what="the MQTT grid value refused")
+        snap = ctx.snapshot()
+        grid = snap.reading(Quantity.GRID_POWER_W)
+        assert grid is not None and (grid.value, grid.source, grid.at_s) == (420.0, "meter", written_at_s)  # unchanged
+        assert snap.counters["readings_refused"] == 1
+        assert ctx.owners()[Quantity.GRID_POWER_W] == "meter"
+        broker = snap.device("broker")
+        assert broker is not None and Quantity.GRID_POWER_W not in broker.owns
+        meter.publish("meters/pv/power", "2.5")  # the ingest's other quantities still flow
+        pv = wait_for(lambda: ctx.snapshot().reading(Quantity.PV_POWER_W), what="the ingested PV value")
+        assert (pv.value, pv.source) == (2500.0, "mqtt:meters/pv/power")
+        assert ctx.snapshot().reading(Quantity.GRID_POWER_W) == grid
+        assert worker.is_alive()
+    finally:
+        worker.stop(timeout_s=3)
+
+
 def test_retained_measurements_are_ignored_unless_configured(mosquitto: LocalBroker, meter: Probe) -> None:  # noqa: F811
     meter.publish("meters/pv/power", "9.9", retain=True)  # an old value with unknown age
     ingest = [INGEST[0] | {"topic": "meters/pv/power"}, {"topic": "meters/soc", "quantity": "soc_pct", "accept_retained": True}]
     meter.publish("meters/soc", "55", retain=True)
-    cfg = parse_config({"site": {"id": SITE}, "mqtt": mqtt_cfg(mosquitto, ingest=ingest)}, {"T_MQTT_PW": "ems-pw"})
+    cfg = ems_cfg(mosquitto, ingest=ingest)
     clock = SimClock()
     ctx = EMSContext(clock=clock)
-    worker = MqttWorker(cfg=cfg.mqtt, ctx=ctx, clock=clock, site_id=SITE, control=cfg.control)
+    worker = mqtt_worker(cfg, ctx)
     worker.start()
     try:
         wait_for(lambda: ctx.snapshot().reading(Quantity.SOC_PCT), what="the retained SOC (accept_retained)")
@@ -105,9 +139,9 @@ def test_ingested_measurement_goes_stale_when_its_publisher_stops(mosquitto: Loc
     }
     cfg = parse_config(raw, {"T_MQTT_PW": "ems-pw"})
     clock = SystemClock()
-    ctx = EMSContext(clock=clock, start_mode=Mode.IDLE)
-    worker = MqttWorker(cfg=cfg.mqtt, ctx=ctx, clock=clock, site_id=SITE, control=cfg.control)
-    controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock, workers=[worker])
+    ctx = EMSContext(clock=clock, start_mode=Mode.IDLE, required_sources=cfg.control.required_sources)
+    worker = mqtt_worker(cfg, ctx)
+    controller = make_controller(ctx, cfg, workers=[worker])
     stop = threading.Event()
     loop = threading.Thread(target=controller.run, args=(stop,), name="test-controller", daemon=True)
     viewer = Probe(mosquitto, "viewer", client_id="viewer")

@@ -13,12 +13,22 @@ import trustme
 from config import EMSConfig, parse_config
 from ems.clock import SystemClock
 from ems.context import EMSContext
-from ems.model import Mode
-from interfaces.mqtt import MqttWorker
+from ems.model import DeviceHealth, Mode, ThreadHealth
 from interfaces.mqtt.worker import make_client
 from simulators.broker import BrokerTls, LocalBroker, demo_broker
 from tests.helpers.common import free_port, wait_for
-from tests.helpers.mosquitto import ACL, SITE, USERS, Probe, ems_mqtt_config, mosquitto, require_mosquitto, tls_broker  # noqa: F401  (fixture)
+from tests.helpers.mosquitto import (  # noqa: F401  (fixture)
+    ACL,
+    SITE,
+    USERS,
+    Probe,
+    ems_mqtt_config,
+    link_state,
+    mosquitto,
+    mqtt_worker,
+    require_mosquitto,
+    tls_broker,
+)
 
 BASE = f"ems/{SITE}"
 NODE = f"ems_{SITE}"
@@ -27,13 +37,21 @@ NODE = f"ems_{SITE}"
 class Ems:
     def __init__(self, cfg: EMSConfig) -> None:
         self.ctx = EMSContext(clock=SystemClock(), start_mode=Mode.SELF_CONSUMPTION)
-        self.worker = MqttWorker(
-            cfg=cfg.mqtt, ctx=self.ctx, clock=SystemClock(), site_id=SITE, site_name=cfg.site.name, control=cfg.control
-        )
+        self.worker = mqtt_worker(cfg, self.ctx, SystemClock())
         self.worker.start()
 
     def link(self) -> object:
-        return self.ctx.snapshot().status.get("mqtt_link")
+        return link_state(self.ctx)
+
+    def broker(self) -> DeviceHealth:
+        """Health of the device the worker serves."""
+        dev = self.ctx.snapshot().device("broker")
+        assert dev is not None
+        return dev
+
+    def thread(self) -> ThreadHealth:
+        """Liveness of the worker's thread."""
+        return next(t for t in self.ctx.snapshot().threads if t.name == self.worker.name)
 
 
 @pytest.fixture
@@ -84,9 +102,9 @@ def test_state_is_published_on_change_and_not_repeated_when_unchanged(ems: Ems, 
     viewer = viewer_of(mosquitto)
     try:
         viewer.wait_message(f"{BASE}/state")
-        ems.ctx.request_mode(Mode.CHARGE_ONLY, who="test", via="test")
+        ems.ctx.requests.request_mode(Mode.CHARGE_ONLY, who="test", via="test")
         viewer.wait_message(f"{BASE}/state", lambda m: m.json()["mode"] == "CHARGE_ONLY", what="the mode change on the state topic")
-        ems.ctx.request_mode(Mode.IDLE, who="test", via="test")
+        ems.ctx.requests.request_mode(Mode.IDLE, who="test", via="test")
         viewer.wait_message(f"{BASE}/state", lambda m: m.json()["mode"] == "IDLE", what="the second change")
         states = viewer.received(f"{BASE}/state")
         assert [m.json()["mode"] for m in states] == ["SELF_CONSUMPTION", "CHARGE_ONLY", "IDLE"]  # one message per change
@@ -186,10 +204,7 @@ def test_tls_connects_with_a_verified_broker_certificate_and_refuses_an_unknown_
             assert viewer.wait_message(f"{BASE}/availability").payload == b"online"
         finally:
             viewer.close()
-        health = wait_for(
-            lambda: next((w for w in bad.ctx.snapshot().workers if w.name == "mqtt" and w.error_streak >= 2), None),
-            what="the unknown CA refused, twice",
-        )
+        health = wait_for(lambda: (d := bad.broker()).error_streak >= 2 and d, what="the unknown CA refused, twice")
         assert health.last_error == "connect_failed" and bad.link() == "down"
     finally:
         good.worker.stop(timeout_s=3)
@@ -222,13 +237,14 @@ def test_worker_started_before_the_broker_keeps_heartbeating_and_connects_when_i
     broker = LocalBroker(workdir=tmp_path / "late-broker", port=free_port(), users=USERS, acl=ACL)  # not started yet
     e = Ems(ems_mqtt_config(broker))
     try:
-        health = wait_for(lambda: next((w for w in e.ctx.snapshot().workers if w.error_streak >= 3), None), what="three failed attempts")
+        health = wait_for(lambda: (d := e.broker()).error_streak >= 3 and d, what="three failed attempts")
         assert health.last_error == "connect_failed" and e.link() == "down"
-        first_beat = health.last_beat_s
-        wait_for(lambda: next(w for w in e.ctx.snapshot().workers).last_beat_s > first_beat, what="heartbeats while the broker is down")
+        first_beat = e.thread().last_beat_s
+        assert first_beat is not None
+        wait_for(lambda: (e.thread().last_beat_s or 0.0) > first_beat, what="heartbeats while the broker is down")
         broker.start()
         wait_for(lambda: e.link() == "up", timeout_s=15, what="the first connection once the broker is up")
-        assert next(w for w in e.ctx.snapshot().workers).error_streak == 0
+        assert e.broker().error_streak == 0
     finally:
         e.worker.stop(timeout_s=3)
         broker.stop()
@@ -254,7 +270,7 @@ def test_a_wrong_password_is_refused_counted_and_retried_with_backoff(mosquitto:
     try:
         wait_for(lambda: e.ctx.snapshot().counters.get("mqtt_connect_refused", 0) >= 2, what="two refused CONNECTs")
         assert e.link() == "down" and e.worker.is_alive()
-        health = next(w for w in e.ctx.snapshot().workers if w.name == "mqtt")
+        health = e.broker()
         assert health.last_error == "connect_refused" and health.last_ok_s is None
     finally:
         e.worker.stop(timeout_s=3)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from interfaces.mqtt import LocalBroker
+from simulators.broker import LocalBroker
 from tests.helpers.mosquitto import SITE, Probe, mosquitto  # noqa: F401  (fixture)
 from tests.helpers.proc import LoggedProcess
 
@@ -71,7 +71,7 @@ def test_main_process_follows_an_mqtt_setpoint_until_its_ttl_lapses(mosquitto: L
         operator.publish(f"{BASE}/cmd/setpoint", {"power_w": 1000, "ttl_s": 2, "reason": "system-test", "seq": 1})
         assert operator.wait_message(f"{BASE}/cmd/result").json()["status"] == "accepted"
         ext = viewer.wait_message(f"{BASE}/state", lambda m: m.json()["state"] == "EXTERNAL", what="EXTERNAL").json()
-        assert ext["external_setpoint_w"] == 1000 and ext["command_w"] == 1000 and ext["written_w"] == 0  # example safety: not live
+        assert ext["external_setpoint_w"] == 1000 and ext["setpoint_w"] == 1000 and ext["written_w"] == 0  # example safety: not live
         viewer.wait_message(f"{BASE}/state", lambda m: m.json()["state"] == "STANDBY" and m.json()["mode"] == "EXTERNAL", what="TTL lapsed")
         lapsed = p.wait_event(lambda e: e.get("event") == "state_changed" and e.get("from_state") == "EXTERNAL", timeout_s=10, what="lapse")
         assert lapsed["reason"] == "setpoint_ttl_lapsed"

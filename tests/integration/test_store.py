@@ -15,11 +15,12 @@ from config import parse_config
 from ems.clock import SimClock, SystemClock
 from ems.context import EMSContext
 from ems.model import Mode, Quantity
-from interfaces.store import SCHEMA_VERSION, Store, StoreSampler, StoreWriter, events, measurements, outbox_status
+from interfaces.store import SCHEMA_VERSION, StoreSampler, StoreWriter, events, measurements, outbox_status
 from interfaces.store.schema import open_writer
 from main import build_services
 from tests.helpers.common import wait_for
-from tests.helpers.uplink import START_WALL, SimSite, store_cfg
+from tests.helpers.context import feed
+from tests.helpers.uplink import START_WALL, SimSite, make_store, store_cfg
 
 
 @pytest.fixture
@@ -64,15 +65,16 @@ def test_a_missing_field_column_is_added_when_opening(tmp_path: Path) -> None:
 
 def test_samples_minutes_and_batches_hold_what_the_context_had(site: SimSite) -> None:
     c, ctx, store = site.clock, site.ctx, site.store
-    ctx.update_measurements({Quantity.SOC_PCT: 40.0}, at_s=c.monotonic())  # only this once: goes stale
+    feed(ctx, {Quantity.SOC_PCT: 40.0}, at_s=c.monotonic())  # only this once: goes stale
     for i in range(600):  # ten minutes, 1 Hz, grid = second of the minute
-        ctx.update_measurements({Quantity.GRID_POWER_W: float(i % 60)}, at_s=c.monotonic())
+        feed(ctx, {Quantity.GRID_POWER_W: float(i % 60)}, at_s=c.monotonic())
         store.sample_once()
         c.advance(1.0)
     store.flush()
     t0 = START_WALL.timestamp()
     rows = measurements(store.path, from_ts=t0, to_ts=t0 + 20, fields=["grid_power_w", "soc_pct"])
-    assert [r["grid_power_w"] for r in rows] == [float(i) for i in range(20)]
+    assert [r["grid_power_w"] for r in rows] == [float(i) for i in range(21)]  # bounds inclusive at both ends: t0 .. t0 + 20
+    assert [r["ts"] for r in measurements(store.path, from_ts=t0 + 5, to_ts=t0 + 5)] == [t0 + 5]
     assert rows[0]["soc_pct"] == 40.0 and rows[15]["soc_pct"] is None  # stale after stale_after_s (10 s)
     assert rows[0]["state"] == "STOP" and rows[0]["mode"] == "SELF_CONSUMPTION"
     mins = measurements(store.path, resolution="minute", fields=["grid_power_w"])
@@ -92,7 +94,7 @@ def test_samples_minutes_and_batches_hold_what_the_context_had(site: SimSite) ->
 def test_a_full_queue_drops_the_oldest_samples_and_counts_them(tmp_path: Path) -> None:
     site = SimSite(tmp_path / "ems.db", queue_max=10)
     for i in range(25):
-        site.ctx.update_measurements({Quantity.GRID_POWER_W: float(i)}, at_s=site.clock.monotonic())
+        feed(site.ctx, {Quantity.GRID_POWER_W: float(i)}, at_s=site.clock.monotonic())
         site.store.sample_once()
         site.clock.advance(1.0)
     site.store.flush()
@@ -103,8 +105,8 @@ def test_a_full_queue_drops_the_oldest_samples_and_counts_them(tmp_path: Path) -
 
 
 def test_events_and_audit_records_are_stored_with_who_and_what(site: SimSite) -> None:
-    site.ctx.request_mode(Mode.CHARGE_ONLY, who="alice", via="rest")
-    site.ctx.record_event("fault", causes=["stale:grid_power_w"])
+    site.ctx.requests.request_mode(Mode.CHARGE_ONLY, who="alice", via="rest")
+    site.ctx.events.record("fault", causes=["stale:grid_power_w"])
     site.store.flush()
     audit = events(site.store.path, kinds=["audit"])
     assert len(audit) == 1 and audit[0]["data"]["who"] == "alice" and audit[0]["data"]["new"] == "CHARGE_ONLY"  # type: ignore[index]
@@ -162,9 +164,7 @@ def test_a_restart_continues_without_duplicating_minutes_or_batches(tmp_path: Pa
     site.store.flush()
     before = site.outbox_ids()
     site.store.close()
-    again = Store(
-        cfg=store_cfg(tmp_path / "ems.db"), ctx=EMSContext(clock=site.clock), clock=site.clock, site_id="site-t", outbox_enabled=True
-    )
+    again = make_store(store_cfg(tmp_path / "ems.db"), EMSContext(clock=site.clock), site_id="site-t", outbox_enabled=True)
     site.clock.advance(600)
     again.flush()
     ids = [r[0] for r in again._conn.execute("SELECT batch_id FROM outbox ORDER BY id")]
@@ -177,15 +177,10 @@ def test_a_restart_continues_without_duplicating_minutes_or_batches(tmp_path: Pa
 def test_threads_write_while_a_read_only_reader_queries(tmp_path: Path) -> None:
     clock = SystemClock()
     ctx = EMSContext(clock=clock)
-    store = Store(
-        cfg=store_cfg(tmp_path / "ems.db", sample_period_s=0.1, flush_interval_s=0.1),
-        ctx=ctx,
-        clock=clock,
-        site_id="s",
-        outbox_enabled=False,
-    )
-    writer, sampler = StoreWriter(store=store, ctx=ctx, clock=clock), StoreSampler(store=store, ctx=ctx, clock=clock)
-    ctx.update_measurements({Quantity.SOC_PCT: 61.0}, at_s=clock.monotonic())
+    store = make_store(store_cfg(tmp_path / "ems.db", sample_period_s=0.1, flush_interval_s=0.1), ctx, site_id="s", outbox_enabled=False)
+    writer = StoreWriter(store=store, health=ctx.health, clock=clock)
+    sampler = StoreSampler(store=store, health=ctx.health, clock=clock)
+    feed(ctx, {Quantity.SOC_PCT: 61.0})
     writer.start()
     sampler.start()
     try:
@@ -195,8 +190,12 @@ def test_threads_write_while_a_read_only_reader_queries(tmp_path: Path) -> None:
         sampler.stop()
         writer.stop()
     assert not writer.is_alive() and not sampler.is_alive()
-    names = {w.name: w for w in ctx.snapshot().workers}
-    assert names["store"].errors_total == 0 and names["store-sampler"].last_ok_s is not None
+    snap = ctx.snapshot()
+    device = snap.device("store")
+    assert device is not None and device.errors_total == 0 and device.last_ok_s is not None
+    threads = {t.name: t for t in snap.threads}
+    for name in ("store", "store-sampler"):  # both threads serve the device, and both ran
+        assert threads[name].devices == ("store",) and threads[name].last_beat_s is not None
 
 
 def test_main_builds_the_store_and_sender_when_enabled(tmp_path: Path) -> None:
@@ -217,7 +216,7 @@ def test_a_failed_flush_loses_nothing_and_the_next_one_writes_it_all(site: SimSi
     other = sqlite3.connect(site.store.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock (e.g. a manual sqlite3 session)
     site.store._conn.execute("PRAGMA busy_timeout = 50")
-    site.ctx.request_mode(Mode.IDLE, who="bob", via="rest")
+    site.ctx.requests.request_mode(Mode.IDLE, who="bob", via="rest")
     for _ in range(400):
         site.store.sample_once()
         site.clock.advance(1.0)
@@ -232,7 +231,7 @@ def test_a_failed_flush_loses_nothing_and_the_next_one_writes_it_all(site: SimSi
 
 def test_events_page_by_row_id(site: SimSite) -> None:
     for i in range(5):
-        site.ctx.record_event("limit", n=i)
+        site.ctx.events.record("limit", n=i)
     site.store.flush()
     first = events(site.store.path, after_id=0, limit=2, newest_first=False)
     rest = events(site.store.path, after_id=int(first[-1]["id"]), limit=10, newest_first=False)  # type: ignore[call-overload]

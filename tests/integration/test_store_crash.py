@@ -14,10 +14,8 @@ from pathlib import Path
 
 from ems.clock import SimClock
 from ems.context import EMSContext
-from interfaces.store import Store
-from interfaces.uplink import Sender
 from tests.helpers.common import PYTHON, REPO_ROOT, wait_for
-from tests.helpers.uplink import make_receiver, make_tls, store_cfg, uplink_cfg
+from tests.helpers.uplink import make_receiver, make_sender, make_store, make_tls, store_cfg, uplink_cfg
 
 
 def test_sigkill_mid_batches_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -64,8 +62,8 @@ def test_sigkill_mid_batches_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         # restart: the store reopens the file, the sender delivers what is left
         clock = SimClock(start_wall=datetime.fromtimestamp(last_ms / 1000 + 1, UTC))
         ctx = EMSContext(clock=clock)
-        store = Store(cfg=store_cfg(db), ctx=ctx, clock=clock, site_id="crash", outbox_enabled=True)
-        sender = Sender(cfg=uplink_cfg(rx.url, tls.ca_file), store=store, ctx=ctx, clock=clock)
+        store = make_store(store_cfg(db), ctx, site_id="crash", outbox_enabled=True)
+        sender = make_sender(uplink_cfg(rx.url, tls.ca_file), store, ctx)
         store.flush()
         while sender.pump() in ("delivered", "parked"):
             pass

@@ -20,11 +20,24 @@ import requests
 
 from ems.context import EMSContext
 from ems.model import Mode, Quantity
-from interfaces.store import Store, StoreSampler, StoreWriter, events, outbox_status
-from interfaces.uplink import Sender, sign
+from interfaces.store import StoreSampler, StoreWriter, events, outbox_status
+from interfaces.uplink import sign
+from interfaces.worker import Worker
 from simulators.uplink_receiver import UplinkReceiver
 from tests.helpers.common import PYTHON, REPO_ROOT, wait_for
-from tests.helpers.uplink import HMAC_KEY, TOKEN, FastWallClock, SimSite, Tls, make_receiver, make_tls, store_cfg, uplink_cfg
+from tests.helpers.uplink import (
+    HMAC_KEY,
+    TOKEN,
+    FastWallClock,
+    SimSite,
+    Tls,
+    make_receiver,
+    make_sender,
+    make_store,
+    make_tls,
+    store_cfg,
+    uplink_cfg,
+)
 
 DAY_S = 86400.0
 
@@ -54,20 +67,23 @@ def test_batches_arrive_signed_compressed_in_order_once_with_real_threads(tmp_pa
     clock = FastWallClock(factor=300.0)  # a 5-minute window closes every real second
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
     rx = make_receiver(tls, clock=lambda: clock.wall().timestamp())
-    store = Store(
-        cfg=store_cfg(tmp_path / "ems.db", sample_period_s=0.1, flush_interval_s=0.1, finalize_lag_s=1.0),
-        ctx=ctx,
-        clock=clock,
+    store = make_store(
+        store_cfg(tmp_path / "ems.db", sample_period_s=0.1, flush_interval_s=0.1, finalize_lag_s=1.0),
+        ctx,
         site_id="site-a",
         outbox_enabled=True,
     )
-    threads = [StoreWriter(store=store, ctx=ctx, clock=clock), StoreSampler(store=store, ctx=ctx, clock=clock)]
-    threads.append(Sender(cfg=uplink_cfg(rx.url, tls.ca_file, idle_poll_s=0.2), store=store, ctx=ctx, clock=clock))
+    threads: list[Worker] = [
+        StoreWriter(store=store, health=ctx.health, clock=clock),
+        StoreSampler(store=store, health=ctx.health, clock=clock),
+    ]
+    threads.append(make_sender(uplink_cfg(rx.url, tls.ca_file, idle_poll_s=0.2), store, ctx))
+    meter = ctx.readings.claim("test", [Quantity.GRID_POWER_W, Quantity.SOC_PCT])
     feeding = True
 
     def feed() -> int:
         if feeding:
-            ctx.update_measurements({Quantity.GRID_POWER_W: 1200.0, Quantity.SOC_PCT: 55.0}, at_s=clock.monotonic())
+            meter.update({Quantity.GRID_POWER_W: 1200.0, Quantity.SOC_PCT: 55.0}, at_s=clock.monotonic())
         return len(rx.batch_ids())
 
     try:
@@ -86,7 +102,8 @@ def test_batches_arrive_signed_compressed_in_order_once_with_real_threads(tmp_pa
     assert all(b["site_id"] == "site-a" and b["batch_id"] == f"site-a:{b['window_start']}" for b in batches)
     full = [b for b in batches if b["samples"] and b["minutes"] == 5]
     assert full and all(b["fields"]["grid_power_w"]["mean"] == 1200.0 for b in full)  # type: ignore[index]
-    assert ctx.snapshot().status["uplink_link"] == "up"
+    uplink = ctx.snapshot().device("uplink")
+    assert uplink is not None and uplink.info["link"] == "up"
 
 
 def test_a_failing_receiver_loses_nothing_and_retry_after_is_honoured(site: SimSite, tls: Tls) -> None:

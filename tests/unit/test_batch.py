@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import MappingProxyType
 
 from hypothesis import given
@@ -10,7 +13,8 @@ from hypothesis import strategies as st
 
 from ems.clock import SimClock
 from ems.context import EMSContext
-from ems.model import Mode, Quantity
+from ems.model import Mode, Quantity, State
+from interfaces.store import SCHEMA_VERSION, measurements
 from interfaces.store.aggregate import (
     FIELDS,
     WINDOW_S,
@@ -22,19 +26,26 @@ from interfaces.store.aggregate import (
     sample_from_snapshot,
     window_start,
 )
+from interfaces.store.schema import _v1
 from interfaces.store.store import SampleQueue
 from interfaces.uplink import parse_retry_after, sign, timestamp_fresh, verify
+from tests.helpers.context import feed, publish
+from tests.helpers.uplink import make_store, store_cfg
 
 
 def test_a_sample_keeps_fresh_readings_and_the_command_only() -> None:
     clock = SimClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    ctx.update_measurements({Quantity.SOC_PCT: 50.0}, at_s=clock.monotonic())
+    feed(ctx, {Quantity.SOC_PCT: 50.0})
     clock.advance(11.0)
-    ctx.update_measurements({Quantity.GRID_POWER_W: -300.0}, at_s=clock.monotonic())
+    feed(ctx, {Quantity.GRID_POWER_W: -300.0})
     s = sample_from_snapshot(ctx.snapshot(), wall_ts=1000.0004, stale_after_s=10.0)
     assert s.values == {"grid_power_w": -300.0}  # soc is 11 s old: left out
     assert (s.ts_ms, s.state, s.mode) == (1000000, "STOP", "SELF_CONSUMPTION")
+    publish(ctx, seq=1, setpoint_w=800.0, written_w=0.0, state=State.SELF_CONSUMPTION, gate="dry_run")
+    s = sample_from_snapshot(ctx.snapshot(), wall_ts=1001.0, stale_after_s=10.0)
+    assert s.values == {"grid_power_w": -300.0, "setpoint_w": 800.0, "written_w": 0.0}  # the command, computed and written
+    assert s.state == "SELF_CONSUMPTION"
 
 
 def test_a_minute_has_min_mean_max_last_count_and_state_time() -> None:
@@ -75,7 +86,47 @@ def test_every_time_falls_in_exactly_one_window(t: float) -> None:
 
 
 def test_the_sample_fields_are_the_quantities_plus_the_command() -> None:
-    assert set(FIELDS) == {q.value for q in Quantity} | {"cmd_computed_w", "cmd_written_w"}
+    assert set(FIELDS) == {q.value for q in Quantity} | {"setpoint_w", "written_w"}  # schema v2 names (were cmd_computed_w/cmd_written_w)
+
+
+def test_a_v1_database_is_migrated_to_v2_with_the_command_under_its_new_names(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    _v1(conn)  # as an older build left it: schema v1 only
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO samples (ts_ms, state, mode, grid_power_w, cmd_computed_w, cmd_written_w) VALUES (?, ?, ?, ?, ?, ?)",
+        (60_000, "SELF_CONSUMPTION", "SELF_CONSUMPTION", 120.0, 1500.0, 0.0),
+    )
+    v1_stats = {
+        "grid_power_w": [100.0, 110.0, 120.0, 120.0, 2],
+        "cmd_computed_w": [1400.0, 1450.0, 1500.0, 1500.0, 2],
+        "cmd_written_w": [0.0, 0.0, 0.0, 0.0, 2],
+    }
+    conn.execute("INSERT INTO minutes (ts, n, stats, states) VALUES (60, 2, ?, ?)", (json.dumps(v1_stats), '{"SELF_CONSUMPTION": 2}'))
+    conn.close()
+
+    clock = SimClock()
+    store = make_store(store_cfg(db), EMSContext(clock=clock), site_id="s", outbox_enabled=False)
+    store.close()
+
+    conn = sqlite3.connect(db)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
+    stats = json.loads(conn.execute("SELECT stats FROM minutes WHERE ts = 60").fetchone()[0])
+    conn.close()
+    assert version == SCHEMA_VERSION == 2
+    assert {"setpoint_w", "written_w"} <= cols and not {"cmd_computed_w", "cmd_written_w"} & cols
+    assert stats == {
+        "grid_power_w": [100.0, 110.0, 120.0, 120.0, 2],
+        "setpoint_w": [1400.0, 1450.0, 1500.0, 1500.0, 2],
+        "written_w": [0.0, 0.0, 0.0, 0.0, 2],
+    }
+    (sample,) = measurements(db, fields=["grid_power_w", "setpoint_w", "written_w"])
+    assert (sample["ts"], sample["grid_power_w"], sample["setpoint_w"], sample["written_w"]) == (60.0, 120.0, 1500.0, 0.0)
+    (minute,) = measurements(db, resolution="minute", fields=["setpoint_w", "written_w"])
+    assert minute["setpoint_w"] == {"min": 1400.0, "mean": 1450.0, "max": 1500.0, "last": 1500.0, "n": 2}
+    assert minute["written_w"] == {"min": 0.0, "mean": 0.0, "max": 0.0, "last": 0.0, "n": 2}
 
 
 def test_a_full_queue_drops_its_oldest_item() -> None:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from interfaces.mqtt.ratelimit import LogGate
 
 from config import ConfigError, parse_config
 from config.mqtt import IngestTopic
 from ems.clock import SimClock
 from ems.context import EMSContext
-from ems.model import Command, Mode, Quantity, State
+from ems.model import Mode, Quantity, State
+from interfaces.logs import LogGate
 from interfaces.mqtt.commands import CommandError, CommandHandler, SeqGate, SetpointCommand, parse_command
 from interfaces.mqtt.ingest import IngestError, IngestRule, decode
 from interfaces.mqtt.state import StateGate, state_payload
 from interfaces.mqtt.topics import Topics, discovery_messages
+from tests.helpers.context import feed, publish
 
 
 def sp(**kw: object) -> bytes:
@@ -65,7 +66,7 @@ def test_seq_gate_ignores_duplicates_and_older_commands_per_stream() -> None:
 def test_command_handler_goes_through_the_audited_context_methods() -> None:
     clock = SimClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    h = CommandHandler(ctx=ctx, max_ttl_s=600, release_mode=Mode.SELF_CONSUMPTION)
+    h = CommandHandler(requests=ctx.requests, counters=ctx.counters, max_ttl_s=600, release_mode=Mode.SELF_CONSUMPTION)
     assert h.handle("setpoint", sp(seq=1, source="agg"))["status"] == "accepted"
     sp_now = ctx.snapshot().external_setpoint
     assert sp_now is not None and sp_now.power_w == 1000.0 and sp_now.seq == 1 and sp_now.source == "mqtt:agg"
@@ -75,7 +76,7 @@ def test_command_handler_goes_through_the_audited_context_methods() -> None:
     snap = ctx.snapshot()
     assert snap.external_setpoint is None and snap.requested_mode is Mode.SELF_CONSUMPTION
     assert h.handle("mode", b'{"mode": "IDLE"}', retained=True)["field"] == "retain"
-    assert [e.data["what"] for e in ctx.events_since(0) if e.kind == "audit"] == ["setpoint", "release"]
+    assert [e.data["what"] for e in ctx.events.since(0) if e.kind == "audit"] == ["setpoint", "release"]
     assert snap.counters["mqtt_cmd_accepted"] == 2 and snap.counters["mqtt_cmd_ignored"] == 2
 
 
@@ -113,14 +114,13 @@ def test_ingest_config_refuses_wildcards_and_units_that_do_not_fit() -> None:
 def test_state_document_nulls_stale_values_and_derives_load() -> None:
     clock = SimClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    ctx.update_measurements({Quantity.GRID_POWER_W: 300.0, Quantity.ESS_POWER_W: 1200.0, Quantity.SOC_PCT: 55.55}, at_s=clock.monotonic())
-    ctx.publish_command(
-        Command(1, State.SELF_CONSUMPTION, 1250.0, 0.0, ("dry_run",), clock.monotonic()), fault_causes=(), limits_bound=("dry_run",)
-    )
+    feed(ctx, {Quantity.GRID_POWER_W: 300.0, Quantity.ESS_POWER_W: 1200.0, Quantity.SOC_PCT: 55.55})
+    publish(ctx, seq=1, setpoint_w=1250.0, written_w=0.0, state=State.SELF_CONSUMPTION, limits=("soc_window",), gate="dry_run")
     doc = state_payload(ctx.snapshot(), stale_s=3)
     assert doc["load_power_w"] == 1500 and doc["soc_pct"] == 55.5 and doc["pv_power_w"] is None  # no PV meter: counted as 0 W
-    assert doc["state"] == "SELF_CONSUMPTION" and doc["command_w"] == 1250 and doc["written_w"] == 0 and doc["limits"] == ["dry_run"]
-    ctx.update_measurements({Quantity.PV_POWER_W: 500.0}, at_s=clock.monotonic() - 10)
+    assert doc["state"] == "SELF_CONSUMPTION" and doc["setpoint_w"] == 1250 and doc["written_w"] == 0
+    assert doc["limits"] == ["soc_window"]  # limits only: the dry-run gate is not a limit
+    feed(ctx, {Quantity.PV_POWER_W: 500.0}, at_s=clock.monotonic() - 10)
     doc = state_payload(ctx.snapshot(), stale_s=3)
     assert doc["pv_power_w"] is None and doc["load_power_w"] is None  # a PV meter that went stale: load unknown
     clock.advance(4)
