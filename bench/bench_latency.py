@@ -1,9 +1,10 @@
-"""Benchmark 3: command latency, from `ctx.publish_command` to the value in a real pymodbus server's register.
+"""Benchmark 3: command latency, from `ctx.commands.publish` to the value in a real pymodbus server's register.
 
-The real Modbus worker (interfaces/modbus) polls a simulated SunSpec ESS and SDM630 meter
-(simulators.modbus_server, pymodbus on 127.0.0.1, random ports) in this process; the bench
-publishes N commands at random phases relative to the poll and times each until the server's
-register decodes to the new set-point. `BENCH_QUICK=1`: 50 commands instead of 300.
+The real Modbus links (interfaces/modbus: one thread per TCP device, built by `build_modbus_links`
+as main.py builds them) poll a simulated SunSpec ESS and SDM630 meter (simulators.modbus_server,
+pymodbus on 127.0.0.1, random ports) in this process; the bench publishes N commands at random
+phases relative to the poll and times each until the server's register decodes to the new
+set-point. `BENCH_QUICK=1`: 50 commands instead of 300.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ def main() -> None:
         from config.modbus import ModbusConfig
         from ems.clock import SystemClock
         from ems.context import EMSContext
-        from ems.model import Command, Mode, State
+        from ems.model import Command, ControlStatus, Mode, State
         from interfaces.modbus.pointmap import load_map
-        from interfaces.modbus.worker import ModbusWorker
+        from interfaces.modbus.worker import build_modbus_links
         from simulators.modbus_server import DeviceServer, RegisterImage
     except ImportError as exc:
-        _unavailable(f"Modbus worker or simulated devices not importable: {exc}")
+        _unavailable(f"Modbus links or simulated devices not importable: {exc}")
         return
     n = 50 if os.environ.get("BENCH_QUICK") == "1" else 300
     loop = asyncio.new_event_loop()
@@ -85,15 +86,23 @@ def main() -> None:
             "meter": {"port": meter.port, "device_id": 2, "map": "sdm630", "poll_period_s": 1.0, "timeout_s": 1.0},
         }
     )
-    worker = ModbusWorker(cfg=cfg, ctx=ctx, clock=clock)
-    worker.start()
+    links = build_modbus_links(
+        cfg, readings=ctx.readings, health=ctx.health, commands=ctx.commands, events=ctx.events, counters=ctx.counters, clock=clock
+    )
+    for link in links:
+        link.start()
+
+    def ess_connected() -> bool:
+        dev = ctx.snapshot().device("ess")
+        return dev is not None and dev.info.get("connected") is True
+
     latencies: list[float] = []
     missed = 0
     rng = random.Random(7)
     pause = threading.Event()
     try:
         deadline = time.monotonic() + 15
-        while not ctx.snapshot().status.get("modbus.ess") and time.monotonic() < deadline:
+        while not ess_connected() and time.monotonic() < deadline:
             pause.wait(0.05)
         for seq in range(1, n + 1):
             value = float(10 * (seq % 400) - 2000 + 10)  # distinct, on the register's resolution
@@ -101,7 +110,8 @@ def main() -> None:
                 arrived.pop(value, None)
             pause.wait(rng.uniform(0.0, 0.05))  # random phase against the 1 s poll
             t0 = time.perf_counter()
-            ctx.publish_command(Command(seq, State.SELF_CONSUMPTION, value, value, (), clock.monotonic()), fault_causes=(), limits_bound=())
+            now_s = clock.monotonic()
+            ctx.commands.publish(ControlStatus(Command(seq, value, value, now_s), State.SELF_CONSUMPTION, now_s, (), None, None, (), 0))
             with cond:
                 ok = cond.wait_for(partial(dict.__contains__, arrived, value), 2.0)
                 if ok:
@@ -109,7 +119,8 @@ def main() -> None:
                 else:
                     missed += 1
     finally:
-        worker.stop()
+        for link in links:
+            link.stop()
         in_loop(ess.stop())
         in_loop(meter.stop())
         loop.call_soon_threadsafe(loop.stop)
@@ -124,7 +135,7 @@ def main() -> None:
             "missed": missed,
             "latency": stats_ms(latencies),
             "poll_period_s": 1.0,
-            "path": "ctx.publish_command -> ModbusWorker -> pymodbus TCP -> simulated SunSpec register",
+            "path": "ctx.commands.publish -> ModbusLink modbus-ess -> pymodbus TCP -> simulated SunSpec register",
         }
     )
 

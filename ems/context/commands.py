@@ -51,7 +51,7 @@ class CommandChannel:
         with self._cond:
             return None if self._status is None else self._status.command
 
-    def ack(self, seq: int, *, at_s: float) -> None:
+    def ack(self, seq: int) -> None:
         """The inverter took command `seq`."""
         with self._cond:
             if self._written_seq is None or seq > self._written_seq:

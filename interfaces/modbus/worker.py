@@ -149,6 +149,8 @@ class ModbusLink(Worker):
             self._connect(dev)
         if dev is self._ess and self._latest is not None and self._latest.seq > self._written_seq:
             self._write_command(dev, self._latest)
+            if dev.up:
+                self.succeeded(dev.name)  # a command the inverter took is a good unit of work too
         if self._clock.monotonic() >= dev.next_poll_s:
             dev.next_poll_s = max(dev.next_poll_s + dev.cfg.poll_period_s, self._clock.monotonic())
             values, rejected = dev.link.poll()
@@ -225,7 +227,7 @@ class ModbusLink(Worker):
         self._write(dev, cmd.written_w)
         self._written_seq = max(self._written_seq, cmd.seq)
         if self._commands is not None:
-            self._commands.ack(cmd.seq, at_s=self._clock.monotonic())
+            self._commands.ack(cmd.seq)
 
     def _write(self, dev: _Device, setpoint_w: float) -> None:
         link = dev.link

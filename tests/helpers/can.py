@@ -1,17 +1,21 @@
-"""CAN test helpers: a unique python-can virtual bus per test, and a tester node that sends BMS frames."""
+"""CAN test helpers: a unique python-can virtual bus per test, a CAN worker wired as main.py wires it,
+the BMS device's health info, and a tester node that sends BMS frames."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import can
 
 from config import EMSConfig, parse_config
+from ems.clock import Clock
 from ems.context import EMSContext
 from interfaces.can.codec import Codec
+from interfaces.can.worker import DEVICE, CanWorker
 
-__all__ = ["BMS_SOURCES", "BmsTx", "can_counters", "ems_config", "virtual_bus", "virtual_channel"]
+__all__ = ["BMS_SOURCES", "BmsTx", "bms_info", "can_counters", "can_worker", "ems_config", "virtual_bus", "virtual_channel"]
 
 BMS_SOURCES = ["grid_power_w", "ess_power_w", "soc_pct", "bms_voltage_v", "bms_ccl_a", "bms_dcl_a"]
 
@@ -32,6 +36,26 @@ def ems_config(*, can_cfg: dict[str, Any] | None = None, control: dict[str, Any]
 
 def can_counters(ctx: EMSContext) -> dict[str, int]:
     return {k: v for k, v in ctx.snapshot().counters.items() if k.startswith("can_")}
+
+
+def can_worker(cfg: EMSConfig, ctx: EMSContext, clock: Clock, *, bus_factory: Callable[[], can.BusABC] | None = None) -> CanWorker:
+    """A CAN worker handed the context parts it uses, as main.build_services builds it (not started)."""
+    return CanWorker(
+        cfg=cfg.can,
+        readings=ctx.readings,
+        health=ctx.health,
+        events=ctx.events,
+        counters=ctx.counters,
+        clock=clock,
+        bus_factory=bus_factory,
+        fault_timeout_s=cfg.control.fault_timeout_s,
+    )
+
+
+def bms_info(ctx: EMSContext) -> dict[str, object]:
+    """The BMS device's health info (identity, flags, silent) as a plain dict; {} before the first status."""
+    dev = ctx.snapshot().device(DEVICE)
+    return {} if dev is None else dict(dev.info)
 
 
 class BmsTx:

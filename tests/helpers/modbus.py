@@ -1,9 +1,13 @@
-"""Modbus test helpers: simulated register devices served from an asyncio loop in a thread, socat pty pairs."""
+"""Modbus test helpers: simulated register devices served from an asyncio loop in a thread, the EMS's
+Modbus links built and run as main.py runs them, a server that never answers, socat pty pairs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import select
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -11,7 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from config.modbus import ModbusConfig
+from ems.clock import Clock
+from ems.context import EMSContext
+from ems.model import DeviceHealth
 from interfaces.modbus.pointmap import load_map
+from interfaces.modbus.worker import ModbusLink, build_modbus_links
 from simulators.modbus_server import DeviceServer, RegisterImage
 from tests.helpers.common import wait_for
 
@@ -62,8 +71,108 @@ class SimDevice:
     def value(self, name: str) -> float | str:
         return self.loop.call(lambda: self.image.value(name))
 
+    def words(self, name: str) -> list[int] | None:
+        """The raw registers of point `name`, as the EMS's last write left them."""
+        addr, count = self.image.address_of(name), self.image.map.locate(name)[1].count
+        return self.loop.call(lambda: self.image.read(addr, count))
+
     def override(self, name: str, words: list[int] | None) -> None:
         self.loop.call(lambda: self.image.override(name, words))
+
+
+def build_links(cfg: ModbusConfig, ctx: EMSContext, clock: Clock) -> list[ModbusLink]:
+    """The Modbus links (one thread per TCP device, one per serial line), handed the context parts main.py hands them."""
+    return build_modbus_links(
+        cfg,
+        readings=ctx.readings,
+        health=ctx.health,
+        commands=ctx.commands,
+        events=ctx.events,
+        counters=ctx.counters,
+        clock=clock,
+    )
+
+
+@contextmanager
+def running_links(cfg: ModbusConfig, ctx: EMSContext, clock: Clock) -> Iterator[list[ModbusLink]]:
+    """Build and start the links; on exit stop them all and check that every thread ended."""
+    links = build_links(cfg, ctx, clock)
+    for link in links:
+        link.start()
+    try:
+        yield links
+    finally:
+        for link in links:
+            link.stop()
+        assert not [link.name for link in links if link.is_alive()]
+
+
+def device(ctx: EMSContext, name: str) -> DeviceHealth:
+    """The health of device `name` (it is registered when its link is built)."""
+    dev = ctx.snapshot().device(name)
+    assert dev is not None, f"device {name} not registered"
+    return dev
+
+
+def info(ctx: EMSContext, name: str) -> dict[str, object]:
+    """Device `name`'s info (connected, map, models, identity / error) as a plain dict; {} before the first edge."""
+    dev = ctx.snapshot().device(name)
+    return {} if dev is None else dict(dev.info)
+
+
+class BlackHole:
+    """A TCP server on 127.0.0.1 that accepts connections, reads what it is sent and never answers
+    (a gateway that hangs). `requests` counts the reads that brought data; `close()` drops every
+    connection (the peer sees EOF at once) and stops listening."""
+
+    def __init__(self) -> None:
+        self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(8)
+        self.port = int(self._srv.getsockname()[1])
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self.accepted = 0
+        self.requests = 0
+        self._thread = threading.Thread(target=self._run, name="test-black-hole", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                socks = [self._srv, *self._conns]
+            try:
+                ready, _, _ = select.select(socks, [], [], 0.05)
+            except (OSError, ValueError):  # a socket closed under us: look again
+                continue
+            for s in ready:
+                if s is self._srv:
+                    with contextlib.suppress(OSError):
+                        conn, _addr = self._srv.accept()
+                        with self._lock:
+                            self._conns.append(conn)
+                            self.accepted += 1
+                    continue
+                try:
+                    data = s.recv(4096)
+                except OSError:
+                    data = b""
+                with self._lock:
+                    if data:
+                        self.requests += 1
+                    else:
+                        self._conns.remove(s)
+                        s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in (*conns, self._srv):
+            with contextlib.suppress(OSError):
+                s.close()
 
 
 @contextmanager

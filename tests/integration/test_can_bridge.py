@@ -12,10 +12,9 @@ from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Quantity as Q
 from interfaces.can.socketcand import SocketcandBus
-from interfaces.can.worker import CanWorker
 from simulators.bms import BmsSimConfig, BmsSimulator, StaticBattery
 from simulators.can_hub import SocketcandHub
-from tests.helpers.can import can_counters, ems_config
+from tests.helpers.can import can_counters, can_worker, ems_config
 from tests.helpers.common import free_port, wait_for
 
 
@@ -114,14 +113,12 @@ def test_the_worker_reads_the_simulator_over_the_hub_and_reconnects_after_a_rest
     clock = SystemClock()
     ctx = EMSContext(clock=clock)
     sim = BmsSimulator(StaticBattery(soc_pct=61.0), BmsSimConfig(port=port)).start()
-    worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
+    worker = can_worker(cfg, ctx, clock)
     worker.start()
     try:
         wait_for(lambda: (r := ctx.snapshot().measurements.get(Q.SOC_PCT)) is not None and r.value == 61.0, what="SOC over the hub")
         sim.stop()  # the hub goes away with the simulator
-        wait_for(
-            lambda: {w.name: w for w in ctx.snapshot().workers}["can"].last_error == "CanOperationError", what="worker sees the bus close"
-        )
+        wait_for(lambda: getattr(ctx.snapshot().device("bms"), "last_error", None) == "CanOperationError", what="worker sees the bus close")
         sim = BmsSimulator(StaticBattery(soc_pct=33.0), BmsSimConfig(port=port)).start()
         wait_for(lambda: ctx.snapshot().measurements[Q.SOC_PCT].value == 33.0, timeout_s=15, what="SOC after the worker reconnected")
         assert worker.is_alive()

@@ -19,8 +19,8 @@ from ems.context import EMSContext
 from ems.model import Mode
 from ems.model import Quantity as Q
 from interfaces.can.codec import Codec, FrameError
-from interfaces.can.worker import MAX_MALFORMED_LOGS, CanWorker
-from tests.helpers.can import BmsTx, can_counters, ems_config, virtual_bus, virtual_channel
+from interfaces.can.worker import MAX_MALFORMED_LOGS
+from tests.helpers.can import BmsTx, can_counters, can_worker, ems_config, virtual_bus, virtual_channel
 from tests.helpers.common import wait_for
 
 KNOWN_IDS = [0x305, 0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E, 0x35A, 0x35F]
@@ -54,9 +54,9 @@ def test_random_frames_are_counted_and_skipped_and_the_worker_survives(request: 
     malformed_ids: set[int] = set()
     tx = BmsTx(virtual_bus(channel))
     with structlog.testing.capture_logs() as logs:
-        worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
+        worker = can_worker(cfg, ctx, clock)
         worker.start()
-        wait_for(lambda: any(w.last_beat_s is not None for w in ctx.snapshot().workers), what="worker running")
+        wait_for(lambda: any(t.name == "can" and t.last_beat_s is not None for t in ctx.snapshot().threads), what="worker running")
         try:
 
             @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -110,10 +110,10 @@ def test_a_malformed_id_is_logged_again_only_after_the_interval() -> None:
     ctx = EMSContext(clock=clock, start_mode=Mode.IDLE)
     tx = BmsTx(virtual_bus(channel))
     with structlog.testing.capture_logs() as logs:
-        worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
+        worker = can_worker(cfg, ctx, clock)
         worker.start()
         try:
-            wait_for(lambda: any(w.last_beat_s is not None for w in ctx.snapshot().workers), what="worker running")
+            wait_for(lambda: any(t.name == "can" and t.last_beat_s is not None for t in ctx.snapshot().threads), what="worker running")
             for _ in range(3):
                 tx.send(0x123, b"\x01")
             tx.send(0x351, b"\x00")  # another id: its own line

@@ -11,12 +11,11 @@ import pytest
 
 from ems.clock import SystemClock
 from ems.context import EMSContext
-from ems.controller import Controller
 from ems.model import Mode, State
 from ems.model import Quantity as Q
-from interfaces.can.worker import CanWorker
-from tests.helpers.can import ems_config
+from tests.helpers.can import can_worker, ems_config
 from tests.helpers.common import PYTHON, REPO_ROOT, free_port, wait_for
+from tests.helpers.context import feed, make_controller
 
 
 @pytest.fixture
@@ -49,8 +48,8 @@ def test_simulator_process_drives_soc_protection_fault_and_silence(bms_process: 
     )
     clock = SystemClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
-    controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock, workers=[worker])
+    worker = can_worker(cfg, ctx, clock)
+    controller = make_controller(ctx, cfg, clock, workers=[worker])
     worker.start()
     try:
         wait_for(
@@ -60,7 +59,7 @@ def test_simulator_process_drives_soc_protection_fault_and_silence(bms_process: 
         )
 
         def fresh_meter() -> None:
-            ctx.update_measurements({Q.GRID_POWER_W: 500.0, Q.ESS_POWER_W: 0.0}, at_s=clock.monotonic())
+            feed(ctx, {Q.GRID_POWER_W: 500.0, Q.ESS_POWER_W: 0.0}, source="modbus")
 
         def cycle_until(state: State) -> bool:
             fresh_meter()

@@ -24,8 +24,9 @@ from ems.model import Mode, State
 from ems.model import Quantity as Q
 from interfaces.can.worker import CanWorker
 from simulators.bms import BmsSimConfig, BmsSimulator, StaticBattery
-from tests.helpers.can import BmsTx, can_counters, ems_config, virtual_bus, virtual_channel
+from tests.helpers.can import BmsTx, bms_info, can_counters, can_worker, ems_config, virtual_bus, virtual_channel
 from tests.helpers.common import wait_for
+from tests.helpers.context import feed, make_controller
 
 
 @dataclass
@@ -48,10 +49,10 @@ class Rig:
 
     def feed_meter(self, *, grid_w: float = 2000.0, ess_w: float = 0.0) -> None:
         """The Modbus side (not under test here): fresh grid and ESS readings at the current time."""
-        self.ctx.update_measurements({Q.GRID_POWER_W: grid_w, Q.ESS_POWER_W: ess_w}, at_s=self.clock.monotonic())
+        feed(self.ctx, {Q.GRID_POWER_W: grid_w, Q.ESS_POWER_W: ess_w}, source="modbus")
 
     def bring_up(self, *, mode: Mode = Mode.SELF_CONSUMPTION, grid_w: float = 2000.0, **state: Any) -> Decision:
-        self.ctx.request_mode(mode, who="test", via="test")
+        self.ctx.requests.request_mode(mode, who="test", via="test")
         self.send_and_wait(**state)
         self.feed_meter(grid_w=grid_w)
         assert self.controller.cycle().state is State.STANDBY
@@ -61,7 +62,7 @@ class Rig:
 
 
 def _beat(ctx: EMSContext) -> bool:
-    return any(w.name == "can" and w.last_beat_s is not None for w in ctx.snapshot().workers)
+    return any(t.name == "can" and t.last_beat_s is not None for t in ctx.snapshot().threads)
 
 
 @pytest.fixture
@@ -73,12 +74,12 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         cfg = ems_config(can_cfg={"channel": channel} | (can_cfg or {}), control=control)
         clock = SimClock()
         ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-        worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
+        worker = can_worker(cfg, ctx, clock)
         worker.start()
         bus = virtual_bus(channel)
         made.append((worker, bus))
         wait_for(lambda: _beat(ctx), timeout_s=5, what="worker bus open (first heartbeat)")
-        controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock, workers=[worker])
+        controller = make_controller(ctx, cfg, clock, workers=[worker])
         return Rig(cfg, clock, ctx, worker, BmsTx(bus), controller)
 
     yield make
@@ -111,16 +112,19 @@ def test_every_field_lands_in_the_context_with_scale_and_sign(make_rig: Callable
     }  # fmt: skip
     assert all(r.at_s == rig.clock.monotonic() for r in snap.measurements.values())
     assert snap.bms_flags is not None and snap.bms_flags.protections == frozenset() and snap.bms_flags.warnings == frozenset()
-    assert snap.status["bms"] == {
+    bms = snap.device("bms")
+    assert bms is not None
+    assert dict(bms.info) == {
         "name": "PYLON",
         "modules": 2,
         "full_charge_request": False,
-        "protections": [],
-        "warnings": [],
+        "protections": (),
+        "warnings": (),
         "silent": False,
-    }
-    health = {w.name: w for w in snap.workers}["can"]
-    assert health.last_ok_s is not None and health.error_streak == 0
+    }  # the info is stored frozen: lists become tuples
+    assert bms.last_ok_s is not None and bms.error_streak == 0
+    assert bms.thread == "can" and set(bms.owns) >= {Q.SOC_PCT, Q.BMS_CCL_A, Q.BMS_DCL_A, Q.BMS_VOLTAGE_V}
+    assert all(r.source == "bms" for r in snap.measurements.values())
 
 
 def test_a_bms_reporting_discharge_positive_is_converted_to_charge_positive(make_rig: Callable[..., Rig]) -> None:
@@ -138,10 +142,10 @@ def test_the_plant_driven_simulator_is_decoded_field_by_field() -> None:
     ctx = EMSContext(clock=clock)
     battery = StaticBattery(soc_pct=42.4, voltage_v=51.87, current_a=31.2, temperature_degc=28.3, ccl_a=64.0, dcl_a=99.5)
     sim = BmsSimulator(battery, BmsSimConfig(interface="virtual", channel=channel, serve_bridge=False, name="SIMBMS", modules=3)).start()
-    worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
+    worker = can_worker(cfg, ctx, clock)
     worker.start()
     try:
-        wait_for(lambda: ctx.snapshot().status.get("bms", {}).get("name") == "SIMBMS", what="simulated BMS identified")
+        wait_for(lambda: bms_info(ctx).get("name") == "SIMBMS", what="simulated BMS identified")
         wait_for(lambda: Q.BMS_TEMPERATURE_DEGC in ctx.snapshot().measurements, what="0x356 decoded")
         wait_for(lambda: sim.keepalives_received >= 2, what="the simulator hears the EMS keep-alive")
         m = {q: r.value for q, r in ctx.snapshot().measurements.items()}
@@ -149,7 +153,7 @@ def test_the_plant_driven_simulator_is_decoded_field_by_field() -> None:
         assert (m[Q.BMS_VOLTAGE_V], m[Q.BMS_CURRENT_A], m[Q.BMS_TEMPERATURE_DEGC]) == (51.87, 31.2, 28.3)
         assert (m[Q.BMS_CCL_A], m[Q.BMS_DCL_A], m[Q.BMS_CVL_V], m[Q.BMS_DVL_V]) == (64.0, 99.5, 56.0, 46.0)
         assert (m[Q.BMS_CHARGE_ENABLE], m[Q.BMS_DISCHARGE_ENABLE], m[Q.BMS_FORCE_CHARGE]) == (1.0, 1.0, 0.0)
-        assert ctx.snapshot().status["bms"]["modules"] == 3
+        assert bms_info(ctx)["modules"] == 3
         battery.soc_pct = 2.0  # the simulator follows its battery source: low SOC -> force-charge request
         wait_for(lambda: ctx.snapshot().measurements[Q.BMS_FORCE_CHARGE].value == 1.0, what="force charge requested")
         assert ctx.snapshot().measurements[Q.SOC_PCT].value == 2.0
@@ -169,7 +173,7 @@ def test_a_protection_flag_gives_fault_and_zero_watts_within_one_cycle(make_rig:
     assert "bms_protection:over_voltage" in d.fault_causes
     snap = rig.ctx.snapshot()
     assert snap.command is not None and snap.command.written_w == 0.0
-    assert [e.data["flag"] for e in rig.ctx.events_since(0) if e.kind == "alarm"] == ["over_voltage"]
+    assert [e.data["flag"] for e in rig.ctx.events.since(0) if e.kind == "alarm"] == ["over_voltage"]
     # clear it: FAULT holds for recover_s, then STANDBY, then the requested mode again
     rig.send_and_wait()
     assert rig.controller.cycle().state is State.FAULT  # hysteresis starts now
@@ -188,7 +192,7 @@ def test_a_warning_is_logged_once_exposed_and_does_not_fault(make_rig: Callable[
             rig.send_and_wait(warnings=frozenset({"high_temperature"}))
         snap = rig.ctx.snapshot()
         assert snap.bms_flags is not None and snap.bms_flags.warnings == {"high_temperature"}
-        assert snap.status["bms"]["warnings"] == ["high_temperature"]
+        assert bms_info(rig.ctx)["warnings"] == ("high_temperature",)
         assert rig.controller.cycle().state is State.SELF_CONSUMPTION
         rig.send_and_wait()
         rig.send_and_wait()
@@ -196,8 +200,8 @@ def test_a_warning_is_logged_once_exposed_and_does_not_fault(make_rig: Callable[
     cleared = [e for e in logs if e["event"] == "bms_warning_cleared"]
     assert [e["flag"] for e in raised] == ["high_temperature"] and raised[0]["log_level"] == "warning"
     assert [e["flag"] for e in cleared] == ["high_temperature"]
-    assert rig.ctx.snapshot().status["bms"]["warnings"] == []
-    alarms = [(e.data["level"], e.data["flag"], e.data["raised"]) for e in rig.ctx.events_since(0) if e.kind == "alarm"]
+    assert bms_info(rig.ctx)["warnings"] == ()
+    alarms = [(e.data["level"], e.data["flag"], e.data["raised"]) for e in rig.ctx.events.since(0) if e.kind == "alarm"]
     assert alarms == [("warning", "high_temperature", True), ("warning", "high_temperature", False)]
 
 
@@ -213,29 +217,37 @@ def test_silence_gives_fault_after_the_timeout(make_rig: Callable[..., Rig]) -> 
     d = rig.controller.cycle()
     assert d.state is State.FAULT and d.written_w == 0.0
     assert {"stale:soc_pct", "stale:bms_voltage_v", "stale:bms_ccl_a", "stale:bms_dcl_a"} <= set(d.fault_causes)
-    wait_for(lambda: rig.ctx.snapshot().status.get("bms", {}).get("silent") is True, what="worker reports the BMS silent")
+    wait_for(lambda: bms_info(rig.ctx).get("silent") is True, what="worker reports the BMS silent")
     assert "bms_protection:bms_silent" in rig.controller.cycle().fault_causes
-    assert {w.name: w for w in rig.ctx.snapshot().workers}["can"].last_error == "bms_silent"
+    bms = rig.ctx.snapshot().device("bms")
+    assert bms is not None and bms.last_error == "bms_silent" and bms.error_streak >= 1
     rig.send_and_wait()  # heard again: the worker recovers and drops its flag
-    assert rig.ctx.snapshot().status["bms"]["silent"] is False
+    assert bms_info(rig.ctx)["silent"] is False
+    bms = rig.ctx.snapshot().device("bms")
+    assert bms is not None and bms.error_streak == 0
     assert rig.ctx.snapshot().bms_flags is not None and rig.ctx.snapshot().bms_flags.protections == frozenset()
 
 
 def test_silence_faults_even_when_another_source_keeps_the_bms_fields_fresh(make_rig: Callable[..., Rig]) -> None:
-    """SunSpec model 802 over Modbus also writes soc_pct/bms_voltage_v/bms_ccl_a/bms_dcl_a: staleness
-    alone would not see the CAN BMS go quiet, so the worker raises its own protection flag."""
+    """SunSpec model 802 over Modbus also reports soc_pct/bms_voltage_v/bms_ccl_a/bms_dcl_a. The CAN BMS
+    owns them, so the inverter's copies are dropped; and even with those fields fresh, staleness alone
+    would not see the CAN BMS go quiet, so the worker raises its own protection flag."""
+    battery = {Q.SOC_PCT: 60.0, Q.BMS_VOLTAGE_V: 50.0, Q.BMS_CCL_A: 100.0, Q.BMS_DCL_A: 100.0}
     rig = make_rig()
+    # the inverter's battery readings are optional claims (as build_modbus_links makes them)
+    inverter = rig.ctx.readings.claim("ess", (), optional=battery.keys())
     rig.bring_up()
+    heard = {q: rig.ctx.snapshot().measurements[q] for q in battery}
     rig.clock.advance(rig.cfg.control.fault_timeout_s + 0.5)
     rig.feed_meter()
-    rig.ctx.update_measurements(
-        {Q.SOC_PCT: 60.0, Q.BMS_VOLTAGE_V: 50.0, Q.BMS_CCL_A: 100.0, Q.BMS_DCL_A: 100.0}, at_s=rig.clock.monotonic()
-    )
-    wait_for(lambda: rig.ctx.snapshot().status.get("bms", {}).get("silent") is True, what="worker reports the BMS silent")
+    inverter.update(battery, at_s=rig.clock.monotonic())
+    assert {q: rig.ctx.snapshot().measurements[q] for q in battery} == heard  # the copies did not land: the BMS owns them
+    feed(rig.ctx, battery, source="bms")  # the fields fresh anyway, as if the BMS's own values kept coming
+    wait_for(lambda: bms_info(rig.ctx).get("silent") is True, what="worker reports the BMS silent")
     d = rig.controller.cycle()
     assert d.state is State.FAULT and d.written_w == 0.0
     assert d.fault_causes == ("bms_protection:bms_silent",)
-    assert [(e.data["flag"], e.data["raised"]) for e in rig.ctx.events_since(0) if e.kind == "alarm"] == [("bms_silent", True)]
+    assert [(e.data["flag"], e.data["raised"]) for e in rig.ctx.events.since(0) if e.kind == "alarm"] == [("bms_silent", True)]
 
 
 @pytest.mark.parametrize(
@@ -254,7 +266,7 @@ def test_bms_limits_bind_the_command(
     d = rig.bring_up(mode=mode, **state)
     assert d.written_w == pytest.approx(expected_w)
     assert reason in d.reasons
-    assert reason in rig.ctx.snapshot().limits_bound
+    assert reason in rig.ctx.snapshot().limits
 
 
 def test_a_force_charge_request_is_honoured(make_rig: Callable[..., Rig]) -> None:
@@ -270,7 +282,7 @@ def test_keepalive_is_sent_when_configured() -> None:
     clock = SystemClock()
     ctx = EMSContext(clock=clock)
     observer = virtual_bus(channel)
-    worker = CanWorker(cfg=cfg.can, ctx=ctx, clock=clock)
+    worker = can_worker(cfg, ctx, clock)
     worker.start()
     try:
         got: list[can.Message] = []

@@ -14,11 +14,10 @@ from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Quantity
 from interfaces.modbus.link import DeviceLink
-from interfaces.modbus.worker import ModbusWorker
 from simulators.config import load_sim_config
 from simulators.site import Simulator
 from tests.helpers.common import free_port, wait_for
-from tests.helpers.modbus import LoopThread
+from tests.helpers.modbus import LoopThread, device, info, running_links
 
 
 @pytest.fixture
@@ -132,7 +131,7 @@ def test_rehearsal_commands(running: tuple[LoopThread, Simulator, DeviceLink, De
 
 def test_pv_meter_feeds_pv_power_positive_while_producing() -> None:
     """The optional PV meter: the simulator serves production as export (negative, as a wired SDM630
-    shows it), the sdm630_pv map flips it, and the Modbus worker puts pv_power_w >= 0 in the context."""
+    shows it), the sdm630_pv map flips it, and the PV meter's Modbus link puts pv_power_w >= 0 in the context."""
     loop = LoopThread()
     ports = {"ess": free_port(), "meter": free_port(), "pv": free_port()}
     over: dict[str, object] = {"plant.profile": "summer-sunny", "plant.start_time": "12:00", "control.enabled": False}
@@ -158,21 +157,20 @@ def test_pv_meter_feeds_pv_power_positive_while_producing() -> None:
             await dev.stop()
 
     loop.run(start())
-    worker = ModbusWorker(cfg=cfg, ctx=ctx, clock=clock)
-    worker.start()
     try:
-        _step(loop, sim, 0.2)  # the plant publishes its values to the register images when it steps
-        pv_w = sim.view.pv_w
-        assert pv_w > 1000.0  # noon in summer
-        image = sim.images["pv"]
-        raw = struct.unpack(">f", struct.pack(">HH", *(image.read(image.address_of("pv_power_w"), 2) or [])))[0]
-        assert raw == pytest.approx(-pv_w, rel=1e-6)  # on the wire: export
-        reading = wait_for(lambda: ctx.snapshot().reading(Quantity.PV_POWER_W), timeout_s=10, what="pv_power_w in the context")
-        assert reading.value == pytest.approx(pv_w, rel=1e-6)  # in the EMS: production is +
-        assert wait_for(lambda: ctx.snapshot().status.get("modbus.pv"), timeout_s=5, what="pv meter status")["map"] == "sdm630_pv"
-        assert loop.run(sim.command("pv silent on")) == "ok pv silent=True"
+        with running_links(cfg, ctx, clock) as links:  # on exit: every link stopped, each thread ended
+            assert sorted(link.name for link in links) == ["modbus-ess", "modbus-meter", "modbus-pv"]
+            _step(loop, sim, 0.2)  # the plant publishes its values to the register images when it steps
+            pv_w = sim.view.pv_w
+            assert pv_w > 1000.0  # noon in summer
+            image = sim.images["pv"]
+            raw = struct.unpack(">f", struct.pack(">HH", *(image.read(image.address_of("pv_power_w"), 2) or [])))[0]
+            assert raw == pytest.approx(-pv_w, rel=1e-6)  # on the wire: export
+            reading = wait_for(lambda: ctx.snapshot().reading(Quantity.PV_POWER_W), timeout_s=10, what="pv_power_w in the context")
+            assert reading.value == pytest.approx(pv_w, rel=1e-6)  # in the EMS: production is +
+            assert reading.source == "pv" and device(ctx, "pv").thread == "modbus-pv"
+            assert wait_for(lambda: info(ctx, "pv"), timeout_s=5, what="pv meter status")["map"] == "sdm630_pv"
+            assert loop.run(sim.command("pv silent on")) == "ok pv silent=True"
     finally:
-        worker.stop()
         loop.run(stop())
         loop.close()
-    assert not worker.is_alive()

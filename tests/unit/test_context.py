@@ -186,6 +186,6 @@ def test_shutdown_wait_is_bounded_and_sees_the_ack(ctx: EMSContext) -> None:
     assert ch.wait_written(1, timeout_s=5.0) is False  # no writer registered: do not wait
     ch.register_consumer()
     publish(ctx, seq=1, setpoint_w=0.0, state=State.STOP)
-    threading.Timer(0.01, lambda: ch.ack(1, at_s=2.0)).start()
+    threading.Timer(0.01, lambda: ch.ack(1)).start()
     assert ch.wait_written(1, timeout_s=10.0) is True
     assert ctx.snapshot().written_seq == 1

@@ -141,7 +141,7 @@ def test_sigterm_path_writes_zero_and_stops(ctx: EMSContext, sim_clock: SimClock
     assert ctx.snapshot().command.written_w == 2000.0  # type: ignore[union-attr]
     ch = ctx.commands
     ch.register_consumer()
-    acker = threading.Thread(target=lambda: ch.ack(ch.wait_command(after_seq=3, timeout_s=10).seq, at_s=0.0))  # type: ignore[union-attr]
+    acker = threading.Thread(target=lambda: ch.ack(ch.wait_command(after_seq=3, timeout_s=10).seq))  # type: ignore[union-attr]
     acker.start()
     assert c.shutdown() is True
     acker.join(10)
