@@ -209,17 +209,6 @@ class PointMap(Section):
     def model(self, model_id: int) -> ModelSpec | None:
         return next((m for m in self.models if m.id == model_id), None)
 
-    def locate(self, name: str) -> tuple[ModelSpec | None, Point]:
-        """The model (None for plain maps) and point called `name`."""
-        for p in self.points:
-            if p.name == name:
-                return None, p
-        for m in self.models:
-            for p in m.points:
-                if p.name == name:
-                    return m, p
-        raise KeyError(name)
-
 
 # ---- codec --------------------------------------------------------------------------------------
 def _words(regs: Sequence[int], word_order: str) -> Sequence[int]:

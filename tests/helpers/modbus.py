@@ -73,7 +73,8 @@ class SimDevice:
 
     def words(self, name: str) -> list[int] | None:
         """The raw registers of point `name`, as the EMS's last write left them."""
-        addr, count = self.image.address_of(name), self.image.map.locate(name)[1].count
+        count = next(p.count for p in self.image.map.all_points() if p.name == name)
+        addr = self.image.address_of(name)
         return self.loop.call(lambda: self.image.read(addr, count))
 
     def override(self, name: str, words: list[int] | None) -> None:

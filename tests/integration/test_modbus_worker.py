@@ -137,6 +137,21 @@ def test_readings_land_in_si_units_with_design_signs(links: list[ModbusLink], ct
     }
 
 
+@pytest.mark.parametrize(("raw_word", "expected_a"), [((-285) & 0xFFFF, 28.5), (285, -28.5)])
+def test_bms_current_sign_comes_from_the_raw_802_words(
+    devices: tuple[SimDevice, SimDevice], ctx: EMSContext, clock: SystemClock, raw_word: int, expected_a: float
+) -> None:
+    """SunSpec 802 `A` is + discharge on this device (int16, SF -1 at offset 61 -> 10^-1); the EMS's
+    bms_current_a is + charge (DESIGN §2). The words are put in the register as the device would
+    serve them, not encoded through the map the link decodes with."""
+    ess, meter = devices
+    ess.override("bms_current_a", [raw_word])
+    assert ess.words("bms_current_a") == [raw_word]
+    with running_links(_cfg(ess, meter), ctx, clock):
+        got = wait_for(lambda: _value(ctx, Quantity.BMS_CURRENT_A), timeout_s=5, what="bms_current_a")
+    assert got == pytest.approx(expected_a)
+
+
 def test_published_command_reaches_the_inverter_within_one_poll_period(
     links: list[ModbusLink], devices: tuple[SimDevice, SimDevice], ctx: EMSContext
 ) -> None:
