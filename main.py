@@ -77,6 +77,7 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
                 events=ctx.events,
                 counters=ctx.counters,
                 clock=clock,
+                fault_timeout_s=cfg.control.fault_timeout_s,
             )
         )
     if cfg.mqtt.enabled:

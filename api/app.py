@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from flask import Response, g, request
+from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.info import Info
 from flask_openapi3.openapi import OpenAPI
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -70,8 +71,7 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
     )
     app.config["MAX_CONTENT_LENGTH"] = cfg.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.register_api(read_blueprint(read_role, roles))
-    app.register_api(write_blueprint(cfg.control.external_max_ttl_s, roles))
+    _register_apis(app, read_blueprint(read_role, roles), write_blueprint(cfg.control.external_max_ttl_s, roles))
     register(app, roles, "get", "/metrics", metrics_text, role=read_role, summary="Prometheus metrics",
              answers={200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
                       **({401: ApiError, 403: ApiError} if read_role else {})})  # fmt: skip
@@ -178,6 +178,18 @@ def _unexpected(exc: Exception) -> Response:
     deps().counters.count("api_errors")
     log.exception("api_request_failed", method=request.method, path=request.path)
     return error_response(500, "internal_error", f"unexpected {type(exc).__name__}; see the EMS log")
+
+
+def _register_apis(app: OpenAPI, *blueprints: APIBlueprint) -> None:
+    """Register each blueprint, merging the operations of a path that two of them serve (GET /mode
+    reads, PUT /mode writes): flask-openapi3 would keep only the last blueprint's path item."""
+    for bp in blueprints:
+        for uri, item in bp.paths.items():
+            old = app.paths.get(uri)
+            if old is not None:
+                ops = {name: op for name in type(item).model_fields if (op := getattr(item, name)) is not None}
+                bp.paths[uri] = old.model_copy(update=ops)
+        app.register_api(bp)
 
 
 def _tidy_spec(spec: dict[str, Any]) -> None:

@@ -137,6 +137,7 @@ class DeviceHealthInfo(_Out):
     error_streak: int
     errors_total: int
     last_error: str | None
+    last_error_age_s: float | None = Field(None, description="seconds since the last error")
 
 
 # ---- health / status ------------------------------------------------------------------------

@@ -49,8 +49,7 @@ class ApiServer(threading.Thread):
         self._health = ctx.health
         self._server: Any = None
         self.port: int | None = None
-        self._health.register_thread(name, (self.DEVICE,))
-        self._health.register_device(self.DEVICE, kind="http", where=f"{cfg.api.host}:{cfg.api.port}", thread=name)
+        self._health.register_thread(name, (self.DEVICE,))  # the device itself once bound (its real port)
 
     @property
     def url(self) -> str:
@@ -75,6 +74,7 @@ class ApiServer(threading.Thread):
             log.error("api_bind_failed", host=api.host, port=api.port, error=str(exc))
             raise
         self.port = int(self._server.effective_port)
+        self._health.register_device(self.DEVICE, kind="http", where=f"{api.host}:{self.port}", thread=self.name)
         self._health.set_info(self.DEVICE, url=self.url)
         super().start()
 

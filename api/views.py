@@ -87,6 +87,7 @@ def device_health(snap: Snapshot, cfg: EMSConfig) -> list[DeviceHealthInfo]:
             error_streak=d.error_streak,
             errors_total=d.errors_total,
             last_error=d.last_error,
+            last_error_age_s=age_s(d.last_error_s, now_s=snap.at_s),
         )
         for d in snap.devices
     ]

@@ -82,18 +82,28 @@ def main() -> None:
     period_s = float(os.environ.get("BENCH_API_PERIOD_S", "0.1"))
     cfg = parse_config({"control": {"period_s": period_s, "summary_interval_s": 0}, "api": {"enabled": True, "port": free_port()}}, {})
     clock = SystemClock()
-    ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
+    ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION, required_sources=cfg.control.required_sources)
+    readings = {Quantity.GRID_POWER_W: 800.0, Quantity.ESS_POWER_W: 0.0, Quantity.PV_POWER_W: 1500.0, Quantity.SOC_PCT: 60.0}
+    source = ctx.readings.claim("bench", readings)  # the one source of every reading (no bench/ import of tests/)
 
     def feed(_report: CycleReport | None = None) -> None:
-        ctx.update_measurements(
-            {Quantity.GRID_POWER_W: 800.0, Quantity.ESS_POWER_W: 0.0, Quantity.PV_POWER_W: 1500.0, Quantity.SOC_PCT: 60.0},
-            at_s=clock.monotonic(),
-        )
+        source.update(readings, at_s=clock.monotonic())
 
     feed()
     server = ApiServer(cfg=cfg, ctx=ctx, clock=clock)
     server.start()
-    controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock, workers=[server], on_cycle=[feed])
+    controller = Controller(
+        readings=ctx.readings,
+        requests=ctx.requests,
+        commands=ctx.commands,
+        health=ctx.health,
+        events=ctx.events,
+        required_sources=frozenset(cfg.control.required_sources),
+        cfg=cfg.control.controller(),
+        clock=clock,
+        workers=[server],
+        on_cycle=[feed],
+    )
     stop = threading.Event()
     loop = threading.Thread(target=controller.run, args=(stop,), name="control-loop", daemon=True)
     loop.start()

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from config.common import Section
 from ems.model import Quantity
 
-__all__ = ["EssDeviceConfig", "MeterDeviceConfig", "ModbusConfig", "ModbusDeviceConfig", "PvMeterDeviceConfig", "Transport"]
+__all__ = ["EssDeviceConfig", "MeterDeviceConfig", "ModbusConfig", "ModbusDeviceConfig", "PvMeterDeviceConfig", "ReleaseOnStop", "Transport"]
 
 
 class Transport(StrEnum):
@@ -37,6 +37,9 @@ class ModbusDeviceConfig(Section):
     poll_period_s: float = Field(1.0, gt=0.05, le=60, description="read the device every this many seconds, s")
     timeout_s: float = Field(1.0, gt=0.05, le=30, description="request timeout, s")
     retries: int = Field(0, ge=0, le=5, description="retries per request before it counts as failed")
+    device_ids: dict[str, int] = Field(
+        default_factory=dict, description="unit ids of a profile's named sub-devices, where the site differs (e.g. {vebus: 242} on a Victron GX)"
+    )
     ignore_points: tuple[str, ...] = Field(
         (),
         description="readings of this device not to publish (a CAN BMS needs none: it owns the battery readings, the inverter's copies yield)",
@@ -51,11 +54,26 @@ class ModbusDeviceConfig(Section):
         return v
 
 
+class ReleaseOnStop(StrEnum):
+    AUTO = "auto"
+    NATIVE = "native"
+    ZERO = "zero"
+
+
 class EssDeviceConfig(ModbusDeviceConfig):
     """The battery inverter: SunSpec discovery picks its map by default."""
 
     map: str = Field(
-        "auto", min_length=1, description="point map: a name in interfaces/modbus/maps, a YAML path, or auto (SunSpec discovery picks it)"
+        "auto",
+        min_length=1,
+        description="device profile / point map: a name in interfaces/modbus/maps (`emsctl devices` lists them), a YAML path, or auto (SunSpec discovery)",
+    )
+    release_on_stop: ReleaseOnStop = Field(
+        ReleaseOnStop.AUTO,
+        description="on stop: native (write the profile's release: the inverter returns to its own self-consumption), zero (leave it at 0 W under external control until its own timer reverts it), auto (native when the profile has a release)",
+    )
+    rating_w: float | None = Field(
+        None, gt=0, le=1e6, description="percent-of-rating profiles: the rating the percentages refer to, when the device does not report it, W"
     )
 
 

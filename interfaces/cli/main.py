@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -72,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("status", parents=[read], help="one screen: state, mode, powers, SOC, command, limits, faults, workers")
+    sub.add_parser("status", parents=[read], help="one screen: state, mode, powers, SOC, command, limits, faults, device health")
     sub.add_parser("health", parents=[read], help="exit 0 when healthy, 1 when not (for scripts)")
 
     mode = sub.add_parser("mode", parents=[read], help="show the mode, or `mode set NAME`")
@@ -161,13 +163,32 @@ def main(
         return int(exc.code or 0)
     io = _Io(out, err, bool(getattr(args, "json", False)))
     stop = stop or threading.Event()
+    streaming = bool(getattr(args, "follow", False)) or (args.cmd == "can" and args.can_cmd == "dump")
     try:
-        return _dispatch(args, env, io, stop)
+        with _ctrl_c_ends(streaming):
+            return _dispatch(args, env, io, stop)
     except CliError as exc:
         err.write(f"emsctl: {exc}\n")
         return exc.code
     except KeyboardInterrupt:
         return EXIT_OK if getattr(args, "follow", False) or args.cmd == "can" else 130
+
+
+@contextmanager
+def _ctrl_c_ends(streaming: bool) -> Iterator[None]:
+    """Ctrl-C (SIGINT) ends a stream (`events --follow`, `can dump`) normally, also when this process
+    was started with SIGINT ignored (a background job of a non-interactive shell, a CI runner, a test
+    under either): Python then installs no KeyboardInterrupt handler and the stream would never end.
+    Only the main thread can set a handler; `main()` called from another thread has its `stop` event."""
+    if not streaming or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _client(args: argparse.Namespace, env: Mapping[str, str]) -> ApiClient:

@@ -54,6 +54,8 @@ class _Read:
     address: int
     count: int
     points: tuple[tuple[int, Point, int | None], ...]  # (absolute address, point, absolute sf address)
+    unit: int  # Modbus unit id
+    function: str  # holding | input
 
 
 @dataclass(slots=True)
@@ -129,13 +131,20 @@ class DeviceLink:
             client.close()  # type: ignore[no-untyped-call]
 
     # ---- raw I/O ------------------------------------------------------------------------------
-    def _read(self, address: int, count: int, *, function: str = "holding") -> list[int]:
+    def _unit(self, p: Point, pmap: PointMap) -> int:
+        """The unit id of point `p`: the map's named id (config may override) or the device's."""
+        if p.device_id is None:
+            return self.cfg.device_id
+        return self.cfg.device_ids.get(p.device_id, pmap.device_ids[p.device_id])
+
+    def _read(self, address: int, count: int, *, function: str = "holding", unit: int | None = None) -> list[int]:
         if self._client is None:
             raise ConnectionError(f"{self.name}: not connected")
+        uid = self.cfg.device_id if unit is None else unit
         if function == "input":
-            rr = self._client.read_input_registers(address, count=count, device_id=self.cfg.device_id)
+            rr = self._client.read_input_registers(address, count=count, device_id=uid)
         else:
-            rr = self._client.read_holding_registers(address, count=count, device_id=self.cfg.device_id)
+            rr = self._client.read_holding_registers(address, count=count, device_id=uid)
         if rr.isError():
             raise LinkError(f"{self.name}: read {address}+{count} refused: {rr}")
         regs = list(rr.registers)
@@ -143,12 +152,13 @@ class DeviceLink:
             raise LinkError(f"{self.name}: read {address}+{count} returned {len(regs)} registers")
         return regs[:count]
 
-    def _write(self, address: int, words: list[int]) -> None:
+    def _write(self, address: int, words: list[int], *, unit: int | None = None) -> None:
         if self._client is None:
             raise ConnectionError(f"{self.name}: not connected")
-        rr = self._client.write_registers(address, words, device_id=self.cfg.device_id)
+        uid = self.cfg.device_id if unit is None else unit
+        rr = self._client.write_registers(address, words, device_id=uid)
         if rr.isError():
-            raise LinkError(f"{self.name}: write {address}+{len(words)} refused: {rr}")
+            raise LinkError(f"{self.name}: write {address}+{len(words)} (unit {uid}) refused: {rr}")
 
     # ---- discovery ----------------------------------------------------------------------------
     def _word_order(self, pmap: PointMap) -> str:
@@ -212,17 +222,22 @@ class DeviceLink:
             specs.append((None, 0))
         else:
             specs += [(m, layout.models[m.id][0]) for m in pmap.models if m.id in layout.models]
-        polled: list[tuple[int, Point, int | None]] = []
+        polled: dict[tuple[int, str], list[tuple[int, Point, int | None]]] = {}
         for spec, model_addr in specs:
             for p in spec.points if spec is not None else pmap.points:
                 entry = (model_addr + p.offset, p, None if p.sf is None else model_addr + p.sf)
                 layout.addresses[p.name] = entry
-                if p.name in _QUANTITIES and p.name not in self.cfg.ignore_points and not p.writable and self._owns(Quantity(p.name)):
-                    polled.append(entry)
-        layout.reads = _group(polled, pmap.max_read_registers)
+                reading = p.part_of or p.name
+                if reading in _QUANTITIES and reading not in self.cfg.ignore_points and not p.writable and self._owns(Quantity(reading)):
+                    polled.setdefault((self._unit(p, pmap), p.function or pmap.function), []).append(entry)
+        layout.reads = tuple(
+            rd
+            for (unit, function), entries in polled.items()
+            for rd in _group(entries, pmap.max_read_registers, pmap.read_gap_max, unit=unit, function=function)
+        )
         for _addr, p, sf_addr in layout.addresses.values():  # scale factors of writable points, read once
             if p.writable and sf_addr is not None:
-                layout.sf_cache[sf_addr] = float(decode_raw(self._read(sf_addr, 1), _SF_POINT))
+                layout.sf_cache[sf_addr] = float(decode_raw(self._read(sf_addr, 1, unit=self._unit(p, pmap)), _SF_POINT))
         return layout
 
     # ---- polling and writing ------------------------------------------------------------------
@@ -233,8 +248,10 @@ class DeviceLink:
         order = self._word_order(pmap)
         values: dict[Quantity, float] = {}
         rejected: list[Rejected] = []
+        parts: dict[str, list[float]] = {}
+        bad_sums: set[str] = set()
         for rd in layout.reads:
-            regs = self._read(rd.address, rd.count, function=pmap.function)
+            regs = self._read(rd.address, rd.count, function=rd.function, unit=rd.unit)
             for addr, p, sf_addr in rd.points:
                 i = addr - rd.address
                 try:
@@ -242,9 +259,19 @@ class DeviceLink:
                     sf = 0.0 if sf_addr is None else float(decode_raw([regs[sf_addr - rd.address]], _SF_POINT))
                     if isinstance(raw, str):
                         raise DecodeError(f"{p.name}: string where a number was expected")
-                    values[Quantity(p.name)] = to_si(raw, p, sf=sf)
+                    si = to_si(raw, p, sf=sf)
                 except DecodeError as exc:
                     rejected.append(Rejected(p.name, str(exc)))
+                    if p.part_of:
+                        bad_sums.add(p.part_of)
+                    continue
+                if p.part_of:
+                    parts.setdefault(p.part_of, []).append(si)
+                else:
+                    values[Quantity(p.name)] = si
+        for name, got in parts.items():
+            if name not in bad_sums:  # a sum with a missing part is no reading
+                values[Quantity(name)] = sum(got)
         return values, rejected
 
     def encode(self, name: str, value: float) -> tuple[int, list[int], float]:
@@ -253,6 +280,8 @@ class DeviceLink:
         The value is clamped to the point's min/max (a device limit, logged by the caller when it binds).
         """
         layout = self._require()
+        if name not in layout.addresses:
+            raise LinkError(f"{self.name}: map {layout.pmap.name} has no point {name!r} (its SunSpec model is missing?)")
         addr, p, sf_addr = layout.addresses[name]
         v = value
         if p.min is not None:
@@ -266,17 +295,38 @@ class DeviceLink:
             raise LinkError(f"{self.name}: cannot encode {name}={value}: {exc}") from exc
         return addr, words, v
 
-    def write_points(self, items: Sequence[tuple[int, list[int]]]) -> None:
-        """Write (address, words) items in the given order; an item that continues the previous one
-        goes in the same FC16 request."""
-        runs: list[tuple[int, list[int]]] = []
-        for addr, words in items:
-            if runs and runs[-1][0] + len(runs[-1][1]) == addr and len(runs[-1][1]) + len(words) <= 123:
-                runs[-1][1].extend(words)
+    def write_named(self, items: Sequence[tuple[str, float]], *, merge: bool = True) -> dict[str, float]:
+        """Write (point, SI value) items in the given order; returns the values actually encoded
+        (clamped to each point's min/max). Consecutive items at adjacent addresses of one unit go
+        in one FC16 request unless `merge` is False."""
+        layout = self._require()
+        runs: list[tuple[int, int, list[int]]] = []  # (unit, address, words)
+        written: dict[str, float] = {}
+        for name, value in items:
+            addr, words, v = self.encode(name, value)
+            written[name] = v
+            unit = self._unit(layout.addresses[name][1], layout.pmap)
+            last = runs[-1] if runs else None
+            if merge and last is not None and last[0] == unit and last[1] + len(last[2]) == addr and len(last[2]) + len(words) <= 123:
+                last[2].extend(words)
             else:
-                runs.append((addr, list(words)))
-        for addr, words in runs:
-            self._write(addr, words)
+                runs.append((unit, addr, list(words)))
+        for unit, addr, words in runs:
+            self._write(addr, words, unit=unit)
+        return written
+
+    def read_named(self, name: str) -> float:
+        """One point's SI value, read now (a rating, a timeout read back after writing it)."""
+        layout = self._require()
+        if name not in layout.addresses:
+            raise LinkError(f"{self.name}: map {layout.pmap.name} has no point {name!r}")
+        addr, p, sf_addr = layout.addresses[name]
+        unit, function = self._unit(p, layout.pmap), p.function or layout.pmap.function
+        raw = decode_raw(self._read(addr, p.count, function=function, unit=unit), p, word_order=self._word_order(layout.pmap))
+        if isinstance(raw, str):
+            raise DecodeError(f"{p.name}: string where a number was expected")
+        sf = 0.0 if sf_addr is None else float(decode_raw(self._read(sf_addr, 1, function=function, unit=unit), _SF_POINT))
+        return to_si(raw, p, sf=sf)
 
     def _require(self) -> _Layout:
         if self._layout is None or self._client is None:
@@ -300,8 +350,11 @@ def serial_client(c: ModbusDeviceConfig) -> ModbusSerialClient:
 _SF_POINT = Point(name="sf", offset=0, type=PointType.SUNSSF)
 
 
-def _group(points: list[tuple[int, Point, int | None]], max_count: int) -> tuple[_Read, ...]:
-    """Cover the points (and their scale factors) with as few reads of at most `max_count` registers."""
+def _group(
+    points: list[tuple[int, Point, int | None]], max_count: int, gap_max: int, *, unit: int, function: str
+) -> tuple[_Read, ...]:
+    """Cover the points (and their scale factors) with as few reads of at most `max_count` registers,
+    never spanning more than `gap_max` unmapped registers (a strict device refuses such a read)."""
     reads: list[_Read] = []
     cur: list[tuple[int, Point, int | None]] = []
     lo = hi = 0
@@ -309,13 +362,13 @@ def _group(points: list[tuple[int, Point, int | None]], max_count: int) -> tuple
         addr, p, sf_addr = entry
         e_lo = min(addr, sf_addr if sf_addr is not None else addr)
         e_hi = max(addr + p.count, (sf_addr + 1) if sf_addr is not None else 0)
-        if cur and max(hi, e_hi) - min(lo, e_lo) <= max_count:
+        if cur and max(hi, e_hi) - min(lo, e_lo) <= max_count and e_lo - hi <= gap_max:
             lo, hi = min(lo, e_lo), max(hi, e_hi)
             cur.append(entry)
             continue
         if cur:
-            reads.append(_Read(lo, hi - lo, tuple(cur)))
+            reads.append(_Read(lo, hi - lo, tuple(cur), unit, function))
         cur, lo, hi = [entry], e_lo, e_hi
     if cur:
-        reads.append(_Read(lo, hi - lo, tuple(cur)))
+        reads.append(_Read(lo, hi - lo, tuple(cur), unit, function))
     return tuple(reads)

@@ -29,12 +29,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from config.common import Section
+from interfaces.modbus.control import ControlSpec, referenced_points
 
 __all__ = [
     "MAPS_DIR",
     "NOT_IMPLEMENTED",
-    "Controls",
     "DecodeError",
+    "DeviceSpec",
+    "Dynamics",
     "EncodeError",
     "MapError",
     "ModelSpec",
@@ -127,6 +129,11 @@ class Point(Section):
     server_value: float | str | None = Field(
         None, description="simulators: constant served for this point (identity strings, scale factors)"
     )
+    device_id: str | None = Field(None, description="key into the map's device_ids when this point lives at another unit id (Victron vebus)")
+    function: Literal["holding", "input"] | None = Field(None, description="read this point with FC3 (holding) or FC4 (input); default: the map's")
+    part_of: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9_]*$", description="a reading that is the sum of several points (per-phase grid power): its name"
+    )
 
     @model_validator(mode="after")
     def _sized(self) -> Point:
@@ -158,15 +165,26 @@ class ModelSpec(Section):
         return self
 
 
-class EnableSpec(Section):
-    point: str = Field(..., description="point that switches the device to remote control")
-    value: float = Field(1.0, description="value written to enable remote control")
+class DeviceSpec(Section):
+    """What the profile is for, and where its facts come from (docs/devices.md is built from these)."""
+
+    kind: Literal["inverter", "meter", "pv_meter", "reference"] = Field("inverter", description="what it is")
+    vendor: str = Field("", description="manufacturer")
+    model: str = Field("", description="products the profile fits")
+    port: int | None = Field(None, ge=1, le=65535, description="the device's usual Modbus TCP port")
+    device_id: int | None = Field(None, ge=0, le=255, description="the device's usual unit id")
+    single_client: bool = Field(False, description="the device serves only one Modbus TCP client at a time")
+    source: str = Field("", description="the public documents and peer definitions each address, type, scale and sign comes from")
+    installer: str = Field("", description="settings an installer must make on the device before the EMS can control it")
 
 
-class Controls(Section):
-    setpoint: str | None = Field(None, description="point the command (W, + discharge) is written to")
-    enable: EnableSpec | None = Field(None, description="mode/enable point written with every command and first after a reconnect")
-    heartbeat: str | None = Field(None, description="point the EMS writes an incrementing counter to every control cycle")
+class Dynamics(Section):
+    """The device's typical response (simulators and replay): first order with dead time, ramp and resolution."""
+
+    tau_s: float = Field(1.0, ge=0, le=60, description="time constant of the power response, s")
+    dead_time_s: float = Field(0.0, ge=0, le=30, description="command to first response, s")
+    ramp_w_per_s: float | None = Field(None, gt=0, description="slew limit of the power, W/s (null: none)")
+    quantisation_w: float = Field(1.0, ge=0, le=1000, description="set-point resolution, W")
 
 
 class PointMap(Section):
@@ -179,7 +197,11 @@ class PointMap(Section):
     requires_models: tuple[int, ...] = Field((), description="SunSpec: discovery selects this map only if all these models are present")
     models: tuple[ModelSpec, ...] = Field((), description="SunSpec models (kind sunspec)")
     points: tuple[Point, ...] = Field((), description="points (kind plain)")
-    controls: Controls = Field(default_factory=Controls, description="command, enable and heartbeat points")
+    read_gap_max: int = Field(125, ge=0, le=125, description="largest run of unmapped registers one read may span (0: the device refuses gaps)")
+    device_ids: dict[str, int] = Field(default_factory=dict, description="named unit ids for points that live elsewhere (config may override)")
+    device: DeviceSpec = Field(default_factory=DeviceSpec, description="what the profile is for and the sources of its facts")
+    control: ControlSpec | None = Field(None, description="how the device takes a set-point (inverters; see interfaces/modbus/control.py)")
+    dynamics: Dynamics = Field(default_factory=Dynamics, description="typical response, for the simulators and replay")
 
     @model_validator(mode="after")
     def _consistent(self) -> PointMap:
@@ -191,14 +213,18 @@ class PointMap(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"points: duplicate names {dup}")
-        known = set(names)
-        for key, ref in (
-            ("setpoint", self.controls.setpoint),
-            ("heartbeat", self.controls.heartbeat),
-            ("enable", self.controls.enable and self.controls.enable.point),
-        ):
-            if ref is not None and ref not in known:
-                raise ValueError(f"controls: {key} names unknown point {ref!r}")
+        points = {p.name: p for p in self.all_points()}
+        if self.control is not None:
+            for ref in referenced_points(self.control):
+                if ref not in points:
+                    raise ValueError(f"control: names unknown point {ref!r}")
+                if not points[ref].writable and ref != self.control.rating:
+                    raise ValueError(f"control: point {ref!r} is written but not marked writable")
+            if self.control.rating is not None and self.control.rating not in points:
+                raise ValueError(f"control: rating names unknown point {self.control.rating!r}")
+        for p in points.values():
+            if p.device_id is not None and p.device_id not in self.device_ids:
+                raise ValueError(f"points: {p.name} names device_id {p.device_id!r}, not in device_ids")
         return self
 
     def all_points(self) -> tuple[Point, ...]:

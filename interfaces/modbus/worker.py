@@ -25,12 +25,13 @@ from collections.abc import Iterable
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
 
-from config.modbus import ModbusConfig, ModbusDeviceConfig, Transport
+from config.modbus import ModbusConfig, ModbusDeviceConfig, ReleaseOnStop, Transport
 from ems.clock import Clock
 from ems.context import CommandChannel, Counters, EventLog, Health, Readings, ReadingsWriter
 from ems.model import Command, Quantity
 from interfaces.backoff import Backoff
 from interfaces.logs import LogGate
+from interfaces.modbus.actuator import Actuator
 from interfaces.modbus.link import DeviceLink, LinkError, Rejected, serial_client
 from interfaces.modbus.pointmap import DecodeError, MapError, available_maps, load_map
 from interfaces.worker import Worker
@@ -76,6 +77,7 @@ class _Device:
     ) -> None:
         self.name = name
         self.cfg = cfg
+        self.actuator: Actuator | None = None  # the ESS's control side, built once its profile is known
         self.writer = writer
         self.link = DeviceLink(name, cfg, shared_client=shared_client, owns=writer.owns)
         self.backoff = backoff
@@ -99,6 +101,7 @@ class ModbusLink(Worker):
         counters: Counters,
         clock: Clock,
         commands: CommandChannel | None = None,
+        fault_timeout_s: float = 3.0,
     ) -> None:
         super().__init__(
             name=name, health=health, clock=clock, period_s=min(d.cfg.poll_period_s for d in devices), devices=[d.name for d in devices]
@@ -111,9 +114,8 @@ class ModbusLink(Worker):
         self._commands = commands if self._ess is not None else None
         self._latest: Command | None = None  # newest command seen
         self._written_seq = 0  # newest command written to the ESS
-        self._heartbeat = 0
+        self._fault_timeout_s = fault_timeout_s
         self._bad_values = LogGate(cfg.bad_value_log_interval_s)
-        self._clamp_logged = False
         if self._commands is not None:
             self._commands.register_consumer()
         for d in devices:
@@ -168,17 +170,37 @@ class ModbusLink(Worker):
         dev.link.connect()
         self.log.debug("modbus_link_opened", device=dev.name, where=dev.link.where())
         if dev is self._ess:
-            self._rewrite_after_connect(dev)
+            self._take_control(dev)
 
-    def _rewrite_after_connect(self, dev: _Device) -> None:
-        """Before anything else: enable/mode and the current command (0 W if it is stale or missing)."""
+    def _take_control(self, dev: _Device) -> None:
+        """Before anything else: the profile's hand-over and revert timer, then the current command
+        (0 W if it is stale or missing)."""
+        actuator = self._actuator(dev)
+        actuator.take_control(dev.link)
         cmd = self._latest
         if cmd is None or self._clock.monotonic() - cmd.at_s > self._cfg.command_max_age_s:
-            self._write(dev, 0.0)
+            actuator.write(dev.link, 0.0)
             dev.rewritten_w = 0.0
         else:
-            self._write_command(dev, cmd)
+            self._write_command(dev, cmd, force=True)
             dev.rewritten_w = cmd.written_w
+
+    def _actuator(self, dev: _Device) -> Actuator:
+        pmap = dev.link.pmap
+        if pmap is None or pmap.control is None:
+            raise LinkError(f"{dev.name}: map {None if pmap is None else pmap.name} has no control section: it cannot drive an inverter")
+        if dev.actuator is None or dev.actuator.spec is not pmap.control:
+            cfg = dev.cfg
+            release = getattr(cfg, "release_on_stop", ReleaseOnStop.AUTO) is not ReleaseOnStop.ZERO
+            dev.actuator = Actuator(
+                dev.name,
+                pmap.control,
+                clock=self._clock,
+                fault_timeout_s=self._fault_timeout_s,
+                rating_w=getattr(cfg, "rating_w", None),
+                release=release,
+            )
+        return dev.actuator
 
     def _up(self, dev: _Device) -> None:
         """The first good poll after a (re)connect: the link is confirmed; log the edge once."""
@@ -196,7 +218,11 @@ class ModbusLink(Worker):
             rewritten_w=None if dev.rewritten_w is None else round(dev.rewritten_w, 1),
             **link.identity,
         )
-        self._health.set_info(dev.name, connected=True, map=pmap, models=sorted(link.models), identity=dict(link.identity))
+        info: dict[str, object] = {"connected": True, "map": pmap, "models": sorted(link.models), "identity": dict(link.identity)}
+        if dev.actuator is not None and dev.actuator.revert is not None:
+            rv = dev.actuator.revert
+            info.update(process_death=rv.describe(), revert_s=rv.timeout_s, revert_verified=rv.verified, method=dev.actuator.spec.method.value)
+        self._health.set_info(dev.name, **info)
         self._events.record("modbus", device=dev.name, connected=True, where=link.where())
         dev.up, dev.last_error, dev.rewritten_w = True, None, None
         dev.backoff.reset()
@@ -223,33 +249,13 @@ class ModbusLink(Worker):
         dev.up = False
 
     # ---- writes -------------------------------------------------------------------------------
-    def _write_command(self, dev: _Device, cmd: Command) -> None:
-        self._write(dev, cmd.written_w)
+    def _write_command(self, dev: _Device, cmd: Command, *, force: bool = False) -> None:
+        actuator = self._actuator(dev)
+        if force or actuator.due(cmd.written_w):
+            actuator.write(dev.link, cmd.written_w)
         self._written_seq = max(self._written_seq, cmd.seq)
         if self._commands is not None:
             self._commands.ack(cmd.seq)
-
-    def _write(self, dev: _Device, setpoint_w: float) -> None:
-        link = dev.link
-        pmap = link.pmap
-        if pmap is None:
-            raise ConnectionError(f"{dev.name}: not connected")
-        items: list[tuple[int, list[int]]] = []
-        ctl = pmap.controls
-        if ctl.enable is not None:
-            addr, words, _v = link.encode(ctl.enable.point, ctl.enable.value)
-            items.append((addr, words))
-        if ctl.setpoint is not None:
-            addr, words, written = link.encode(ctl.setpoint, setpoint_w)
-            if written != setpoint_w and not self._clamp_logged:
-                self.log.warning("modbus_setpoint_clamped", device=dev.name, requested_w=round(setpoint_w, 1), written_w=written)
-            self._clamp_logged = written != setpoint_w
-            items.append((addr, words))
-        if ctl.heartbeat is not None:
-            self._heartbeat = (self._heartbeat + 1) % 0x10000
-            addr, words, _v = link.encode(ctl.heartbeat, float(self._heartbeat))
-            items.append((addr, words))
-        link.write_points(items)
 
     # ---- bad values ---------------------------------------------------------------------------
     def _reject(self, dev: _Device, r: Rejected, now_s: float) -> None:
@@ -259,7 +265,13 @@ class ModbusLink(Worker):
             self.log.warning("modbus_value_rejected", device=dev.name, point=r.point, reason=r.reason[:200], suppressed=held)
 
     def on_stop(self) -> None:
+        """Stop: hand the inverter back (the profile's release) after the controller's 0 W, then close."""
         for dev in self._devices:
+            if dev.actuator is not None and dev.link.connected:
+                try:
+                    dev.actuator.release(dev.link)
+                except self.expected_errors as exc:
+                    self.log.warning("inverter_release_failed", device=dev.name, error=f"{type(exc).__name__}: {exc}"[:300])
             dev.link.close()
 
 
@@ -280,6 +292,7 @@ def build_modbus_links(
     events: EventLog,
     counters: Counters,
     clock: Clock,
+    fault_timeout_s: float = 3.0,
     names: Iterable[str] = ("ess", "meter", "pv"),
 ) -> list[ModbusLink]:
     """Claim each enabled device's readings and group the devices into links (threads)."""
@@ -297,6 +310,16 @@ def build_modbus_links(
             client, key = None, f"modbus-{n}"
         groups.setdefault(key, []).append(_Device(n, d, writer, backoff, shared_client=client))
     return [
-        ModbusLink(name=key, devices=devs, cfg=cfg, health=health, events=events, counters=counters, clock=clock, commands=commands)
+        ModbusLink(
+            name=key,
+            devices=devs,
+            cfg=cfg,
+            health=health,
+            events=events,
+            counters=counters,
+            clock=clock,
+            commands=commands,
+            fault_timeout_s=fault_timeout_s,
+        )
         for key, devs in groups.items()
     ]

@@ -162,6 +162,8 @@ _READ_JS = """() => {
     written: { value: dv(q("cmd-written")), text: q("cmd-written").textContent },
     limits: [...q("limits").querySelectorAll("li[data-limit]")].map((li) => li.dataset.limit),
     devices: [...q("workers").tBodies[0].rows].map((r) => r.dataset.device).filter(Boolean),
+    device_status: Object.fromEntries([...q("workers").tBodies[0].rows].filter((r) => r.dataset.device)
+      .map((r) => [r.dataset.device, { status: r.cells[1].textContent, role: r.cells[3].textContent, ok: r.dataset.ok === "true" }])),
     conn: q("conn").dataset.state,
     conn_text: q("conn-text").textContent,
     stale_banner: !q("stale-banner").hidden,
@@ -237,6 +239,14 @@ def assert_page_matches(d: dict[str, Any], s: dict[str, Any]) -> None:
             assert _kw_text_ok(d[k]["text"], cmd[field])
     assert d["limits"] == [lim["name"] for lim in s["limits"]]
     assert d["devices"] == [dev["name"] for dev in s["devices"]]
+    assert d["device_status"] == {
+        dev["name"]: {
+            "status": dev["status"],
+            "role": "required" if dev["required"] else "optional",
+            "ok": dev["status"] in ("ok", "starting"),
+        }
+        for dev in s["devices"]
+    }
     c = s["control"]
     assert d["control_badge"] == ("LIVE" if c["live"] else "DRY RUN" if c["enabled"] else "CONTROL OFF")
     assert (d["dry_run_badge"] is None) == c["live"]

@@ -15,28 +15,59 @@ from api.server import ApiServer
 from config import parse_config
 from ems.clock import SimClock
 from ems.context import EMSContext
-from ems.controller import Controller
-from ems.model import Command, Mode, Quantity, State
+from ems.model import Mode, Quantity, State
 from main import build_services
 from tests.helpers.api import TOKENS, RunningApi, api_config, running_api
 from tests.helpers.common import wait_for
+from tests.helpers.context import feed, make_controller, publish
 
 Q = Quantity
+STREAK = api_config().api.health_max_error_streak  # errors in a row that make a device failing (or degraded)
 
 
 def _feed(ctx: EMSContext, clock: SimClock, grid_w: float = 1000.0) -> None:
-    ctx.update_measurements({Q.GRID_POWER_W: grid_w, Q.ESS_POWER_W: 0.0, Q.SOC_PCT: 50.0}, at_s=clock.monotonic())
+    feed(ctx, {Q.GRID_POWER_W: grid_w, Q.ESS_POWER_W: 0.0, Q.SOC_PCT: 50.0}, at_s=clock.monotonic())
 
 
 def _publish(
     ctx: EMSContext, clock: SimClock, state: State = State.SELF_CONSUMPTION, *, seq: int = 1, causes: tuple[str, ...] = ()
 ) -> None:
-    cmd = Command(seq, state, 800.0, 0.0, ("soc_min", "control_disabled"), clock.monotonic())
-    ctx.publish_command(cmd, fault_causes=causes, limits_bound=cmd.reasons)
+    """A cycle as the controller publishes it with control disabled: 800 W computed, soc_min bound, 0 W written."""
+    publish(
+        ctx, seq=seq, setpoint_w=800.0, written_w=0.0, state=state, limits=("soc_min",), gate="control_disabled",
+        fault_causes=causes, at_s=clock.monotonic(),
+    )  # fmt: skip
+
+
+def _device(ctx: EMSContext, clock: SimClock, name: str, owns: dict[Quantity, float], *, where: str = "127.0.0.1:5020") -> None:
+    """A Modbus device with its own link thread that owns (and has just delivered) `owns`."""
+    thread = f"modbus-{name}"
+    ctx.health.register_thread(thread, (name,))
+    ctx.health.register_device(name, kind="modbus", where=where, thread=thread)
+    feed(ctx, owns, at_s=clock.monotonic(), source=name)
+    ctx.health.beat(thread, at_s=clock.monotonic())
+    ctx.health.ok(name, at_s=clock.monotonic())
+
+
+def _fail(ctx: EMSContext, clock: SimClock, name: str, times: int = STREAK, reason: str = "ConnectionError") -> None:
+    for _ in range(times):
+        ctx.health.error(name, reason=reason, at_s=clock.monotonic())
+
+
+def _by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["name"]: d for d in items}
+
+
+DEVICE_FIELDS = ("name", "kind", "address", "required", "status", "owns", "last_ok_age_s", "error_streak", "errors_total", "last_error")
+
+
+def _fields(d: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields of `d`, each of which must be there (models may grow optional fields)."""
+    return {n: d[n] for n in names}
 
 
 def _audits(ctx: EMSContext) -> list[dict[str, Any]]:
-    return [dict(e.data) for e in ctx.events_since(0) if e.kind == "audit"]
+    return [dict(e.data) for e in ctx.events.since(0) if e.kind == "audit"]
 
 
 @pytest.fixture
@@ -64,9 +95,10 @@ def test_health_is_503_starting_before_the_first_cycle_then_200(api: RunningApi,
     r = api.get("/api/v1/health")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["healthy"] is True and body["problems"] == [] and body["state"] == "SELF_CONSUMPTION"
+    assert body["healthy"] is True and body["problems"] == [] and body["degraded"] == [] and body["state"] == "SELF_CONSUMPTION"
     assert body["last_reading_age_s"] == 0.0 and body["controller_age_s"] == 0.0
     assert [w["name"] for w in body["workers"]] == ["api"]
+    assert [(d["name"], d["kind"], d["required"]) for d in body["devices"]] == [("api", "http", False)]
 
 
 def test_health_is_503_in_fault_naming_the_causes(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
@@ -76,27 +108,63 @@ def test_health_is_503_in_fault_naming_the_causes(api: RunningApi, ctx: EMSConte
     assert r.json()["healthy"] is False and "fault:stale:grid_power_w" in r.json()["problems"]
 
 
-def test_health_is_503_for_a_stale_or_failing_worker(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
-    ctx.heartbeat("modbus", at_s=clock.monotonic())
+def test_health_is_503_for_a_failing_required_device_or_its_stale_thread(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
+    _device(ctx, clock, "meter", {Q.GRID_POWER_W: 1000.0})
     _publish(ctx, clock)
     assert api.get("/api/v1/health").status_code == 200
-    for _ in range(3):
-        ctx.mark_error("modbus", reason="TimeoutError", at_s=clock.monotonic())
+    _fail(ctx, clock, "meter", reason="TimeoutError")
     r = api.get("/api/v1/health")
-    assert r.status_code == 503 and "worker_failing:modbus" in r.json()["problems"]
-    ctx.mark_ok("modbus", at_s=clock.monotonic())
+    assert r.status_code == 503 and "device_failing:meter" in r.json()["problems"]
+    meter = _by_name(r.json()["devices"])["meter"]
+    assert (meter["status"], meter["required"], meter["owns"]) == ("failing", True, ["grid_power_w"])
+    assert (meter["error_streak"], meter["last_error"]) == (STREAK, "TimeoutError")
+    ctx.health.ok("meter", at_s=clock.monotonic())
     clock.advance(11.0)  # > control.worker_stall_s
+    ctx.health.beat("api", at_s=clock.monotonic())  # the API's own thread is not what this test is about
     _publish(ctx, clock, seq=2)
     r = api.get("/api/v1/health")
-    assert r.status_code == 503 and "worker_stale:modbus" in r.json()["problems"]
-    modbus = next(w for w in r.json()["workers"] if w["name"] == "modbus")
-    assert modbus["stale"] is True and modbus["last_ok_age_s"] == 11.0 and modbus["errors_total"] == 3
+    assert r.status_code == 503 and "worker_stale:modbus-meter" in r.json()["problems"]
+    assert "device_failing:meter" not in r.json()["problems"]
+    link = _by_name(r.json()["workers"])["modbus-meter"]
+    assert (link["stale"], link["ok"], link["required"], link["devices"], link["last_beat_age_s"]) == (True, False, True, ["meter"], 11.0)
+    meter = _by_name(r.json()["devices"])["meter"]
+    assert meter["last_ok_age_s"] == 11.0 and meter["errors_total"] == STREAK and meter["error_streak"] == 0
+
+
+def test_a_failing_optional_device_only_degrades_health_while_a_failing_required_one_is_503(
+    api: RunningApi, ctx: EMSContext, clock: SimClock
+) -> None:
+    _device(ctx, clock, "meter", {Q.GRID_POWER_W: 1000.0})  # owns a required source: required
+    _device(ctx, clock, "pv", {Q.PV_POWER_W: 1500.0})  # owns nothing the control needs: optional
+    _publish(ctx, clock)
+    _fail(ctx, clock, "pv", times=STREAK - 1)
+    r = api.get("/api/v1/health")
+    assert r.status_code == 200 and r.json()["degraded"] == []  # one error short of the streak
+    assert _by_name(r.json()["devices"])["pv"]["status"] == "ok"
+
+    _fail(ctx, clock, "pv", times=1)
+    r = api.get("/api/v1/health")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["healthy"] is True and body["problems"] == [] and body["degraded"] == ["device_failing:pv"]
+    pv = _by_name(body["devices"])["pv"]
+    assert (pv["status"], pv["required"], pv["owns"]) == ("degraded", False, ["pv_power_w"])
+    assert (pv["error_streak"], pv["errors_total"], pv["last_error"]) == (STREAK, STREAK, "ConnectionError")
+    assert _by_name(body["devices"])["meter"]["status"] == "ok"
+
+    _fail(ctx, clock, "meter")  # the same streak on the device that owns grid_power_w
+    r = api.get("/api/v1/health")
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["healthy"] is False and body["problems"] == ["device_failing:meter"] and body["degraded"] == ["device_failing:pv"]
+    meter = _by_name(body["devices"])["meter"]
+    assert (meter["status"], meter["required"], meter["error_streak"]) == ("failing", True, STREAK)
 
 
 def test_health_is_503_when_the_controller_stops_cycling(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
     _publish(ctx, clock)
     clock.advance(6.0)  # > api.controller_stale_s
-    ctx.heartbeat("api", at_s=clock.monotonic())
+    ctx.health.beat("api", at_s=clock.monotonic())
     r = api.get("/api/v1/health")
     assert r.status_code == 503 and "controller_stale" in r.json()["problems"]
 
@@ -108,7 +176,8 @@ def test_status_shows_state_modes_measurements_with_ages_command_limits_and_flag
     _feed(ctx, clock, grid_w=1234.5)
     clock.advance(2.0)
     _publish(ctx, clock)
-    ctx.update_bms_flags(protections=["cell_overvoltage"], warnings=["temp_high"], at_s=clock.monotonic())
+    bms = ctx.readings.claim("bms", (), bms_flags=True)
+    bms.set_bms_flags(protections=["cell_overvoltage"], warnings=["temp_high"], at_s=clock.monotonic())
     r = api.get("/api/v1/status")
     assert r.status_code == 200
     s = r.json()
@@ -116,11 +185,39 @@ def test_status_shows_state_modes_measurements_with_ages_command_limits_and_flag
     assert s["control"] == {"enabled": False, "dry_run": True, "live": False, "soc_min_pct": 10.0, "soc_max_pct": 95.0}
     grid = s["measurements"]["grid_power_w"]
     assert grid["value"] == 1234.5 and grid["age_s"] == 2.0 and grid["stale"] is False
-    assert s["command"]["computed_w"] == 800.0 and s["command"]["written_w"] == 0.0 and s["command"]["acknowledged"] is False
-    assert [lim["name"] for lim in s["limits"]] == ["soc_min", "control_disabled"]
+    cmd = s["command"]
+    assert cmd["setpoint_w"] == 800.0 and cmd["written_w"] == 0.0 and cmd["acknowledged"] is False and "state" not in cmd
+    assert cmd["gate"] == "control_disabled" and cmd["hold"] is None and cmd["reasons"] == ["soc_min", "control_disabled"]
+    assert [lim["name"] for lim in s["limits"]] == ["soc_min"]  # limits only: the gate is in the command
     assert all(lim["why"] for lim in s["limits"])
     assert s["bms_protections"] == ["cell_overvoltage"] and s["bms_warnings"] == ["temp_high"]
     assert s["fault_causes"] == [] and s["cycles"] == 1 and s["site_id"] == "site-001"
+
+
+def test_status_lists_health_per_device(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
+    _device(ctx, clock, "meter", {Q.GRID_POWER_W: 1000.0}, where="127.0.0.1:5020 unit 2")
+    ctx.health.register_thread("modbus-pv", ("pv",))
+    ctx.health.register_device("pv", kind="modbus", where="127.0.0.1:5021 unit 3", thread="modbus-pv")
+    feed(ctx, {Q.PV_POWER_W: 0.0}, at_s=clock.monotonic(), source="pv")  # claimed; the device has not answered yet
+    clock.advance(2.0)
+    ctx.health.beat("api", at_s=clock.monotonic())
+    ctx.health.error("pv", reason="ConnectionRefusedError", at_s=clock.monotonic())
+    _publish(ctx, clock)
+    s = api.get("/api/v1/status").json()
+    devices = _by_name(s["devices"])
+    assert set(devices) == {"api", "meter", "pv"}
+    assert _fields(devices["meter"], DEVICE_FIELDS) == {
+        "name": "meter", "kind": "modbus", "address": "127.0.0.1:5020 unit 2", "required": True, "status": "ok",
+        "owns": ["grid_power_w"], "last_ok_age_s": 2.0, "error_streak": 0, "errors_total": 0, "last_error": None,
+    }  # fmt: skip
+    assert _fields(devices["pv"], DEVICE_FIELDS) == {
+        "name": "pv", "kind": "modbus", "address": "127.0.0.1:5021 unit 3", "required": False, "status": "starting",
+        "owns": ["pv_power_w"], "last_ok_age_s": None, "error_streak": 1, "errors_total": 1, "last_error": "ConnectionRefusedError",
+    }  # fmt: skip
+    assert devices["api"]["kind"] == "http" and devices["api"]["required"] is False
+    workers = _by_name(s["workers"])
+    assert (workers["modbus-meter"]["required"], workers["modbus-meter"]["devices"]) == (True, ["meter"])
+    assert (workers["modbus-pv"]["required"], workers["modbus-pv"]["devices"]) == (False, ["pv"])
 
 
 def test_status_effective_mode_is_idle_in_fault(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
@@ -196,8 +293,8 @@ def test_measurements_page_through_a_store_reader(ctx: EMSContext, clock: SimClo
 
 def test_events_filter_by_kind_and_page_by_seq(api: RunningApi, ctx: EMSContext) -> None:
     for i in range(5):
-        ctx.record_event("state", n=i)
-        ctx.record_event("limit", n=i)
+        ctx.events.record("state", n=i)
+        ctx.events.record("limit", n=i)
     r = api.get("/api/v1/events", params={"kind": "state", "limit": 3})
     body = r.json()
     assert [e["data"]["n"] for e in body["events"]] == [0, 1, 2] and {e["kind"] for e in body["events"]} == {"state"}
@@ -208,9 +305,9 @@ def test_events_filter_by_kind_and_page_by_seq(api: RunningApi, ctx: EMSContext)
 
 
 def test_events_filter_by_time(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
-    ctx.record_event("state", n=0)
+    ctx.events.record("state", n=0)
     clock.advance(100.0)
-    ctx.record_event("state", n=1)
+    ctx.events.record("state", n=1)
     t = clock.wall().timestamp()
     body = api.get("/api/v1/events", params={"from_ts": t - 1, "to_ts": t + 1}).json()
     assert [e["data"]["n"] for e in body["events"]] == [1]
@@ -349,11 +446,14 @@ def test_setpoint_delete_needs_operator(api: RunningApi, ctx: EMSContext) -> Non
 
 # ---- dual opt-in --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("control", "written_w", "note"), [({}, 0.0, "still gets 0 W"), ({"enabled": True, "dry_run": False}, 1500.0, "applies")]
+    ("control", "written_w", "gate", "note"),
+    [({}, 0.0, "control_disabled", "still gets 0 W"), ({"enabled": True, "dry_run": False}, 1500.0, None, "applies")],
 )
-def test_setpoint_obeys_the_dual_opt_in(ctx: EMSContext, clock: SimClock, control: dict[str, Any], written_w: float, note: str) -> None:
+def test_setpoint_obeys_the_dual_opt_in(
+    ctx: EMSContext, clock: SimClock, control: dict[str, Any], written_w: float, gate: str | None, note: str
+) -> None:
     cfg = api_config(control=control)
-    controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock)
+    controller = make_controller(ctx, cfg, clock)
     with running_api(cfg, ctx, clock) as api:
         r = api.put("/api/v1/setpoint", "operator", json={"power_w": 1500, "ttl_s": 60})
         assert r.status_code == 200 and note in r.json()["note"]
@@ -364,8 +464,10 @@ def test_setpoint_obeys_the_dual_opt_in(ctx: EMSContext, clock: SimClock, contro
             clock.advance(1.0)
         s = api.get("/api/v1/status").json()
     assert s["state"] == "EXTERNAL" and s["effective_mode"] == "EXTERNAL"
-    assert s["command"]["computed_w"] == 1500.0 and s["command"]["written_w"] == written_w
-    assert ("control_disabled" in [lim["name"] for lim in s["limits"]]) is not bool(control)
+    assert s["command"]["setpoint_w"] == 1500.0 and s["command"]["written_w"] == written_w
+    # the opt-in gate is the command's gate (and one of its reasons), never a limit
+    assert s["command"]["gate"] == gate and ("control_disabled" in s["command"]["reasons"]) is not bool(control)
+    assert "control_disabled" not in [lim["name"] for lim in s["limits"]]
 
 
 def test_mode_change_with_control_disabled_is_accepted_and_says_0_w(api: RunningApi, ctx: EMSContext) -> None:
@@ -383,46 +485,51 @@ def test_mode_change_in_dry_run_says_so(ctx: EMSContext, clock: SimClock) -> Non
 
 # ---- devices, metrics, openapi ------------------------------------------------------------------
 def test_devices_list_what_the_workers_report(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
-    ctx.set_status(
-        "device:meter",
-        {"worker": "modbus", "protocol": "modbus-tcp", "address": "127.0.0.1:5020/1", "map": "sunspec-meter", "model": "EM24"},
-    )
-    ctx.mark_ok("modbus", at_s=clock.monotonic())
+    ctx.health.register_device("meter", kind="modbus-tcp", where="127.0.0.1:5020/1", thread="modbus-meter")
+    ctx.health.set_info("meter", map="sunspec-meter", model="EM24")
+    ctx.health.ok("meter", at_s=clock.monotonic())
     clock.advance(1.5)
-    devices = {d["name"]: d for d in api.get("/api/v1/devices").json()["devices"]}
+    devices = _by_name(api.get("/api/v1/devices").json()["devices"])
     meter = devices["meter"]
     assert (meter["protocol"], meter["address"], meter["map"]) == ("modbus-tcp", "127.0.0.1:5020/1", "sunspec-meter")
     assert meter["details"] == {"model": "EM24"} and meter["last_seen_age_s"] == 1.5 and meter["ok"] is True
-    assert set(devices) == {"meter"}  # the modbus worker has a device; the api worker is no source
+    # every device with health is listed: the meter, and the API server itself (it has no readings)
+    assert set(devices) == {"meter", "api"}
+    assert (devices["api"]["protocol"], devices["api"]["owns"], devices["api"]["address"]) == ("http", [], api.url.removeprefix("http://"))
+    assert devices["api"]["details"] == {"url": api.url}
 
 
 def test_devices_list_modbus_can_and_mqtt_sources_as_their_workers_report_them(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
-    ctx.set_status(
-        "modbus.ess", {"connected": True, "where": "127.0.0.1:5020 unit 1", "map": "sunspec", "models": [1, 103], "identity": {"sn": "X1"}}
-    )
-    ctx.set_status("bms", {"name": "PYLON", "protections": [], "warnings": [], "silent": False})
-    ctx.set_status("mqtt_link", "up")
-    for w in ("modbus", "can", "mqtt"):
-        ctx.mark_ok(w, at_s=clock.monotonic())
-    devices = {d["name"]: d for d in api.get("/api/v1/devices").json()["devices"]}
-    assert set(devices) == {"ess", "bms", "mqtt"}
+    ctx.health.register_device("ess", kind="modbus", where="127.0.0.1:5020 unit 1", thread="modbus-ess", actuator=True)
+    ctx.health.set_info("ess", connected=True, map="sunspec", models=[1, 103], identity={"sn": "X1"})
+    ctx.health.register_device("bms", kind="can", where="virtual:vcan0", thread="can")
+    ctx.health.set_info("bms", name="PYLON", protections=[], warnings=[], silent=False)
+    ctx.health.register_device("broker", kind="mqtt", where="127.0.0.1:1883", thread="mqtt")
+    ctx.health.set_info("broker", link="up")
+    for device in ("ess", "bms", "broker"):
+        ctx.health.ok(device, at_s=clock.monotonic())
+    devices = _by_name(api.get("/api/v1/devices").json()["devices"])
+    assert set(devices) == {"ess", "bms", "broker", "api"}
     ess = devices["ess"]
     assert (ess["protocol"], ess["address"], ess["map"]) == ("modbus", "127.0.0.1:5020 unit 1", "sunspec")
-    assert ess["details"]["identity"] == {"sn": "X1"} and ess["last_seen_age_s"] == 0.0
+    assert ess["details"]["identity"] == {"sn": "X1"} and ess["details"]["models"] == [1, 103] and ess["last_seen_age_s"] == 0.0
+    assert ess["required"] is True  # the actuator
     assert devices["bms"]["protocol"] == "can" and devices["bms"]["details"]["name"] == "PYLON"
-    assert devices["mqtt"]["address"] == "127.0.0.1:1883" and devices["mqtt"]["details"] == {"link": "up"}
+    assert devices["broker"]["address"] == "127.0.0.1:1883" and devices["broker"]["details"] == {"link": "up"}
 
 
-def test_a_source_worker_without_a_device_entry_is_listed_by_worker_name(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
-    ctx.mark_error("can", reason="OSError", at_s=clock.monotonic())
-    (dev,) = api.get("/api/v1/devices").json()["devices"]
-    assert (dev["name"], dev["protocol"], dev["last_seen_age_s"], dev["last_error"]) == ("can", "can", None, "OSError")
+def test_a_device_nobody_registered_is_still_listed_when_it_reports(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
+    ctx.health.error("bms", reason="OSError", at_s=clock.monotonic())
+    dev = _by_name(api.get("/api/v1/devices").json()["devices"])["bms"]
+    assert (dev["name"], dev["protocol"], dev["last_seen_age_s"], dev["last_error"], dev["error_streak"]) == (
+        "bms", "unknown", None, "OSError", 1,
+    )  # fmt: skip
 
 
 def test_metrics_expose_state_command_limits_and_requests(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
     _feed(ctx, clock)
     _publish(ctx, clock)
-    ctx.count("store_queue_dropped", 4)
+    ctx.counters.count("store_queue_dropped", 4)
     api.get("/api/v1/status")
     r = api.get("/metrics")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
@@ -430,15 +537,41 @@ def test_metrics_expose_state_command_limits_and_requests(api: RunningApi, ctx: 
     for line in (
         'ems_state{state="SELF_CONSUMPTION"} 1.0',
         'ems_measurement{quantity="grid_power_w"} 1000.0',
-        "ems_command_computed_watts 800.0",
-        "ems_command_written_watts 0.0",
+        "ems_setpoint_watts 800.0",
+        "ems_written_watts 0.0",
         'ems_limit_bound{limit="soc_min"} 1.0',
+        'ems_command_held{reason="control_disabled"} 1.0',
         "ems_control_live 0.0",
         "ems_control_overruns_total 0.0",
         'ems_events_total{name="store_queue_dropped"} 4.0',
         'ems_api_requests_total{endpoint="/api/v1/status",method="GET",status="200"} 1.0',
     ):
         assert line in text, line
+    assert 'ems_limit_bound{limit="control_disabled"}' not in text  # a gate, not a limit
+
+
+def test_metrics_expose_health_per_device(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
+    _device(ctx, clock, "meter", {Q.GRID_POWER_W: 1000.0})
+    _device(ctx, clock, "pv", {Q.PV_POWER_W: 1500.0})
+    clock.advance(2.0)
+    ctx.health.beat("api", at_s=clock.monotonic())
+    _fail(ctx, clock, "pv")
+    _publish(ctx, clock)
+    text = api.get("/metrics").text
+    for line in (
+        f'ems_device_error_streak{{device="pv"}} {STREAK:.1f}',
+        'ems_device_error_streak{device="meter"} 0.0',
+        f'ems_device_errors_total{{device="pv"}} {STREAK:.1f}',
+        'ems_device_errors_total{device="meter"} 0.0',
+        'ems_device_required{device="meter"} 1.0',
+        'ems_device_required{device="pv"} 0.0',
+        'ems_device_last_ok_age_seconds{device="meter"} 2.0',
+        'ems_device_last_ok_age_seconds{device="pv"} 2.0',
+        'ems_worker_heartbeat_age_seconds{worker="modbus-pv"} 2.0',
+    ):
+        assert line in text, line
+    streaks = [line.split("{")[1].split("}")[0] for line in text.splitlines() if line.startswith("ems_device_error_streak{")]
+    assert sorted(streaks) == ['device="api"', 'device="meter"', 'device="pv"']  # one per device
 
 
 def test_each_app_has_its_own_metrics_registry(ctx: EMSContext, clock: SimClock) -> None:
@@ -477,7 +610,7 @@ def test_server_binds_loopback_beats_and_stops(ctx: EMSContext, clock: SimClock)
     server.start()
     try:
         assert server.name == "api" and server.is_alive() and server.url.startswith("http://127.0.0.1:")
-        wait_for(lambda: any(w.name == "api" and w.last_beat_s is not None for w in ctx.snapshot().workers), what="api heartbeat")
+        wait_for(lambda: any(w.name == "api" and w.last_beat_s is not None for w in ctx.snapshot().threads), what="api heartbeat")
     finally:
         server.stop(timeout_s=5.0)
     assert not server.is_alive()

@@ -15,12 +15,20 @@ from config import parse_config
 from config.store import StoreConfig
 from ems.clock import SimClock
 from ems.context import EMSContext
-from ems.model import Command, Mode, Quantity, State
+from ems.model import Mode, Quantity, State
 from interfaces.store import Store
 from main import build_services
 from tests.helpers.api import RunningApi, api_config, running_api
+from tests.helpers.context import feed, publish
 
 SECONDS = 180
+
+
+def _store(ctx: EMSContext, clock: SimClock, path: Path, *, outbox_enabled: bool, **cfg: Any) -> Store:
+    return Store(
+        cfg=StoreConfig(path=path, **cfg), snapshot=ctx.snapshot, events=ctx.events, counters=ctx.counters, health=ctx.health,
+        clock=clock, site_id="t", outbox_enabled=outbox_enabled,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -28,14 +36,14 @@ def history(tmp_path: Path) -> tuple[SimClock, EMSContext, Path]:
     """Three minutes of 1 Hz samples (grid_power_w = second index) and some events, flushed to SQLite."""
     clock = SimClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    store = Store(cfg=StoreConfig(path=tmp_path / "ems.db", finalize_lag_s=0.0), ctx=ctx, clock=clock, site_id="t", outbox_enabled=True)
+    store = _store(ctx, clock, tmp_path / "ems.db", finalize_lag_s=0.0, outbox_enabled=True)
     try:
         for i in range(SECONDS):
-            ctx.update_measurements({Quantity.GRID_POWER_W: float(i), Quantity.SOC_PCT: 50.0}, at_s=clock.monotonic())
-            ctx.publish_command(Command(i + 1, State.SELF_CONSUMPTION, 100.0, 0.0, (), clock.monotonic()), fault_causes=(), limits_bound=())
+            feed(ctx, {Quantity.GRID_POWER_W: float(i), Quantity.SOC_PCT: 50.0})
+            publish(ctx, seq=i + 1, setpoint_w=100.0, written_w=0.0, state=State.SELF_CONSUMPTION)
             store.sample_once()
             if i % 10 == 0:
-                ctx.record_event("audit", who="op", what="mode", n=i)
+                ctx.events.record("audit", who="op", what="mode", n=i)
             clock.advance(1.0)
         store.flush()
     finally:
@@ -66,12 +74,12 @@ def _pages(api: RunningApi, path: str, params: dict[str, Any], cursor: dict[str,
 def test_per_second_history_pages_without_gaps_or_repeats(api: RunningApi, history: tuple[SimClock, EMSContext, Path]) -> None:
     clock = history[0]
     t0 = _start_ts(clock)
-    params = {"from_ts": t0, "to_ts": t0 + SECONDS, "fields": ["grid_power_w", "cmd_computed_w"], "limit": 1000}
+    params = {"from_ts": t0, "to_ts": t0 + SECONDS, "fields": ["grid_power_w", "setpoint_w", "written_w"], "limit": 1000}
     pages = _pages(api, "/api/v1/measurements", params, {"from_ts": "next_from_ts"})
     rows = [r for p in pages for r in p["rows"]]
     assert pages[0]["source"] == "store" and len(pages) == 4  # 180 rows, 50 per page (api.max_page_rows)
     assert [r["values"]["grid_power_w"] for r in rows] == [float(i) for i in range(SECONDS)]
-    assert all(r["values"]["cmd_computed_w"] == 100.0 and r["state"] == "SELF_CONSUMPTION" for r in rows)
+    assert all(r["values"]["setpoint_w"] == 100.0 and r["values"]["written_w"] == 0.0 and r["state"] == "SELF_CONSUMPTION" for r in rows)
     assert [r["ts"] for r in rows] == sorted({r["ts"] for r in rows})
 
 
@@ -139,7 +147,7 @@ def test_main_wires_the_store_reader_into_the_api(tmp_path: Path) -> None:
 def test_audited_writes_reach_the_store_events_table(tmp_path: Path) -> None:
     clock = SimClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    store = Store(cfg=StoreConfig(path=tmp_path / "ems.db"), ctx=ctx, clock=clock, site_id="t", outbox_enabled=False)
+    store = _store(ctx, clock, tmp_path / "ems.db", outbox_enabled=False)
     try:
         with running_api(api_config(), ctx, clock, store=StoreSource(tmp_path / "ems.db", clock)) as api:
             assert api.put("/api/v1/mode", "operator", json={"mode": "IDLE"}).status_code == 200

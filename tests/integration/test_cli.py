@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from interfaces.cli.main import main as emsctl
 from tests.helpers.api import TOKENS, api_config, running_api
 from tests.helpers.can import BmsTx, virtual_bus, virtual_channel
 from tests.helpers.common import REPO_ROOT, free_port, wait_for
+from tests.helpers.context import feed, make_controller
 from tests.helpers.modbus import LoopThread, SimDevice, pty_pair
 
 FRESH = {Quantity.GRID_POWER_W: 800.0, Quantity.PV_POWER_W: 1500.0, Quantity.ESS_POWER_W: -300.0, Quantity.SOC_PCT: 55.0}
+OWNER = {Quantity.GRID_POWER_W: "meter", Quantity.PV_POWER_W: "pv"}  # the rest: the inverter ("ess")
 
 
 @dataclass
@@ -36,8 +39,17 @@ class Site:
     clock: SystemClock
 
     def cycle(self, readings: dict[Quantity, float] | None = None) -> None:
-        self.ctx.update_measurements(FRESH if readings is None else readings, at_s=self.clock.monotonic())
+        """Each device delivers its readings (and says so), then one control cycle."""
+        values = FRESH if readings is None else readings
+        for source in dict.fromkeys(OWNER.get(q, "ess") for q in values):
+            feed(self.ctx, {q: v for q, v in values.items() if OWNER.get(q, "ess") == source}, source=source)
+            self.ctx.health.ok(source, at_s=self.clock.monotonic())
+            self.ctx.health.beat(f"modbus-{source}", at_s=self.clock.monotonic())
         self.controller.cycle()
+
+    def fail(self, device: str, times: int, reason: str) -> None:
+        for _ in range(times):
+            self.ctx.health.error(device, reason=reason, at_s=self.clock.monotonic())
 
 
 @pytest.fixture
@@ -45,8 +57,11 @@ def site() -> Iterator[Site]:
     clock = SystemClock()
     cfg = api_config(control={"start_mode": "SELF_CONSUMPTION"})
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION, max_ttl_s=cfg.control.external_max_ttl_s)
-    controller = Controller(ctx=ctx, cfg=cfg.control, clock=clock)
+    controller = make_controller(ctx, cfg, clock)
     with running_api(cfg, ctx, clock) as api:
+        for name, where in (("ess", "127.0.0.1:5020 unit 1"), ("meter", "127.0.0.1:5020 unit 2"), ("pv", "127.0.0.1:5021 unit 3")):
+            ctx.health.register_thread(f"modbus-{name}", (name,))
+            ctx.health.register_device(name, kind="modbus", where=where, thread=f"modbus-{name}", actuator=name == "ess")
         s = Site(api.url, ctx, controller, clock)
         s.cycle()  # STOP -> STANDBY
         s.cycle()  # -> SELF_CONSUMPTION (the requested mode)
@@ -76,9 +91,11 @@ def test_status_shows_one_screen_with_state_powers_soc_command_limits_and_worker
     assert "load 2000 W" in out  # grid + pv + ess
     assert "soc 55.0 %" in out
     assert "NOT LIVE (control.enabled is false)" in out
-    assert "command   #2 computed" in out and "written +0 W" in out
-    assert "control_disabled" in out  # the gate that bound, with why
-    assert "faults    none" in out and "workers   api ok" in out
+    assert "command   #2 set-point" in out and "written +0 W" in out
+    assert "gate control_disabled" in out  # the gate that keeps 0 W written, with why
+    assert "faults    none" in out
+    assert re.search(r"^devices   api (ok|starting)\b.* · ess ok \(.* · meter ok \(.* · pv ok \(", out, re.M), out
+    assert "threads" not in out  # no thread is stale
     assert len(out.splitlines()) <= 24  # one screen
 
 
@@ -95,7 +112,7 @@ def test_health_exits_0_when_healthy_and_1_with_the_problems_when_not(site: Site
     assert rc == EXIT_OK, out
     assert out.startswith("healthy")
     site.cycle({Quantity.PV_POWER_W: 0.0})  # only pv: the required sources go stale -> FAULT once fault_timeout_s passes
-    site.ctx.record_event("note")  # nothing else changes
+    site.ctx.events.record("note")  # nothing else changes
     wait_for(
         lambda: (site.cycle({Quantity.PV_POWER_W: 0.0}), run("health", url=site.url)[0] == EXIT_FAIL)[1], timeout_s=10, what="unhealthy"
     )
@@ -103,6 +120,27 @@ def test_health_exits_0_when_healthy_and_1_with_the_problems_when_not(site: Site
     assert rc == EXIT_FAIL and out.startswith("UNHEALTHY: fault:stale:grid_power_w")
     rc, out, _ = run("health", "--json", url=site.url)
     assert rc == EXIT_FAIL and as_json(out)["healthy"] is False
+
+
+def test_health_and_status_show_a_degraded_pv_device_and_health_still_exits_0(site: Site) -> None:
+    streak = api_config().api.health_max_error_streak
+    site.fail("pv", streak, "ConnectionRefusedError")  # pv owns no required source: degraded, not unhealthy
+    rc, out, _ = run("health", url=site.url)
+    assert rc == EXIT_OK, out
+    assert out.startswith("healthy")
+    assert f"pv DEGRADED x{streak}: ConnectionRefusedError (last ok" in out and "meter ok (" in out
+    assert "degraded  device_failing:pv" in out
+    rc, out, _ = run("health", "--json", url=site.url)
+    doc = as_json(out)
+    assert rc == EXIT_OK and doc["healthy"] is True and doc["degraded"] == ["device_failing:pv"]
+    assert {d["name"]: d["status"] for d in doc["devices"]}["pv"] == "degraded"
+    rc, out, _ = run("status", url=site.url)
+    assert rc == EXIT_OK and f"pv DEGRADED x{streak}: ConnectionRefusedError" in out
+
+    site.fail("meter", streak, "TimeoutError")  # the owner of grid_power_w: required
+    rc, out, _ = run("health", url=site.url)
+    assert rc == EXIT_FAIL and out.startswith("UNHEALTHY: device_failing:meter")
+    assert f"meter FAILING x{streak}: TimeoutError" in out and "degraded  device_failing:pv" in out
 
 
 def test_mode_show_and_set_with_an_operator_token(site: Site) -> None:

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.system
 
 EMSCTL = Path(sys.executable).parent / "emsctl"
 TOKEN = "tok-cli-process-5d1e"
+# exec argv[1:] with SIGINT ignored (inherited across exec: Python then installs no KeyboardInterrupt handler)
+IGNORING_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
 
 
 def emsctl(*args: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -50,8 +52,8 @@ def test_emsctl_console_script_against_main_py(tmp_path: Path) -> None:
         assert r.returncode == 1 and r.stdout.startswith("UNHEALTHY: fault:stale:grid_power_w")
 
         env = {**os.environ, "EMSCTL_URL": url}
-        follow = subprocess.Popen(
-            [str(EMSCTL), "events", "--follow", "--kind", "audit", "--interval", "0.2"],
+        follow = subprocess.Popen(  # started with SIGINT ignored, as a background job of a script or a CI runner has it
+            [sys.executable, "-c", IGNORING_SIGINT, str(EMSCTL), "events", "--follow", "--kind", "audit", "--interval", "0.2"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -63,7 +65,7 @@ def test_emsctl_console_script_against_main_py(tmp_path: Path) -> None:
         line = follow.stdout.readline()  # blocks until the follower prints the audit event (test timeout bounds it)
         assert "audit" in line and "who=engineer" in line and "new=IDLE" in line
         follow.send_signal(signal.SIGINT)
-        assert follow.wait(10) == 0  # Ctrl-C ends --follow normally
+        assert follow.wait(10) == 0  # Ctrl-C ends --follow normally, even with SIGINT ignored when it started
 
         rc = p.terminate_and_wait(timeout_s=5)
     finally:

@@ -63,7 +63,7 @@ def running() -> Iterator[tuple[LoopThread, Simulator, DeviceLink, DeviceLink]]:
 
 
 def _command(ess: DeviceLink, *, setpoint_w: float, beat: int) -> None:
-    ess.write_points([ess.encode("enable", 1.0)[:2], ess.encode("setpoint_w", setpoint_w)[:2], ess.encode("heartbeat", float(beat))[:2]])
+    ess.write_named([("enable", 1.0), ("setpoint_w", setpoint_w), ("heartbeat", float(beat))])
 
 
 def _step(loop: LoopThread, sim: Simulator, seconds: float, dt_s: float = 0.1) -> None:
@@ -82,7 +82,7 @@ def test_set_point_drives_the_plant_and_the_meter_sees_it(running: tuple[LoopThr
     assert loop.call(lambda: sim.view.setpoint_w) == -2000.0  # the status shows a write at once, not at the next step
     for beat in range(2, 12):  # a heartbeat every simulated second (watchdog_s = 5)
         _step(loop, sim, 1.0)
-        ess.write_points([ess.encode("heartbeat", float(beat))[:2]])
+        ess.write_named([("heartbeat", float(beat))])
     values, rejected = ess.poll()
     assert rejected == []
     assert values[Quantity.ESS_POWER_W] == pytest.approx(-2000.0, abs=1.0)
@@ -100,7 +100,7 @@ def test_watchdog_lapse_drops_the_inverter_to_zero_and_clears_enable(running: tu
     _command(ess, setpoint_w=1500.0, beat=1)
     for beat in range(2, 6):  # heartbeats every simulated second keep it running
         _step(loop, sim, 1.0)
-        ess.write_points([ess.encode("heartbeat", float(beat))[:2]])
+        ess.write_named([("heartbeat", float(beat))])
     assert sim.view.ess_power_w == pytest.approx(1500.0, rel=0.02)
     _step(loop, sim, 12.0)  # no heartbeat for longer than watchdog_s = 5 s (then ~7 tau of decay)
     assert sim.view.watchdog_tripped and not sim.view.enabled

@@ -182,7 +182,8 @@ def test_worker_reconnects_after_a_server_restart_and_rewrites_command_first(
     wait_for(
         lambda: ess.value("setpoint_w") == 800.0 and ess.value("enable") == 1.0, timeout_s=5, what="command re-written after reconnect"
     )
-    assert ess.writes[:2] == [("enable", 1.0), ("setpoint_w", 800.0)]  # before any new command
+    # before any new command: the inverter's own revert timer (the profile's watchdog, = fault_timeout_s), then the command
+    assert ess.writes[:3] == [("watchdog_s", 3.0), ("enable", 1.0), ("setpoint_w", 800.0)]
     before = ctx.snapshot().reading(Quantity.SOC_PCT)
     assert before is not None
     wait_for(

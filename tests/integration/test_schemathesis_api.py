@@ -21,9 +21,10 @@ from api.sources import StoreSource
 from config.store import StoreConfig
 from ems.clock import SimClock
 from ems.context import EMSContext
-from ems.model import Command, Mode, Quantity, State
+from ems.model import Mode, Quantity, State
 from interfaces.store import Store
 from tests.helpers.api import TOKENS, RunningApi, api_config, running_api
+from tests.helpers.context import feed, publish
 
 
 @pytest.fixture
@@ -31,24 +32,32 @@ def healthy_api(tmp_path: Path) -> Iterator[tuple[RunningApi, EMSContext]]:
     """A healthy context with a minute of history in a real SQLite store behind the API."""
     clock = SimClock()
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
-    store = Store(cfg=StoreConfig(path=tmp_path / "ems.db", finalize_lag_s=0.0), ctx=ctx, clock=clock, site_id="t", outbox_enabled=True)
+    store = Store(
+        cfg=StoreConfig(path=tmp_path / "ems.db", finalize_lag_s=0.0),
+        snapshot=ctx.snapshot,
+        events=ctx.events,
+        counters=ctx.counters,
+        health=ctx.health,
+        clock=clock,
+        site_id="t",
+        outbox_enabled=True,
+    )
+    ctx.health.register_thread("modbus-meter", ("meter",))
+    ctx.health.register_device("meter", kind="modbus", where="127.0.0.1:5020 unit 1", thread="modbus-meter")
     try:
         for i in range(90):
-            ctx.update_measurements(
-                {Quantity.GRID_POWER_W: 500.0 + i, Quantity.ESS_POWER_W: -200.0, Quantity.SOC_PCT: 55.0}, at_s=clock.monotonic()
-            )
-            ctx.publish_command(
-                Command(i + 1, State.SELF_CONSUMPTION, 700.0, 0.0, ("control_disabled",), clock.monotonic()),
-                fault_causes=(),
-                limits_bound=("control_disabled",),
-            )
+            feed(ctx, {Quantity.GRID_POWER_W: 500.0 + i}, source="meter")
+            feed(ctx, {Quantity.ESS_POWER_W: -200.0, Quantity.SOC_PCT: 55.0})
+            ctx.health.ok("meter", at_s=clock.monotonic())
+            ctx.health.beat("modbus-meter", at_s=clock.monotonic())
+            publish(ctx, seq=i + 1, setpoint_w=700.0, written_w=0.0, state=State.SELF_CONSUMPTION, gate="control_disabled")
             store.sample_once()
             clock.advance(1.0)
-        ctx.record_event("state", from_state="STANDBY", to_state="SELF_CONSUMPTION")
+        ctx.events.record("state", from_state="STANDBY", to_state="SELF_CONSUMPTION")
         store.flush()
     finally:
         store.close()
-    ctx.set_status("modbus.meter", {"connected": True, "where": "127.0.0.1:5020 unit 1", "map": "meter"})
+    ctx.health.set_info("meter", connected=True, map="meter")
     with running_api(api_config(), ctx, clock, store=StoreSource(tmp_path / "ems.db", clock)) as api:
         yield api, ctx
 
@@ -86,12 +95,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation_with_an_admi
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout
-    assert any(e.kind == "audit" and e.data.get("result") == "accepted" for e in ctx.events_since(0))  # writes really happened
+    assert any(e.kind == "audit" and e.data.get("result") == "accepted" for e in ctx.events.since(0))  # writes really happened
 
 
 def test_schemathesis_without_a_token_sees_only_documented_refusals(healthy_api: tuple[RunningApi, EMSContext], tmp_path: Path) -> None:
     api, ctx = healthy_api
     run = _schemathesis(api.url, tmp_path, examples=10, seed=7, headers=[])
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    audits = [e.data for e in ctx.events_since(0) if e.kind == "audit"]
+    audits = [e.data for e in ctx.events.since(0) if e.kind == "audit"]
     assert audits and all(a["result"] == "refused" and a["status"] == 401 for a in audits)

@@ -213,6 +213,10 @@ def test_dashboard_follows_the_live_ems_and_operator_actions(site: dict[str, Any
         assert send("meter stop", port=site["ctl_port"]).startswith("ok")
         d = wait_page(page, lambda d: d["state"] == "FAULT" and "stale:grid_power_w" in d["causes"], timeout_s=15, what="FAULT with causes")
         _assert_renders_status(page, statuses, "FAULT")
+        # the meter owns grid_power_w: a required device, shown failing once its error streak is long enough
+        d = wait_page(page, lambda d: d["device_status"]["meter"]["status"] == "failing", timeout_s=15, what="meter failing")
+        assert d["device_status"]["meter"]["role"] == "required" and d["device_status"]["ess"]["status"] == "ok"
+        _assert_renders_status(page, statuses, "meter failing")
         assert page.evaluate("() => getComputedStyle(document.getElementById('state')).backgroundColor") == RED
         assert page.evaluate("() => getComputedStyle(document.querySelector('#fault-causes li')).color") == RED
         page.screenshot(path=str(ARTIFACTS / "ui-fault.png"), full_page=True)

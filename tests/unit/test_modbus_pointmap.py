@@ -34,7 +34,7 @@ def test_shipped_maps_load() -> None:
     assert {"sunspec_ess", "sdm630"} <= set(available_maps())
     ess = load_map("sunspec_ess")
     assert ess.kind == "sunspec" and [m.id for m in ess.models] == [1, 103, 124, 802, 64901]
-    assert ess.controls.setpoint == "setpoint_w" and ess.controls.heartbeat == "heartbeat"
+    assert ess.control is not None and ess.control.setpoint == "setpoint_w" and ess.control.heartbeat == "heartbeat"
 
 
 def test_sdm630_total_power_is_float32_high_word_first_at_0x34() -> None:
