@@ -25,11 +25,6 @@ def _goal(name: str, value: Any, limit: float, *, at_most: bool = True, note: st
     return {"goal": name, "value": value, "limit": ("<= " if at_most else ">= ") + f"{limit:g}", "met": met, "note": note}
 
 
-def _bound_ratio(profile_res: Any, other: str) -> Any:
-    """Excess of bound_1hz (perfect tracking on the EMS's information) over the ideal, as a share of `other`'s."""
-    return _get(profile_res, "ratios", "bound_1hz", f"excess_grid_error_over_{other}")
-
-
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     goals: list[dict[str, Any]] = []
     reg = results.get("bench_regulation", {})

@@ -52,7 +52,10 @@ class ApiConfig(Section):
     tokens: tuple[ApiToken, ...] = Field((), description="bearer tokens, each with a name, a role and a secret reference")
     max_page_rows: int = Field(1000, ge=10, le=100_000, description="largest page of measurements or events one request returns")
     health_max_error_streak: int = Field(
-        3, ge=1, le=1000, description="a worker with this many consecutive failed units of work makes /health return 503"
+        3,
+        ge=1,
+        le=1000,
+        description="a device with this many consecutive failed units of work is failing: a required one (the inverter, the owner of a required reading) makes /health return 503, any other is named degraded (200)",
     )
     controller_stale_s: float = Field(5.0, gt=0, le=600, description="no control cycle for this long makes /health return 503, s")
 

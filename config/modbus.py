@@ -10,7 +10,15 @@ from pydantic import Field, field_validator, model_validator
 from config.common import Section
 from ems.model import Quantity
 
-__all__ = ["EssDeviceConfig", "MeterDeviceConfig", "ModbusConfig", "ModbusDeviceConfig", "PvMeterDeviceConfig", "ReleaseOnStop", "Transport"]
+__all__ = [
+    "EssDeviceConfig",
+    "MeterDeviceConfig",
+    "ModbusConfig",
+    "ModbusDeviceConfig",
+    "PvMeterDeviceConfig",
+    "ReleaseOnStop",
+    "Transport",
+]
 
 
 class Transport(StrEnum):
@@ -38,7 +46,8 @@ class ModbusDeviceConfig(Section):
     timeout_s: float = Field(1.0, gt=0.05, le=30, description="request timeout, s")
     retries: int = Field(0, ge=0, le=5, description="retries per request before it counts as failed")
     device_ids: dict[str, int] = Field(
-        default_factory=dict, description="unit ids of a profile's named sub-devices, where the site differs (e.g. {vebus: 242} on a Victron GX)"
+        default_factory=dict,
+        description="unit ids of a profile's named sub-devices, where the site differs (e.g. {vebus: 242} on a Victron GX)",
     )
     ignore_points: tuple[str, ...] = Field(
         (),
@@ -73,7 +82,10 @@ class EssDeviceConfig(ModbusDeviceConfig):
         description="on stop: native (write the profile's release: the inverter returns to its own self-consumption), zero (leave it at 0 W under external control until its own timer reverts it), auto (native when the profile has a release)",
     )
     rating_w: float | None = Field(
-        None, gt=0, le=1e6, description="percent-of-rating profiles: the rating the percentages refer to, when the device does not report it, W"
+        None,
+        gt=0,
+        le=1e6,
+        description="percent-of-rating profiles: the rating the percentages refer to, when the device does not report it, W",
     )
 
 

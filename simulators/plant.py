@@ -143,7 +143,6 @@ class Plant:
         self._thermal_k = 0.0
         self._grid_import_wh = 0.0
         self._grid_export_wh = 0.0
-        self._ess_charged_wh = 0.0
         self._ess_discharged_wh = 0.0
         self._meter_w = self._meter_sample()
         self._next_meter_t_s = params.meter_period_s
@@ -217,7 +216,6 @@ class Plant:
                 soc = 100.0
                 ess = 0.0
             dc_w = ess * p.charge_efficiency
-            self._ess_charged_wh -= ess * dt_s / 3600.0
         else:
             dc_w = 0.0
         self._ess_w = ess
@@ -341,11 +339,6 @@ class Plant:
     @property
     def grid_export_wh(self) -> float:
         return self._grid_export_wh
-
-    @property
-    def ess_charged_wh(self) -> float:
-        """AC energy into the inverter (charging)."""
-        return self._ess_charged_wh
 
     @property
     def ess_discharged_wh(self) -> float:

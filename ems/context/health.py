@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import cast
 
+import structlog
+
 from ems.context.frozen import freeze
 from ems.model import DeviceHealth, Quantity, ThreadHealth
 
 __all__ = ["Health"]
+
+log = structlog.get_logger("ems.context")
 
 _EMPTY: Mapping[str, object] = MappingProxyType({})
 
@@ -46,8 +50,13 @@ class Health:
 
     # ---- start-up -------------------------------------------------------------------------------
     def register_device(self, name: str, *, kind: str, where: str, thread: str, actuator: bool = False) -> None:
+        """Register (or re-describe) a device; its history (streaks, last ok) is kept."""
         with self._lock:
-            self._devices.setdefault(name, _Device(name, kind, where, thread, actuator))
+            d = self._devices.get(name)
+            if d is None:
+                self._devices[name] = _Device(name, kind, where, thread, actuator)
+            else:
+                d.kind, d.where, d.thread, d.actuator = kind, where, thread, actuator
 
     def register_thread(self, name: str, devices: Iterable[str] = ()) -> None:
         with self._lock:
@@ -84,8 +93,9 @@ class Health:
 
     def _device(self, name: str) -> _Device:
         d = self._devices.get(name)
-        if d is None:  # a device nobody registered (tests, ad-hoc tools): keep it visible
+        if d is None:  # a device nobody registered (a typo in a worker, an ad-hoc tool): visible as kind "unknown", logged once
             d = self._devices[name] = _Device(name, "unknown", "", name, False)
+            log.warning("health_device_unregistered", device=name, hint="a worker reports on a device it never registered")
         return d
 
     # ---- readers --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import yaml
 from simulators.ctl import send
 from tests.helpers.common import free_port
 from tests.helpers.proc import LoggedProcess, simulators_and_ems, stop_all
+from tests.helpers.site import site_configs
 from tests.helpers.ui import (
     ARTIFACTS,
     OPERATOR_TOKEN,
@@ -55,31 +56,17 @@ def _ems_config(api_port: int, control: dict[str, Any], modbus: dict[str, Any] |
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Simulators (noon on a sunny summer day) + main.py with live control of the simulated battery."""
-    ports = {"ess": free_port(), "meter": free_port(), "control": free_port(), "api": free_port()}
-    sim_cfg = {
-        "plant": {
-            "profile": "summer-sunny",
-            "start_time": "12:30",
-            "speed": 1.0,
-            "step_s": 0.1,
-            "summary_interval_s": 0,
-            "soc_start_pct": 58.0,
-            "meter_noise_w": 5.0,
-            "inverter_tau_s": 1.0,
-            "watchdog_s": 30.0,
-        },
-        "ess": {"port": ports["ess"], "device_id": 1},
-        "meter": {"port": ports["meter"], "device_id": 2},
-        "control": {"port": ports["control"]},
-    }
-    modbus = {
-        "enabled": True,
-        "reconnect_min_s": 0.2,
-        "reconnect_max_s": 0.5,
-        "ess": {"port": ports["ess"], "device_id": 1, "map": "auto", "poll_period_s": 0.5, "timeout_s": 0.5},
-        "meter": {"port": ports["meter"], "device_id": 2, "map": "sdm630", "poll_period_s": 0.5, "timeout_s": 0.5},
-    }
-    ems_cfg = _ems_config(ports["api"], {"enabled": True, "dry_run": False}, modbus)
+    s = site_configs(
+        tmp_path,
+        profile_csv=None,
+        plant={"profile": "summer-sunny", "start_time": "12:30", "speed": 1.0, "step_s": 0.1, "soc_start_pct": 58.0,
+               "meter_noise_w": 5.0, "inverter_tau_s": 1.0},
+        poll_period_s=0.5,
+        api=True,
+    )  # fmt: skip
+    ports = s.ports
+    sim_cfg = s.sim
+    ems_cfg = _ems_config(ports["api"], {"enabled": True, "dry_run": False}, s.ems["modbus"])
     with simulators_and_ems(tmp_path, sim_cfg, ems_cfg, ems_env=TOKEN_ENV) as (sim, ems):
         ems.wait_event(lambda e: e.get("event") == "api_started", timeout_s=30, what="api_started")
         yield {"sim": sim, "ems": ems, "url": f"http://127.0.0.1:{ports['api']}", "ctl_port": ports["control"]}
