@@ -85,7 +85,7 @@ class LoadForecastConfig(Section):
     half_life_days: float = Field(
         7.0, gt=0, le=365, description="weight of a past day halves every this many days (recent days count more)"
     )
-    smoothing_slots: int = Field(1, ge=0, le=8, description="profile smoothed over +/- this many neighbouring slots")
+    smoothing_slots: int = Field(2, ge=0, le=8, description="profile smoothed over +/- this many neighbouring slots")
     recent_weight: float = Field(
         0.5,
         ge=0,
@@ -112,10 +112,10 @@ class PvForecastConfig(Section):
     history_days: int = Field(14, ge=1, le=365, description="local model: days of PV history the yield per time of day is fitted on")
     half_life_days: float = Field(4.0, gt=0, le=365, description="local model: weight of a past day halves every this many days")
     recent_weight: float = Field(
-        0.7, ge=0, le=1, description="local model: share of today's measured yield ratio carried into the next hours"
+        1.0, ge=0, le=1, description="local model: share of today's measured yield ratio carried into the next hours"
     )
     recent_decay_h: float = Field(
-        3.0, gt=0, le=48, description="local model: the carried ratio decays to the fitted yield with this time constant, h"
+        8.0, gt=0, le=48, description="local model: the carried ratio decays to the fitted yield with this time constant, h"
     )
     url: str | None = Field(None, max_length=500, pattern=r"^https?://", description="provider endpoint (null = the public one)")
     api_key: SecretRef | None = Field(
@@ -154,7 +154,7 @@ class PlannerConfig(Section):
         10800.0, ge=900, le=172800, description="a plan older than this is not followed (the loop falls back to self-consumption), s"
     )
     end_value: EndValue = Field(
-        EndValue.MEDIAN_IMPORT, description="value of the energy left at the end of the horizon: zero | median_import | min_import"
+        EndValue.MIN_IMPORT, description="value of the energy left at the end of the horizon: zero | median_import | min_import"
     )
     solver_time_limit_s: float = Field(5.0, gt=0, le=300, description="HiGHS time limit per solve, s")
     tolerance_w: float = Field(
