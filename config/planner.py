@@ -108,6 +108,9 @@ class PvForecastConfig(Section):
     tilt_deg: float = Field(30.0, ge=0, le=90, description="module tilt, 0 = horizontal, deg")
     azimuth_deg: float = Field(0.0, ge=-180, le=180, description="module azimuth, 0 = south, -90 = east, 90 = west, deg")
     peak_w: float | None = Field(None, gt=0, le=1e7, description="installed PV peak power (providers; caps the local model), W")
+    irradiance: Literal["global_tilted_irradiance", "shortwave_radiation"] = Field(
+        "global_tilted_irradiance", description="open_meteo: irradiance on the module plane (tilt/azimuth) or on the horizontal"
+    )
     system_efficiency_pct: float = Field(85.0, gt=0, le=100, description="open_meteo: PV power = irradiance / 1000 W/m2 x peak_w x this, %")
     history_days: int = Field(14, ge=1, le=365, description="local model: days of PV history the yield per time of day is fitted on")
     half_life_days: float = Field(4.0, gt=0, le=365, description="local model: weight of a past day halves every this many days")
