@@ -138,7 +138,9 @@ def test_grid_charging_stops_at_the_slot_soc_target() -> None:
 
 
 def test_no_discharge_at_or_below_the_reserve() -> None:
-    g = _guidance(mode=SlotMode.SELF_CONSUMPTION, grid_target_w=0.0, battery_hi_w=P_W, charge_from_grid=False, hold=False, soc_target_pct=None)
+    g = _guidance(
+        mode=SlotMode.SELF_CONSUMPTION, grid_target_w=0.0, battery_hi_w=P_W, charge_from_grid=False, hold=False, soc_target_pct=None
+    )
     assert active_bounds(g, 21.0).hi_w == P_W
     at = active_bounds(g, 20.0)
     assert at.hi_w == 0.0 and at.reason.endswith("reserve")
