@@ -69,7 +69,7 @@ def _table(doc: dict[str, Any]) -> str:
     if s192:
         lines.append(
             f"48 h re-plan (192 slots): wall p50/max {s192['wall_ms_p50']:.1f}/{s192['wall_ms_max']:.1f} ms, "
-            f"HiGHS p50 {s192['solver_ms_p50']:.1f} ms, first import of highspy {s192['import_highspy_ms']:.0f} ms"
+            f"HiGHS p50 {s192['solver_ms_p50']:.1f} ms"
         )
     lines.append(f"({doc['scope']}; run {doc['run_s']:.1f} s)")
     return "\n".join(lines)
