@@ -210,12 +210,6 @@ def table(doc: dict[str, Any]) -> str:
             continue
         if "error" in r:
             lines.append(f"{name}: error: {r['error']}")
-    lines.append("")
-    lines.append("GOALS")
-    for g in doc.get("goals", []):
-        mark = {True: "met    ", False: "NOT MET", None: "n/a    "}[g["met"]]
-        note = f"  ({g['note']})" if g.get("note") else ""
-        lines.append(f"  {mark} {g['goal']}: {_f(g['value'], 3)} {g['limit']}{note}")
     sched = res.get("bench_schedule", {})
     if "planners" in sched:
         lines.append(f"SCHEDULE  cost EUR (share of the perfect-foresight gain %), {sched.get('scope')}")
@@ -228,6 +222,12 @@ def table(doc: dict[str, Any]) -> str:
             )
             + f"; ems with perfect forecasts {_f(_get(sched, 'planners', 'ems', 'cost_perfect_forecast_eur'))}"
         )
+    lines.append("")
+    lines.append("GOALS")
+    for g in doc.get("goals", []):
+        mark = {True: "met    ", False: "NOT MET", None: "n/a    "}[g["met"]]
+        note = f"  ({g['note']})" if g.get("note") else ""
+        lines.append(f"  {mark} {g['goal']}: {_f(g['value'], 3)} {g['limit']}{note}")
     extra = {
         n: r for n, r in res.items() if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule") and "error" not in r
     }
