@@ -1,4 +1,4 @@
-"""The goals of issue 11, checked against the benchmark results, and the short table `make bench` prints.
+"""The goals of issue 11 (and of the scheduling issue), checked against the benchmark results, and the short table `make bench` prints.
 
 Goals are reported, never asserted: a benchmark is not a test (the numbers depend on the machine).
 """
@@ -113,6 +113,35 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     goals.append(_goal("RSS MB", _get(loop, "resources", "rss_mb_max"), 80.0))
     goals.append(_goal("CPU % of one core", _get(loop, "resources", "cpu_pct_one_core"), 5.0))
+    sched = results.get("bench_schedule", {})
+    if sched:
+        scope = sched.get("scope", "")
+        goals.append(
+            _goal(
+                "schedule: ems captures % of the perfect-foresight gain over self-consumption (own forecasts)",
+                sched.get("ems_share_of_perfect_gain_pct"),
+                85.0,
+                at_most=False,
+                note=f"{scope}; with perfect forecasts {sched.get('ems_share_perfect_forecast_pct')} %",
+            )
+        )
+        goals.append(
+            _goal(
+                "schedule: 48 h re-plan (192 slots) wall time s, max",
+                None if sched.get("replan_192_wall_ms_max") is None else sched["replan_192_wall_ms_max"] / 1000.0,
+                1.0,
+                note=f"p99 {sched.get('replan_192_wall_ms_p99')} ms",
+            )
+        )
+        goals.append(
+            _goal(
+                "schedule: reproduces the issue's 220.6 / -30.2 / -169.4 EUR",
+                None if "reproduces_issue_figures" not in sched else int(bool(sched["reproduces_issue_figures"])),
+                1,
+                at_most=False,
+                note=str(sched.get("reference_full_year_eur", "")),
+            )
+        )
     return goals
 
 
@@ -176,13 +205,27 @@ def table(doc: dict[str, Any]) -> str:
             continue
         if "error" in r:
             lines.append(f"{name}: error: {r['error']}")
+    sched = res.get("bench_schedule", {})
+    if "planners" in sched:
+        lines.append(f"SCHEDULE  cost EUR (share of the perfect-foresight gain %), {sched.get('scope')}")
+        lines.append(
+            "  "
+            + ", ".join(
+                f"{name} {_f(p.get('cost_eur'))}"
+                + ("" if p.get("share_of_perfect_gain_pct") is None else f" ({_f(p['share_of_perfect_gain_pct'])})")
+                for name, p in sched["planners"].items()
+            )
+            + f"; ems with perfect forecasts {_f(_get(sched, 'planners', 'ems', 'cost_perfect_forecast_eur'))}"
+        )
     lines.append("")
     lines.append("GOALS")
     for g in doc.get("goals", []):
         mark = {True: "met    ", False: "NOT MET", None: "n/a    "}[g["met"]]
         note = f"  ({g['note']})" if g.get("note") else ""
         lines.append(f"  {mark} {g['goal']}: {_f(g['value'], 3)} {g['limit']}{note}")
-    extra = {n: r for n, r in res.items() if n not in ("bench_regulation", "bench_latency", "bench_loop") and "error" not in r}
+    extra = {
+        n: r for n, r in res.items() if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule") and "error" not in r
+    }
     for name, r in extra.items():
         flat = ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool))[:300]
         lines.append(f"{name}: {flat}")
