@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
 
 from ems.clock import Clock
-from ems.context import CommandChannel, EventLog, Health, Readings, Requests
+from ems.context import CommandChannel, EventLog, Health, PlanBoard, Readings, Requests
 from ems.core import CoreConfig, CoreState, Decision, step
 from ems.inputs import Inputs
 from ems.model import Command, ControlStatus, DeviceHealth, Quantity, Reading, State, ThreadHealth
+from ems.plan import DEFAULT_MAX_AGE_S, PlanBounds, active_bounds, slot_guidance
 
 __all__ = ["Controller", "ControllerConfig", "CycleReport", "Supervised", "supervise"]
 
@@ -51,6 +52,7 @@ class ControllerConfig:
     worker_stall_s: float = 10.0  # a thread with no heartbeat for this long is stalled
     shutdown_timeout_s: float = 3.0  # on stop, wait this long for the inverter to take 0 W
     summary_interval_s: float = 60.0  # 0 = off
+    plan_max_age_s: float = DEFAULT_MAX_AGE_S  # a plan not refreshed for this long is not followed
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,10 @@ class Controller:
         clock: Clock,
         workers: Sequence[Supervised] = (),
         on_cycle: Sequence[Callable[[CycleReport], None]] = (),
+        plans: PlanBoard | None = None,
     ) -> None:
+        self._plans = plans
+        self._last_plan: str | None = None
         self._readings = readings
         self._requests = requests
         self._commands = commands
@@ -133,6 +138,7 @@ class Controller:
         now_s = self._clock.monotonic()  # after the copies: no reading is newer than now
         critical, auxiliary, beats = self._split(devices, threads)
         stall = {"now_s": now_s, "started_at_s": self._started_at_s, "stall_s": self._cfg.worker_stall_s}
+        plan = self._plan_bounds(measurements)
         inputs = Inputs(
             now_s=now_s,
             started_at_s=self._started_at_s,
@@ -142,6 +148,8 @@ class Controller:
             external_setpoint=setpoint,
             worker_faults=supervise(critical, beats, **stall),
             shutdown=shutdown,
+            plan=plan,
+            import_cap=self._requests.import_cap(),
         )
         prev_state = self._core.machine.state
         decision = step(self._core, inputs, self._cfg.core)
@@ -163,11 +171,24 @@ class Controller:
                 gate=decision.gate,
                 fault_causes=decision.fault_causes,
                 overruns=self._overruns,
+                plan=decision.plan,
             )
         )
         self._log_edges(decision, inputs, prev_state)
         self._check_auxiliary(supervise(auxiliary, beats, **stall))
         return decision
+
+    def _plan_bounds(self, measurements: Mapping[Quantity, Reading]) -> PlanBounds | None:
+        """The active plan slot after its SOC rules, or None (no planner, no usable plan)."""
+        if self._plans is None:
+            return None
+        plan, _status = self._plans.snapshot()
+        guidance = slot_guidance(plan, self._clock.wall(), max_age_s=self._cfg.plan_max_age_s)
+        if guidance is None:
+            return None
+        soc = measurements.get(Quantity.SOC_PCT)
+        fresh = soc is not None and soc.fresh(now_s=self._clock.monotonic(), max_age_s=self._cfg.core.fresh_s)
+        return active_bounds(guidance, soc.value if fresh and soc is not None else None)
 
     def _check_auxiliary(self, degraded: tuple[str, ...]) -> None:
         if degraded == self._last_degraded:
@@ -207,6 +228,19 @@ class Controller:
             for name in sorted(set(self._last_limits) - set(d.limits)):
                 log.info("limit_released", limit=name, setpoint_w=round(d.setpoint_w, 1))
             self._last_limits = d.limits
+        if d.plan != self._last_plan:
+            if d.plan is not None:
+                bounds = inputs.plan
+                log.info(
+                    "plan_followed",
+                    slot=d.plan,
+                    grid_target_w=None if bounds is None else round(bounds.grid_target_w, 1),
+                    lo_w=None if bounds is None else round(bounds.lo_w, 1),
+                    hi_w=None if bounds is None else round(bounds.hi_w, 1),
+                )
+            else:
+                log.info("plan_not_followed", previous=self._last_plan, effect="plain self-consumption")
+            self._last_plan = d.plan
         if d.hold != self._last_hold:
             if d.hold is not None:
                 log.info("command_held", reason=d.hold, setpoint_w=0.0)

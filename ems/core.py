@@ -68,13 +68,19 @@ class Decision:
     gate: str | None  # control_disabled / dry_run when a non-zero set-point is not written
     transition: Transition
     fault_causes: tuple[str, ...]
+    plan: str | None = None  # the plan slot followed ("plan:hold", ...), None: plain self-consumption or an operator's mode
 
     @property
     def reasons(self) -> tuple[str, ...]:
         return self.limits + ((self.hold,) if self.hold else ()) + ((self.gate,) if self.gate else ())
 
 
-def _limit_inputs(inputs: Inputs, core: CoreState, cfg: CoreConfig) -> LimitInputs:
+def _follows_plan(state: State, inputs: Inputs) -> bool:
+    """The plan shapes plain self-consumption only: an operator's mode or set-point always wins."""
+    return inputs.plan is not None and state is State.SELF_CONSUMPTION and inputs.requested_mode is Mode.SELF_CONSUMPTION
+
+
+def _limit_inputs(inputs: Inputs, core: CoreState, cfg: CoreConfig, *, plan: bool) -> LimitInputs:
     fresh = cfg.fresh_s
     soc = inputs.value(Q.SOC_PCT, max_age_s=fresh)
     dis_blocked, chg_blocked = soc_latches(
@@ -93,6 +99,10 @@ def _limit_inputs(inputs: Inputs, core: CoreState, cfg: CoreConfig) -> LimitInpu
         prev_cmd_w=core.prev_cmd_w if math.isfinite(core.prev_cmd_w) else 0.0,
         discharge_blocked=dis_blocked,
         charge_blocked=chg_blocked,
+        plan_lo_w=inputs.plan.lo_w if plan and inputs.plan is not None else -math.inf,
+        plan_hi_w=inputs.plan.hi_w if plan and inputs.plan is not None else math.inf,
+        plan_reason=inputs.plan.reason if plan and inputs.plan is not None else None,
+        import_cap_w=inputs.import_cap.power_w if inputs.import_cap is not None and inputs.import_cap.active(inputs.now_s) else None,
     )
 
 
@@ -119,7 +129,7 @@ def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState,
         ess=inputs.fresh(Q.ESS_POWER_W, max_age_s=cfg.fresh_s),
         prev_ess=core.ess,
         prev_cmd_w=li.prev_cmd_w,
-        target_grid_w=cfg.target_grid_w,
+        target_grid_w=inputs.plan.grid_target_w if _follows_plan(state, inputs) and inputs.plan is not None else cfg.target_grid_w,
     )
     raw_w, law_state = cfg.law.command(law_in, core.law_state if core.law_ran else cfg.law.initial())
     return raw_w, None, law_state, True
@@ -127,8 +137,8 @@ def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState,
 
 def step(core: CoreState, inputs: Inputs, cfg: CoreConfig) -> Decision:
     tr = statemachine.step(core.machine, inputs, cfg.machine)
-    li = _limit_inputs(inputs, core, cfg)
     state = tr.machine.state
+    li = _limit_inputs(inputs, core, cfg, plan=_follows_plan(state, inputs))
     raw_w, hold, law_state, law_ran = _raw_command(state, inputs, li, core, cfg)
     limits: tuple[str, ...] = ()
     if state not in _DRIVING:
@@ -150,4 +160,5 @@ def step(core: CoreState, inputs: Inputs, cfg: CoreConfig) -> Decision:
         law_state=law_state,
         law_ran=law_ran,
     )
-    return Decision(nxt, state, setpoint_w, written_w, limits, hold, gate, tr, tr.causes)
+    followed = inputs.plan.reason if _follows_plan(state, inputs) and inputs.plan is not None else None
+    return Decision(nxt, state, setpoint_w, written_w, limits, hold, gate, tr, tr.causes, followed)

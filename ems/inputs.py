@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ems.model import BmsFlags, ExternalSetpoint, Mode, Quantity, Reading
+from ems.model import BmsFlags, ExternalSetpoint, ImportCap, Mode, Quantity, Reading
+from ems.plan import PlanBounds
 
 __all__ = ["Inputs"]
 
@@ -20,6 +21,8 @@ class Inputs:
     external_setpoint: ExternalSetpoint | None
     worker_faults: tuple[str, ...] = ()  # e.g. "worker_dead:modbus-ess", found by the supervisor
     shutdown: bool = False
+    plan: PlanBounds | None = None  # the active plan slot (target and battery range), None: plain self-consumption
+    import_cap: ImportCap | None = None  # an external import limit (dimming), applied with limit 4
 
     def fresh(self, q: Quantity, *, max_age_s: float) -> Reading | None:
         """The reading of `q` when it is finite and at most `max_age_s` old, else None."""

@@ -30,6 +30,7 @@ __all__ = [
     "GridLimits",
     "LimitInputs",
     "LimitsConfig",
+    "PlanRange",
     "Ramp",
     "Rating",
     "SocWindow",
@@ -39,6 +40,7 @@ __all__ = [
     "constraints",
     "grid_limits",
     "inverter_rating",
+    "plan_range",
     "ramp",
     "soc_latches",
     "soc_window",
@@ -77,6 +79,10 @@ class LimitInputs:
     prev_cmd_w: float = 0.0
     discharge_blocked: bool = False  # SOC window latch (with hysteresis)
     charge_blocked: bool = False
+    plan_lo_w: float = -math.inf  # the active plan slot's battery range (ems/plan.py PlanBounds)
+    plan_hi_w: float = math.inf
+    plan_reason: str | None = None  # e.g. "plan:hold", "plan:charge_from_grid:soc_target_reached"
+    import_cap_w: float | None = None  # an external import limit in force (dimming), beside the configured one
 
 
 # ---- each limit's own config ------------------------------------------------------------------
@@ -116,7 +122,13 @@ class Ramp:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanRange:
+    enabled: bool = True  # follow the planner's battery range when a plan is active
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
+    plan: PlanRange = field(default_factory=PlanRange)
     rating: Rating = field(default_factory=Rating)
     bms: BmsCurrent = field(default_factory=BmsCurrent)
     soc: SocWindow = field(default_factory=SocWindow)
@@ -125,7 +137,14 @@ class LimitsConfig:
     ramp: Ramp = field(default_factory=Ramp)
 
 
-# ---- the limits, DESIGN §4 order ---------------------------------------------------------------
+# ---- the limits, DESIGN §4 order (the plan's range first: the planner advises, the limits decide) ----
+def plan_range(i: LimitInputs, c: PlanRange) -> Allowed:
+    """The active plan slot's battery range (hold: no discharge; grid charging: charge only ...)."""
+    if not c.enabled or i.plan_reason is None:
+        return FREE
+    return Allowed(min(i.plan_lo_w, 0.0), max(i.plan_hi_w, 0.0), i.plan_reason, i.plan_reason)
+
+
 def inverter_rating(i: LimitInputs, c: Rating) -> Allowed:
     return Allowed(-c.max_charge_w, c.max_discharge_w, "inverter_rating", "inverter_rating")
 
@@ -168,9 +187,12 @@ def grid_limits(i: LimitInputs, c: GridLimits) -> Allowed:
     if i.grid_w is None or i.ess_w is None:
         return FREE
     uncontrolled_w = i.grid_w + i.ess_w  # grid power with the battery at 0 W (load - pv)
-    lo_w = -INF if c.max_import_w is None else min(0.0, uncontrolled_w - c.max_import_w)
+    caps = [cap for cap in (c.max_import_w, i.import_cap_w) if cap is not None]
+    max_import_w = min(caps) if caps else None
+    lo_w = -INF if max_import_w is None else min(0.0, uncontrolled_w - max_import_w)
     hi_w = INF if c.max_export_w is None else max(0.0, uncontrolled_w + c.max_export_w)
-    return Allowed(lo_w, hi_w, "max_import", "max_export")
+    dimmed = i.import_cap_w is not None and (c.max_import_w is None or i.import_cap_w < c.max_import_w)
+    return Allowed(lo_w, hi_w, "import_cap" if dimmed else "max_import", "max_export")
 
 
 def ramp(i: LimitInputs, c: Ramp) -> Allowed:
@@ -183,6 +205,7 @@ def ramp(i: LimitInputs, c: Ramp) -> Allowed:
 
 Limit = Callable[[LimitInputs, Any], Allowed]
 LIMITS: tuple[tuple[str, Limit], ...] = (
+    ("plan", plan_range),
     ("rating", inverter_rating),
     ("bms", bms_current),
     ("soc", soc_window),

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from ems.plan import Plan, PlannerStatus
+
 __all__ = [
     "LOCAL_MODES",
     "BmsFlags",
@@ -19,6 +21,7 @@ __all__ = [
     "DeviceHealth",
     "EventRecord",
     "ExternalSetpoint",
+    "ImportCap",
     "Mode",
     "Quantity",
     "Reading",
@@ -125,6 +128,19 @@ class ExternalSetpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportCap:
+    """A grid operator's import limit (Germany's §14a EnWG dimming, an aggregator's cap), with a TTL."""
+
+    power_w: float  # the site must not import more than this
+    expires_at_s: float  # monotonic; math.inf = until cleared
+    reason: str
+    source: str
+
+    def active(self, now_s: float) -> bool:
+        return math.isfinite(self.power_w) and now_s < self.expires_at_s
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """What the controller publishes each cycle on the command channel; the ESS link writes `written_w`."""
 
@@ -147,6 +163,7 @@ class ControlStatus:
     fault_causes: tuple[str, ...]
     overruns: int  # cycles missed so far
     law: Mapping[str, object] = field(default_factory=_empty)  # what the law reports of itself (name, identified plant)
+    plan: str | None = None  # the plan slot followed this cycle (e.g. "plan:hold"), None: plain self-consumption
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -205,6 +222,9 @@ class Snapshot:
     devices: tuple[DeviceHealth, ...]
     threads: tuple[ThreadHealth, ...]
     counters: Mapping[str, int]
+    plan: Plan | None = None  # the planner's latest plan (ems.context.plan)
+    planner: PlannerStatus | None = None
+    import_cap: ImportCap | None = None  # an external import limit in force (dimming)
 
     def reading(self, q: Quantity) -> Reading | None:
         return self.measurements.get(q)

@@ -34,6 +34,7 @@ __all__ = [
     "PlanBounds",
     "PlanSlot",
     "PlanStatus",
+    "PlannerStatus",
     "SlotGuidance",
     "SlotMode",
     "SlotRule",
@@ -106,6 +107,16 @@ class Plan:
     @property
     def end_unix_s(self) -> int:
         return self.slots[-1].end_unix_s if self.slots else int(self.created_at_unix_s)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerStatus:
+    state: str  # off | starting | ok | no_prices | stale | failed
+    reason: str  # why, in a few words (shown and logged)
+    at_s: float | None  # monotonic time of this status
+    prices_until_unix_s: float | None = None  # the last slot with a known price ends here
+    replans: int = 0
+    last_solve_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@
 - `requests`: the requested mode and the external set-point, every request audited;
 - `commands`: the command channel from the controller to the ESS link;
 - `health`: per-device health and thread heartbeats;
+- `plans`: the planner's latest plan and state (the controller follows the active slot);
 - `events`: the event log; `counters`: named counters.
 
 The controller, each worker and the API are handed only the parts they use. `snapshot()` copies
@@ -22,6 +23,7 @@ from ems.context.commands import CommandChannel
 from ems.context.counters import Counters
 from ems.context.events import EventLog
 from ems.context.health import Health
+from ems.context.plan import PlanBoard, PlannerStatus
 from ems.context.readings import Readings, ReadingsWriter
 from ems.context.requests import RequestResult, Requests
 from ems.model import Mode, Quantity, Snapshot
@@ -32,6 +34,8 @@ __all__ = [
     "EMSContext",
     "EventLog",
     "Health",
+    "PlanBoard",
+    "PlannerStatus",
     "Readings",
     "ReadingsWriter",
     "RequestResult",
@@ -62,6 +66,7 @@ class EMSContext:
         self.requests = Requests(events=self.events, clock=clock, start_mode=start_mode, max_ttl_s=max_ttl_s)
         self.commands = CommandChannel()
         self.health = Health()
+        self.plans = PlanBoard()
 
     def snapshot(self) -> Snapshot:
         measurements, flags = self.readings.snapshot()
@@ -69,6 +74,7 @@ class EMSContext:
         mode, setpoint = self.requests.snapshot()
         control, written_seq = self.commands.snapshot()
         devices, threads = self.health.snapshot(owners, self.required_sources)
+        plan, planner = self.plans.snapshot()
         counters = self.counters.snapshot()
         at_s = self.clock.monotonic()  # after the copies: nothing in the snapshot is newer
         return Snapshot(
@@ -83,6 +89,9 @@ class EMSContext:
             devices=devices,
             threads=threads,
             counters=counters,
+            plan=plan,
+            planner=planner,
+            import_cap=self.requests.import_cap(),
         )
 
     def owners(self) -> Mapping[Quantity, str]:

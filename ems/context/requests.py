@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ems.clock import Clock
 from ems.context.events import EventLog
-from ems.model import EventRecord, ExternalSetpoint, Mode
+from ems.model import EventRecord, ExternalSetpoint, ImportCap, Mode
 
 __all__ = ["AuditSink", "RequestResult", "Requests"]
 
@@ -38,6 +38,7 @@ class Requests:
         self._lock = threading.Lock()
         self._mode = start_mode
         self._setpoint: ExternalSetpoint | None = None
+        self._import_cap: ImportCap | None = None
         self._sink: AuditSink | None = None
 
     def set_audit_sink(self, sink: AuditSink | None) -> None:
@@ -46,6 +47,32 @@ class Requests:
     def snapshot(self) -> tuple[Mode, ExternalSetpoint | None]:
         with self._lock:
             return self._mode, self._setpoint
+
+    def import_cap(self) -> ImportCap | None:
+        with self._lock:
+            return self._import_cap
+
+    def set_import_cap(self, *, power_w: float, ttl_s: float | None, reason: str, who: str, via: str) -> RequestResult:
+        """An external import limit (dimming): the loop and the planner keep grid import at or below it."""
+        with self._lock:
+            old = None if self._import_cap is None else self._import_cap.power_w
+            ok = math.isfinite(power_w) and power_w >= 0 and (ttl_s is None or (math.isfinite(ttl_s) and ttl_s > 0))
+            if ok:
+                until = math.inf if ttl_s is None else self._clock.monotonic() + ttl_s
+                self._import_cap = ImportCap(float(power_w), until, reason, who)
+        if not ok:
+            msg = "power_w must be finite and >= 0, ttl_s > 0 or null"
+            ev = self.audit_refused("import_cap", who=who, via=via, old=old, new=power_w, message=msg, ttl_s=ttl_s, reason=reason)
+            return RequestResult(False, old, power_w, msg, ev)
+        ev = self._audit(who=who, via=via, what="import_cap", old=old, new=power_w, ttl_s=ttl_s, reason=reason, result="accepted")
+        return RequestResult(True, old, power_w, "accepted", ev)
+
+    def clear_import_cap(self, *, who: str, via: str) -> RequestResult:
+        with self._lock:
+            old = None if self._import_cap is None else self._import_cap.power_w
+            self._import_cap = None
+        ev = self._audit(who=who, via=via, what="import_cap", old=old, new=None, result="accepted")
+        return RequestResult(True, old, None, "accepted", ev)
 
     def _audit(self, **data: object) -> int:
         rec = self._events.append("audit", **data)
