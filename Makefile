@@ -56,6 +56,7 @@ typecheck: $(VENV)/.dev
 docs: $(VENV)/.runtime
 	$(PY) -m ems.statemachine > docs/state-machine.md
 	$(PY) -m config.reference > docs/configuration.md
+	$(PY) -m interfaces.modbus.devices > docs/devices.md
 
 # Install as a systemd service (deploy/README.md): a venv per release under $(PREFIX)/releases,
 # the unit, the dedicated user, /etc/ems/ems.yaml from the safe example if missing. Honours DESTDIR.

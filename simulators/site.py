@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Awaitable
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
 import structlog
 
 from interfaces.modbus.pointmap import load_map
 from simulators.config import SimulatorConfig
+from simulators.inverter import InverterModel
 from simulators.modbus_server import DeviceServer, RegisterImage
 from simulators.plant import Plant
 from simulators.profile import load_profile
@@ -103,14 +105,21 @@ def _hms(t_s: float) -> str:
 
 
 class Simulator:
-    def __init__(self, cfg: SimulatorConfig) -> None:
+    def __init__(self, cfg: SimulatorConfig, *, device_clock: Callable[[], float] | None = None) -> None:
+        """`device_clock`: what the devices' own timers run on (revert timers): real monotonic time
+        by default, whatever the plant's speed; a deterministic test passes the plant's time."""
         self.cfg = cfg
+        self._device_clock = device_clock or time.monotonic
         pc = cfg.plant
-        self.plant = Plant(pc.params(), load_profile(pc.profile), start_t_s=pc.start_time_s)
+        # the inverter's revert timer is the profile's (simulators/inverter.py), not the plant's watchdog
+        self.plant = Plant(replace(pc.params(), watchdog_s=0.0), load_profile(pc.profile), start_t_s=pc.start_time_s)
         self.load_offset_w = pc.load_offset_w
         self.plant.load_offset_w = pc.load_offset_w
-        self.enabled = False  # the inverter's remote-control enable (vendor model 64901 Ena)
-        self.setpoint_w = 0.0
+        self.inverter: InverterModel | None = None
+        if cfg.ess.enabled:
+            pmap = load_map(cfg.ess.map)
+            if pmap.control is not None:
+                self.inverter = InverterModel(pmap, rating_w=pc.inverter_max_discharge_w, default_revert_s=pc.watchdog_s or None)
         self._battery_heartbeat = 0
         self._abs_grid_ws = 0.0
         self._stats_s = 0.0
@@ -152,16 +161,27 @@ class Simulator:
         self.control_port: int | None = None
 
     # ---- the inverter's behaviour on writes -----------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        """The inverter is under the EMS's control (for the reference device: Ena = 1)."""
+        return self.inverter is not None and self.inverter.external
+
+    @property
+    def setpoint_w(self) -> float:
+        """What the inverter drives toward now: the EMS's command, or its own mode's power."""
+        if self.inverter is None:
+            return 0.0
+        p = self.plant
+        return self.inverter.target_w(net_load_w=p.load_w - p.pv_w)
+
     def _on_ess_write(self, name: str, value: float) -> None:
-        if name == "enable":
-            self.enabled = value >= 0.5
-        elif name == "setpoint_w":
-            self.setpoint_w = value
-        elif name == "heartbeat":
-            if self.plant.watchdog_tripped:
-                log.info("sim_watchdog_cleared", t=_hms(self.plant.profile_t_s))
-            self.plant.feed_watchdog()
-        self.plant.set_setpoint(self.setpoint_w if self.enabled else 0.0)
+        if self.inverter is None:
+            return
+        was_reverted = self.inverter.reverted
+        self.inverter.write(name, value, now_s=self._device_clock())
+        if was_reverted and not self.inverter.reverted:
+            log.info("sim_inverter_recovered", t=_hms(self.plant.profile_t_s))
+        self.plant.set_setpoint(self.setpoint_w)
         # the status shows a write at once (not at the next plant step): a caller that saw the EMS's
         # write acknowledged must read it back here (tests, bench fault reaction, rehearsals)
         self.view = self._make_view()
@@ -170,12 +190,10 @@ class Simulator:
     def step(self, dt_s: float) -> None:
         """Advance the plant by `dt_s` simulated seconds and refresh the register images."""
         p = self.plant
-        was_tripped = p.watchdog_tripped
+        if self.inverter is not None:
+            self.inverter.step(self._device_clock())
+            p.set_setpoint(self.setpoint_w)  # its own mode follows the load between writes
         p.step(dt_s)
-        if p.watchdog_tripped and not was_tripped:
-            self.enabled = False
-            self.setpoint_w = 0.0
-            log.warning("sim_watchdog_tripped", t=_hms(p.profile_t_s), watchdog_s=p.params.watchdog_s, hint="no heartbeat: inverter to 0 W")
         self._abs_grid_ws += abs(p.grid_true_w) * dt_s
         self._stats_s += dt_s
         self._battery_heartbeat = (self._battery_heartbeat + 1) % 0x10000
@@ -219,8 +237,8 @@ class Simulator:
                     "battery_power_w": -p.battery_current_a * p.battery_voltage_v,
                     "enable": 1.0 if self.enabled else 0.0,
                     "setpoint_w": self.setpoint_w,
-                    "watchdog_s": prm.watchdog_s,
-                    "watchdog_tripped": 1.0 if p.watchdog_tripped else 0.0,
+                    "watchdog_s": self.inverter.revert_s or 0.0 if self.inverter is not None else 0.0,
+                    "watchdog_tripped": 1.0 if self.inverter is not None and self.inverter.reverted else 0.0,
                 }
             )
         meter = self.images.get("meter")
@@ -267,7 +285,7 @@ class Simulator:
             discharge_current_limit_a=p.discharge_current_limit_a,
             setpoint_w=p.setpoint_w,
             enabled=self.enabled,
-            watchdog_tripped=p.watchdog_tripped,
+            watchdog_tripped=self.inverter is not None and self.inverter.reverted,
             mean_abs_grid_w=self._abs_grid_ws / self._stats_s if self._stats_s > 0 else 0.0,
             stats_s=self._stats_s,
         )

@@ -105,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("file", metavar="FILE")
     chk.add_argument("--env-file", metavar="PATH", help="also read KEY=VALUE lines from this file, as the service does (/etc/ems/ems.env)")
 
+    devs = sub.add_parser("devices", help="the supported device profiles: name, kind, vendor, control method, keep-alive, revert")
+    devs.add_argument("--json", action="store_true", help="print JSON instead of text")
     mb = sub.add_parser("modbus", help="read-only Modbus TCP wiring checks")
     mb_sub = mb.add_subparsers(dest="modbus_cmd", required=True, metavar="scan|read")
     dev = argparse.ArgumentParser(add_help=False, parents=[read])
@@ -191,6 +193,22 @@ def _ctrl_c_ends(streaming: bool) -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
 
 
+def _devices(io: _Io) -> int:
+    from dataclasses import asdict
+
+    from interfaces.modbus.devices import device_rows
+
+    rows = device_rows()
+    io.emit(
+        {"devices": [asdict(r) for r in rows]},
+        lambda: "\n".join(
+            [f"{'profile':22} {'kind':10} {'vendor':18} {'control method':24} revert"]
+            + [f"{r.name:22} {r.kind:10} {r.vendor[:18]:18} {r.method:24} {r.revert}" for r in rows]
+        ),
+    )
+    return EXIT_OK
+
+
 def _client(args: argparse.Namespace, env: Mapping[str, str]) -> ApiClient:
     token = token_from(env, getattr(args, "token_file", None))
     return ApiClient(getattr(args, "url", None) or default_url(env), token, timeout_s=getattr(args, "timeout", 5.0))
@@ -199,6 +217,8 @@ def _client(args: argparse.Namespace, env: Mapping[str, str]) -> ApiClient:
 def _dispatch(args: argparse.Namespace, env: Mapping[str, str], io: _Io, stop: threading.Event) -> int:
     if args.cmd == "config":
         return _config_check(args.file, {**env, **_env_file(args.env_file)} if args.env_file else env, io)
+    if args.cmd == "devices":
+        return _devices(io)
     if args.cmd == "modbus":
         return _modbus(args, io)
     if args.cmd == "can":

@@ -36,7 +36,7 @@ from interfaces.modbus.link import DeviceLink, LinkError, Rejected, serial_clien
 from interfaces.modbus.pointmap import DecodeError, MapError, available_maps, load_map
 from interfaces.worker import Worker
 
-__all__ = ["BATTERY_QUANTITIES", "ModbusLink", "build_modbus_links", "map_quantities"]
+__all__ = ["BATTERY_QUANTITIES", "ESS_QUANTITIES", "ModbusLink", "build_modbus_links", "map_quantities"]
 
 _MAX_WAIT_S = 0.25  # longest single wait, so stop() is seen promptly
 # What an inverter may also report of its battery: copies of what a BMS owns when there is one.
@@ -275,11 +275,16 @@ class ModbusLink(Worker):
             dev.link.close()
 
 
+ESS_QUANTITIES = frozenset(q for q in Quantity if q.value.startswith("ess_"))
+
+
 def _claims(name: str, cfg: ModbusDeviceConfig) -> tuple[frozenset[Quantity], frozenset[Quantity]]:
-    """(firm, optional) readings of a device: an inverter's battery readings are optional copies."""
+    """(firm, optional) readings of a device. The inverter owns its own readings (ess_*); what else it
+    reports (its battery's SOC and currents, its attached grid meter, its PV input) are optional
+    copies that yield to a dedicated BMS or meter."""
     provided = map_quantities(cfg)
     if name == "ess":
-        return provided - BATTERY_QUANTITIES, provided & BATTERY_QUANTITIES
+        return provided & ESS_QUANTITIES, provided - ESS_QUANTITIES
     return provided, frozenset()
 
 

@@ -37,7 +37,9 @@ def running() -> Iterator[tuple[LoopThread, Simulator, DeviceLink, DeviceLink]]:
             "control.enabled": False,
         },
     )
-    sim = Simulator(cfg)
+    holder: list[Simulator] = []
+    sim = Simulator(cfg, device_clock=lambda: holder[0].plant.t_s)  # the test steps the plant: device timers follow it
+    holder.append(sim)
 
     async def start() -> None:
         for dev in sim.devices.values():

@@ -17,3 +17,10 @@ def test_configuration_reference_lists_every_control_key() -> None:
     text = render_markdown()
     for key in ControlConfig.model_fields:
         assert f"`control.{key}`" in text
+
+
+def test_device_list_is_current() -> None:
+    from interfaces.modbus.devices import render_markdown as devices_markdown
+
+    doc = (REPO_ROOT / "docs" / "devices.md").read_text(encoding="utf-8")
+    assert doc == devices_markdown(), "docs/devices.md is stale: run `make docs`"
