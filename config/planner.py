@@ -1,8 +1,8 @@
 """`planner:` section: the price- and forecast-aware schedule (docs/scheduling.md).
 
-Not yet part of the root config (config/schema.py); self-contained until the planner thread is wired in.
-The battery model here is the planner's view; the 1 Hz loop keeps its own limits (`control:`), which
-apply after the plan, unchanged.
+Part of the root config (config/schema.py). The battery model here is the planner's view: its SOC
+window and power limits default from `control:` (the loop's limits, which apply after the plan,
+unchanged) and may only be narrower.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ __all__ = ["BatteryModel", "EndValue", "ForecastConfig", "GridModel", "LoadForec
 
 class BatteryModel(Section):
     capacity_wh: float = Field(10000.0, gt=0, le=1e7, description="usable energy between 0 and 100 % SOC, Wh")
-    max_charge_w: float = Field(5000.0, ge=0, le=1e6, description="largest charge power (AC side), W")
-    max_discharge_w: float = Field(5000.0, ge=0, le=1e6, description="largest discharge power (AC side), W")
+    max_charge_w: float = Field(5000.0, ge=0, le=1e6, description="largest charge power, AC side (default: control.max_charge_w), W")
+    max_discharge_w: float = Field(
+        5000.0, ge=0, le=1e6, description="largest discharge power, AC side (default: control.max_discharge_w), W"
+    )
     charge_efficiency_pct: float = Field(95.0, gt=0, le=100, description="one-way efficiency AC to stored energy, %")
     discharge_efficiency_pct: float = Field(95.0, gt=0, le=100, description="one-way efficiency stored energy to AC, %")
-    soc_min_pct: float = Field(10.0, ge=0, le=100, description="the plan never goes below (use control.soc_min_pct), %")
-    soc_max_pct: float = Field(95.0, ge=0, le=100, description="the plan never goes above (use control.soc_max_pct), %")
+    soc_min_pct: float = Field(10.0, ge=0, le=100, description="the plan never goes below (default: control.soc_min_pct), %")
+    soc_max_pct: float = Field(95.0, ge=0, le=100, description="the plan never goes above (default: control.soc_max_pct), %")
     reserve_soc_pct: float = Field(
         0.0,
         ge=0,
@@ -45,8 +47,10 @@ class BatteryModel(Section):
 
 
 class GridModel(Section):
-    import_max_w: float | None = Field(None, gt=0, le=1e7, description="grid import limit (fuse, contract), null = none, W")
-    export_max_w: float | None = Field(None, ge=0, le=1e7, description="feed-in cap, null = none, W")
+    import_max_w: float | None = Field(
+        None, ge=0, le=1e7, description="grid import limit (fuse, contract), null = none (default: control.max_import_w), W"
+    )
+    export_max_w: float | None = Field(None, ge=0, le=1e7, description="feed-in cap, null = none (default: control.max_export_w), W")
     export_max_pct_of_pv_peak: float | None = Field(
         None, ge=0, le=100, description="feed-in cap as a share of pv_peak_w (e.g. 60 for the German 60 % rule), %"
     )

@@ -1,6 +1,5 @@
 """`tariff:` section: what a kWh costs to import and earns to export, and where spot prices come from
-(docs/scheduling.md). Not yet part of the root config (config/schema.py); self-contained until the
-planner is wired in.
+(docs/scheduling.md). Part of the root config (config/schema.py); used by the planner thread.
 
 Each side (import, export) is one of:
 - `fixed`: one price;
@@ -125,6 +124,7 @@ class TariffSide(Section):
 
 class PriceSourceKind(StrEnum):
     NONE = "none"
+    PUSH = "push"  # prices arrive only over REST (PUT /api/v1/prices) or MQTT (<base>/cmd/prices)
     ENTSOE = "entsoe"
     AWATTAR = "awattar"
     TIBBER = "tibber"
@@ -141,7 +141,10 @@ _DEFAULT_URLS = {
 
 
 class PriceSourceConfig(Section):
-    kind: PriceSourceKind = Field(PriceSourceKind.NONE, description="none | entsoe | awattar | tibber | octopus | csv")
+    kind: PriceSourceKind = Field(
+        PriceSourceKind.NONE,
+        description="none | push (REST/MQTT only) | entsoe | awattar | tibber | octopus | csv (a push is also accepted beside a fetching source)",
+    )
     url: str | None = Field(
         None,
         max_length=500,

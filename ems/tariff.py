@@ -16,6 +16,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from config.tariff import PriceFormula, PriceKind, TariffConfig, TariffSide, TouWindow
+from ems.prices import PricePoint
 
 __all__ = [
     "DayAheadState",
@@ -31,13 +32,6 @@ __all__ = [
 ]
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-@dataclass(frozen=True, slots=True)
-class PricePoint:
-    start_unix_s: int
-    end_unix_s: int
-    price_eur_per_kwh: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,8 @@ def _token(cfg: TariffConfig) -> str:
 def fetch_prices(cfg: TariffConfig, *, start_unix_s: int, end_unix_s: int, session: requests.Session | None = None) -> PriceFetch:
     src = cfg.source
     url = src.endpoint
-    if src.kind is PriceSourceKind.NONE:
-        return PriceFetch("none", cfg.currency, ())
+    if src.kind in (PriceSourceKind.NONE, PriceSourceKind.PUSH):  # nothing to fetch: prices arrive by push
+        return PriceFetch(src.kind.value, cfg.currency, ())
     if src.kind is PriceSourceKind.CSV:
         assert src.path is not None
         got = read_price_csv(src.path, currency=cfg.currency)

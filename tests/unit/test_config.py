@@ -130,3 +130,41 @@ def test_devices_sharing_one_rs485_line_need_its_settings_and_their_own_unit_ids
     # grid meter (unit 2) and PV meter (unit 3) on one line with the same settings: fine; a disabled device never clashes
     cfg = parse_config({"modbus": {"meter": rtu, "pv": {**rtu, "enabled": True}, "ess": {**rtu, "enabled": False, "device_id": 2}}}, {})
     assert (cfg.modbus.meter.device_id, cfg.modbus.pv.device_id, cfg.modbus.pv.map) == (2, 3, "sdm630_pv")
+
+
+def test_the_planner_is_off_by_default_and_takes_its_battery_limits_from_control() -> None:
+    cfg = parse_config({"control": {"soc_min_pct": 20, "soc_max_pct": 90, "max_charge_w": 3000, "max_import_w": 9000}}, {})
+    b, g = cfg.planner.battery, cfg.planner.grid
+    assert cfg.planner.enabled is False and cfg.tariff.source.kind.value == "none"
+    assert (b.soc_min_pct, b.soc_max_pct, b.max_charge_w, b.max_discharge_w) == (20.0, 90.0, 3000.0, 5000.0)
+    assert g.import_max_w == 9000.0 and g.export_max_w is None
+
+
+def test_a_planner_value_given_explicitly_wins_over_control() -> None:
+    cfg = parse_config({"control": {"soc_min_pct": 20}, "planner": {"battery": {"soc_min_pct": 30}}}, {})
+    assert cfg.planner.battery.soc_min_pct == 30.0
+
+
+def test_the_enabled_planner_may_only_be_narrower_than_the_loop_and_the_error_names_both_keys() -> None:
+    on = {"enabled": True}
+    store = {"enabled": True}
+    assert problems({"planner": {**on, "battery": {"soc_min_pct": 5}}, "store": store}) == [
+        "planner.battery.soc_min_pct: must be >= control.soc_min_pct (got 5 < 10; the loop does not discharge below it)"
+    ]
+    assert problems({"planner": {**on, "battery": {"max_discharge_w": 8000}}, "store": store}) == [
+        "planner.battery.max_discharge_w: must be <= control.max_discharge_w (got 8000 > 5000)"
+    ]
+    assert problems({"planner": {**on, "replan_s": 3600, "max_plan_age_s": 1800}, "store": store}) == [
+        "planner.max_plan_age_s: must be > planner.replan_s (got 1800 <= 3600; a plan would lapse before the next one)"
+    ]
+    (p,) = problems({"planner": on})
+    assert p.startswith("planner.enabled: needs store.enabled: true")
+
+
+def test_push_is_a_price_source_for_a_dynamic_tariff() -> None:
+    cfg = parse_config(
+        {"tariff": {"import_price": {"kind": "dynamic", "formula": {"adder_eur_per_kwh": 0.14}}, "source": {"kind": "push"}}}, {}
+    )
+    assert cfg.tariff.needs_spot and cfg.tariff.source.kind.value == "push"
+    (p,) = problems({"tariff": {"import_price": {"kind": "dynamic"}}})
+    assert p.startswith("tariff.source: a dynamic import or export price needs a price source")
