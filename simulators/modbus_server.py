@@ -40,12 +40,26 @@ class _Slot:
 
 
 class RegisterImage:
-    """Registers of one simulated device, laid out from `pmap`. Not thread-safe (one event loop)."""
+    """Registers of one simulated device (one unit id), laid out from `pmap`. Not thread-safe (one event loop).
 
-    def __init__(self, pmap: PointMap, *, base: int = SUNSPEC_BASE, on_write: Callable[[str, float], None] | None = None) -> None:
+    `unit_key`: for a profile whose points live at several unit ids (`device_ids`, e.g. a Victron GX's
+    system unit 100 and VE.Bus unit 227), the image of the points with that key (None: the rest).
+    A profile with `read_gap_max: 0` is strict like the device: a read that touches a register no
+    point covers is refused (ILLEGAL ADDRESS); otherwise such registers read 0.
+    """
+
+    def __init__(
+        self,
+        pmap: PointMap,
+        *,
+        base: int = SUNSPEC_BASE,
+        on_write: Callable[[str, float], None] | None = None,
+        unit_key: str | None = None,
+    ) -> None:
         self.map = pmap
         self._on_write = on_write
         self._slots: dict[str, _Slot] = {}
+        self.unit_key = unit_key
         if pmap.kind == "sunspec":
             self.start = base
             regs: list[int] = list(SUNS_MARKER)
@@ -57,12 +71,22 @@ class RegisterImage:
                     self._slots[p.name] = _Slot(model_addr + p.offset, p, sf_addr)
             regs += [0xFFFF, 0]
         else:
-            self.start = min(p.offset for p in pmap.points)
-            end = max(p.offset + p.count for p in pmap.points)
+            points = [p for p in pmap.points if p.device_id == unit_key]
+            if not points:
+                raise ValueError(f"{pmap.name}: no points for unit {unit_key or 'default'}")
+            self.start = min(p.offset for p in points)
+            end = max(p.offset + p.count for p in points)
             regs = [0] * (end - self.start)
-            for p in pmap.points:
+            for p in points:
                 self._slots[p.name] = _Slot(p.offset, p, None)
         self.regs = regs
+        self._parts: dict[str, list[_Slot]] = {}  # reading -> the points summed into it (`part_of`)
+        for sl in self._slots.values():
+            if sl.point.part_of:
+                self._parts.setdefault(sl.point.part_of, []).append(sl)
+        self._mapped: set[int] | None = None  # strict devices: the addresses a point covers
+        if pmap.kind == "plain" and pmap.read_gap_max == 0:
+            self._mapped = {sl.address + i for sl in self._slots.values() for i in range(sl.point.count)}
         self._writable: set[int] = {s.address + i for s in self._slots.values() if s.point.writable for i in range(s.point.count)}
         self._overrides: dict[int, int] = {}
         for s in self._slots.values():
@@ -97,13 +121,15 @@ class RegisterImage:
         device would; strings are truncated.
         """
         for name, value in values.items():
-            slot = self._slots.get(name)
-            if slot is None or slot.point.server_value is not None:
-                continue
-            try:
-                self._put(slot, value)
-            except EncodeError:
-                self._put_saturated(slot, value)
+            slots = [self._slots[name]] if name in self._slots else self._parts.get(name, [])
+            share = value / len(slots) if slots and not isinstance(value, str) else value  # a summed reading: split evenly
+            for slot in slots:
+                if slot.point.server_value is not None:
+                    continue
+                try:
+                    self._put(slot, share)
+                except EncodeError:
+                    self._put_saturated(slot, share)
 
     def _put_saturated(self, slot: _Slot, value: float | str) -> None:
         p = slot.point
@@ -131,8 +157,11 @@ class RegisterImage:
                 self._overrides[slot.address + i] = words[i]
 
     def read(self, address: int, count: int) -> list[int] | None:
-        """Registers address..address+count-1, or None when outside the image."""
+        """Registers address..address+count-1, or None when outside the image (or, on a strict
+        device, when any of them is covered by no point)."""
         if address < self.start or address + count > self.end:
+            return None
+        if self._mapped is not None and any(a not in self._mapped for a in range(address, address + count)):
             return None
         out = self.regs[address - self.start : address - self.start + count]
         for a, w in self._overrides.items():

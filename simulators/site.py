@@ -124,10 +124,16 @@ class Simulator:
         self._abs_grid_ws = 0.0
         self._stats_s = 0.0
         self.images: dict[str, RegisterImage] = {}
+        self._extra_units: list[tuple[str, int, RegisterImage]] = []  # (device, unit id, image)
         self.devices: dict[str, DeviceServer] = {}  # by device name; devices on one serial line share a server
         for name, dc, on_write in (("ess", cfg.ess, self._on_ess_write), ("meter", cfg.meter, None), ("pv", cfg.pv, None)):
             if dc.enabled:
-                self.images[name] = RegisterImage(load_map(dc.map), on_write=on_write)
+                pmap = load_map(dc.map)
+                self.images[name] = RegisterImage(pmap, on_write=on_write)
+                for key, unit in pmap.device_ids.items():  # points at other unit ids of the same device (Victron VE.Bus)
+                    extra = RegisterImage(pmap, on_write=on_write, unit_key=key)
+                    self.images[f"{name}.{key}"] = extra
+                    self._extra_units.append((name, unit, extra))
                 shared = next(
                     (
                         d
@@ -150,6 +156,8 @@ class Simulator:
                         baudrate=dc.baudrate,
                         device_id=dc.device_id,
                     )
+        for name, unit, img in self._extra_units:
+            self.devices[name].attach(unit, img)
         self.battery = BatteryView(self)
         self.view = self._make_view()
         self.bms = None
@@ -202,12 +210,12 @@ class Simulator:
 
     def _refresh_images(self) -> None:
         p = self.plant
-        ess = self.images.get("ess")
-        if ess is not None:
+        if "ess" in self.images:
             prm = p.params
             ess_w = p.ess_power_w
             charging, discharging = ess_w < -1.0, ess_w > 1.0
-            ess.set_values(
+            self._set(
+                "ess",
                 {
                     "ac_current_a": abs(ess_w) / _AC_V / 3.0,
                     "ac_voltage_v": _AC_V,
@@ -241,10 +249,10 @@ class Simulator:
                     "watchdog_tripped": 1.0 if self.inverter is not None and self.inverter.reverted else 0.0,
                 }
             )
-        meter = self.images.get("meter")
-        if meter is not None:
+        if "meter" in self.images:
             g = p.grid_power_w
-            meter.set_values(
+            self._set(
+                "meter",
                 {
                     "grid_voltage_v": _AC_V,
                     "l2_voltage_v": _AC_V,
@@ -263,9 +271,14 @@ class Simulator:
                 }
             )
 
-        pv = self.images.get("pv")
-        if pv is not None:
-            pv.set_values({"pv_l1_voltage_v": _AC_V, "pv_power_w": p.pv_w, "pv_frequency_hz": _HZ})
+        if "pv" in self.images:
+            self._set("pv", {"pv_l1_voltage_v": _AC_V, "pv_power_w": p.pv_w, "pv_frequency_hz": _HZ})
+
+    def _set(self, device: str, values: dict[str, float | str]) -> None:
+        """Serve `values` in every image of `device` (its main unit and any other unit ids it has)."""
+        for key, img in self.images.items():
+            if key == device or key.startswith(device + "."):
+                img.set_values(values)
 
     def _make_view(self) -> PlantView:
         p = self.plant
