@@ -14,7 +14,9 @@ __all__ = ["RetentionConfig", "StoreConfig"]
 class RetentionConfig(Section):
     samples_days: float = Field(7.0, gt=0, le=3650, description="keep per-second samples this long, days")
     minutes_days: float = Field(400.0, gt=0, le=3650, description="keep per-minute aggregates this long, days")
-    events_days: float = Field(400.0, gt=0, le=3650, description="keep events (state changes, faults, audit) this long, days")
+    events_days: float = Field(
+        400.0, gt=0, le=3650, description="keep events (state changes, faults, audit) and cached prices this long, days"
+    )
     delivered_days: float = Field(7.0, gt=0, le=3650, description="keep delivered or parked outbox rows this long, days")
     max_db_mb: float = Field(
         1024.0, ge=1, le=1_000_000, description="above this many MB of used pages, the oldest samples (then minutes, events) go first, MB"

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ems.prices import PricePoint
 from interfaces.store.aggregate import FIELDS
 from interfaces.store.schema import open_readonly
 
-__all__ = ["OutboxStatus", "events", "measurements", "outbox_status"]
+__all__ = ["HistorySlot", "OutboxStatus", "events", "load_pv_history", "measurements", "outbox_status", "prices"]
+
+MIN_MINUTES_PER_SLOT = 5  # a slot with fewer minutes of readings counts as not measured
 
 _STAT_KEYS = ("min", "mean", "max", "last", "n")
 
@@ -32,6 +35,14 @@ class OutboxStatus:
     parked: int  # refused by the receiver (4xx other than 408/429), kept for inspection
     delivered: int  # delivered rows still kept (retention: delivered_days)
     last_delivered_ts: float | None  # unix s
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySlot:
+    start_ts: int  # slot start, unix s (a multiple of slot_s)
+    load_w: float | None  # mean of grid + pv + ess over the slot's minutes (DESIGN §2), None: too few minutes
+    pv_w: float | None  # mean PV power, None: no PV reading (or too few minutes)
+    minutes: int
 
 
 @contextmanager
@@ -159,3 +170,44 @@ def outbox_status(db_path: Path | str, *, now_ts: float) -> OutboxStatus:
         delivered=int(counts.get("delivered", 0)),
         last_delivered_ts=None if last is None else last / 1000,
     )
+
+
+def load_pv_history(db_path: Path | str, *, from_ts: float, to_ts: float, slot_s: int = 900) -> list[HistorySlot]:
+    """Mean load and PV per `slot_s` slot from the minute aggregates, slots starting in [from_ts, to_ts), oldest first.
+
+    Load per minute is grid + ess + pv (pv counts 0 where the site has no PV reading); a slot needs
+    MIN_MINUTES_PER_SLOT minutes with grid and ess to count. For the planner's forecasts.
+    """
+    lo = int(from_ts // slot_s * slot_s)
+    hi = int(to_ts)
+    sql = """
+        SELECT slot, avg(g + e + coalesce(p, 0)), count(g + e), avg(p), count(p)
+        FROM (SELECT (ts / ?) * ? AS slot,
+                     stats ->> '$.grid_power_w[1]' AS g,
+                     stats ->> '$.ess_power_w[1]' AS e,
+                     stats ->> '$.pv_power_w[1]' AS p
+              FROM minutes WHERE ts >= ? AND ts < ?)
+        GROUP BY slot ORDER BY slot"""
+    out: list[HistorySlot] = []
+    with _ro(db_path) as conn:
+        for slot, load, n_load, pv, n_pv in conn.execute(sql, (slot_s, slot_s, lo, hi)):
+            ok = n_load >= MIN_MINUTES_PER_SLOT
+            out.append(
+                HistorySlot(
+                    int(slot),
+                    float(load) if ok and load is not None else None,
+                    float(pv) if n_pv >= MIN_MINUTES_PER_SLOT and pv is not None else None,
+                    int(n_load),
+                )
+            )
+    return out
+
+
+def prices(db_path: Path | str, *, from_ts: float, to_ts: float) -> tuple[PricePoint, ...]:
+    """Cached price points that overlap [from_ts, to_ts), oldest first."""
+    with _ro(db_path) as conn:
+        rows = conn.execute(
+            "SELECT start_ts, end_ts, price_per_kwh FROM prices WHERE end_ts > ? AND start_ts < ? ORDER BY start_ts",
+            (int(from_ts), math.ceil(to_ts)),
+        )
+        return tuple(PricePoint(int(a), int(b), float(v)) for a, b, v in rows)

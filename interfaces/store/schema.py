@@ -64,8 +64,21 @@ def _v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    """The planner's price cache: the spot points it last knew, so a restart plans at once (docs/scheduling.md).
+    One row per point, [start_ts, end_ts) unix s; a new batch replaces the rows its span overlaps."""
+    conn.execute(
+        """CREATE TABLE prices (
+            start_ts INTEGER PRIMARY KEY,
+            end_ts INTEGER NOT NULL,
+            price_per_kwh REAL NOT NULL,
+            source TEXT NOT NULL,
+            stored_ms INTEGER NOT NULL)"""
+    )
+
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

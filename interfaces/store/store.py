@@ -25,6 +25,7 @@ from config.store import StoreConfig
 from ems.clock import Clock
 from ems.context import Counters, EventLog, Health
 from ems.model import EventRecord, Snapshot
+from ems.prices import PricePoint
 from interfaces.store.aggregate import (
     FIELDS,
     WINDOW_S,
@@ -99,6 +100,13 @@ class _Mark:
 
 
 @dataclass(frozen=True, slots=True)
+class _PriceBatch:
+    points: tuple[PricePoint, ...]
+    source: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class FlushResult:
     samples: int = 0
     events: int = 0
@@ -107,6 +115,7 @@ class FlushResult:
     batches: tuple[tuple[int, str], ...] = ()  # (outbox id, batch id) added
     outbox_dropped: int = 0
     outbox_depth: int = 0
+    prices: int = 0  # price points written to the cache
 
 
 class Store:
@@ -137,6 +146,7 @@ class Store:
         self._queue = SampleQueue(cfg.queue_max)
         self._marks: deque[_Mark] = deque()
         self._marks_lock = threading.Lock()
+        self._prices: deque[_PriceBatch] = deque(maxlen=16)  # the planner's price batches (a few per day)
         self._event_seq = 0
         self._flush_lock = threading.Lock()
         self.outbox_changed = threading.Event()  # set after a commit that added outbox rows (wakes the sender)
@@ -176,6 +186,12 @@ class Store:
     def mark_parked(self, row_id: int, *, attempts: int, error: str) -> None:
         self._add_mark(_Mark(row_id, "parked", attempts, self._now_ms(), error[:500]))
 
+    def put_prices(self, points: Sequence[PricePoint], *, source: str) -> None:
+        """Cache spot price points (the planner's); written with the next flush, replacing what their span overlaps."""
+        if points:
+            with self._marks_lock:
+                self._prices.append(_PriceBatch(tuple(points), source[:64], self._now_ms()))
+
     def _add_mark(self, mark: _Mark) -> None:
         with self._marks_lock:
             self._marks.append(mark)
@@ -197,6 +213,8 @@ class Store:
         with self._marks_lock:
             marks = list(self._marks)
             self._marks.clear()
+            prices = list(self._prices)
+            self._prices.clear()
         c = self._conn
         try:
             c.execute("BEGIN IMMEDIATE")  # inside the try: a busy database must also restore the queue
@@ -215,6 +233,7 @@ class Store:
                     "UPDATE outbox SET status = ?, attempts = attempts + ?, done_ms = ?, last_error = ? WHERE id = ? AND status = 'pending'",
                     (m.status, m.attempts, m.at_ms, m.error, m.row_id),
                 )
+            n_prices = self._write_prices(prices)
             n_minutes, done_until = self._close_minutes(now_s - self.cfg.finalize_lag_s)
             batches = self._close_windows(done_until)
             dropped = self._bound_outbox()
@@ -235,6 +254,7 @@ class Store:
             self._count_drops(self._queue.requeue(samples))
             with self._marks_lock:
                 self._marks.extendleft(reversed(marks))
+                self._prices.extendleft(reversed(prices))
             raise
         if dropped:
             self._counters.count("outbox_dropped", dropped)
@@ -244,7 +264,21 @@ class Store:
             self._health.set_info(DEVICE, path=str(self.path), outbox_depth=depth)
         if batches or marks:
             self.outbox_changed.set()
-        return FlushResult(len(samples), len(events), len(marks), n_minutes, tuple(batches), dropped, depth)
+        return FlushResult(len(samples), len(events), len(marks), n_minutes, tuple(batches), dropped, depth, n_prices)
+
+    def _write_prices(self, batches: Sequence[_PriceBatch]) -> int:
+        c = self._conn
+        n = 0
+        for b in batches:
+            lo = min(p.start_unix_s for p in b.points)
+            hi = max(p.end_unix_s for p in b.points)
+            c.execute("DELETE FROM prices WHERE start_ts < ? AND end_ts > ?", (hi, lo))
+            c.executemany(
+                "INSERT OR REPLACE INTO prices (start_ts, end_ts, price_per_kwh, source, stored_ms) VALUES (?, ?, ?, ?, ?)",
+                [(p.start_unix_s, p.end_unix_s, p.price_eur_per_kwh, b.source, b.at_ms) for p in b.points],
+            )
+            n += len(b.points)
+        return n
 
     def _take_events(self) -> list[EventRecord]:
         out: list[EventRecord] = []
@@ -362,6 +396,11 @@ class Store:
                         "outbox",
                         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status != 'pending' AND done_ms < ? ORDER BY id LIMIT ?)",
                         (now - r.delivered_days * _DAY_S) * 1000,
+                    ),
+                    (
+                        "prices",
+                        "DELETE FROM prices WHERE start_ts IN (SELECT start_ts FROM prices WHERE end_ts < ? ORDER BY start_ts LIMIT ?)",
+                        now - r.events_days * _DAY_S,
                     ),
                 )
                 for table, sql, cut in by_age:

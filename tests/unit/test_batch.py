@@ -89,7 +89,7 @@ def test_the_sample_fields_are_the_quantities_plus_the_command() -> None:
     assert set(FIELDS) == {q.value for q in Quantity} | {"setpoint_w", "written_w"}  # schema v2 names (were cmd_computed_w/cmd_written_w)
 
 
-def test_a_v1_database_is_migrated_to_v2_with_the_command_under_its_new_names(tmp_path: Path) -> None:
+def test_a_v1_database_is_migrated_to_the_current_schema_with_the_command_under_its_new_names(tmp_path: Path) -> None:
     db = tmp_path / "v1.db"
     conn = sqlite3.connect(db, isolation_level=None)
     _v1(conn)  # as an older build left it: schema v1 only
@@ -114,8 +114,10 @@ def test_a_v1_database_is_migrated_to_v2_with_the_command_under_its_new_names(tm
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     cols = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
     stats = json.loads(conn.execute("SELECT stats FROM minutes WHERE ts = 60").fetchone()[0])
+    price_cols = [r[1] for r in conn.execute("PRAGMA table_info(prices)")]  # v3: the planner's price cache
     conn.close()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
+    assert price_cols == ["start_ts", "end_ts", "price_per_kwh", "source", "stored_ms"]
     assert {"setpoint_w", "written_w"} <= cols and not {"cmd_computed_w", "cmd_written_w"} & cols
     assert stats == {
         "grid_power_w": [100.0, 110.0, 120.0, 120.0, 2],
