@@ -13,8 +13,9 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -24,6 +25,9 @@ from ems.context import EMSContext
 from ems.controller import Controller, CycleReport
 from interfaces.logs import configure_logging
 from interfaces.systemd import SystemdNotifier, notify_stopping
+
+if TYPE_CHECKING:
+    from interfaces.store import Store
 
 __all__ = ["CycleHook", "HookFactory", "Service", "build_services", "main"]
 
@@ -97,10 +101,16 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
                 control=cfg.control,
             )
         )
+    store: Store | None = None
     if cfg.store.enabled:  # SQLite writer + sampler (+ uplink sender when uplink.enabled)
-        from interfaces.store.services import build_store_services
+        from interfaces.store.services import build_store_services, open_store
 
-        services.extend(build_store_services(cfg, ctx, clock))
+        store = open_store(cfg, ctx, clock)
+        services.extend(build_store_services(cfg, ctx, clock, store=store))
+    if cfg.planner.enabled:  # prices, forecasts, the LP: publishes plans the loop follows in SELF_CONSUMPTION
+        from interfaces.planner import build_planner
+
+        services.append(build_planner(cfg, ctx, clock, store=store))
     if cfg.api.enabled:  # last: it serves what the parts above produce
         from api.server import ApiServer
         from api.sources import StoreSource
@@ -155,6 +165,7 @@ def run(cfg: EMSConfig, *, config_path: str, extra_hooks: HookFactory | None = N
         start_mode=cfg.control.start_mode,
         max_ttl_s=cfg.control.external_max_ttl_s,
         required_sources=cfg.control.required_sources,
+        windows=cfg.windows(),
     )
     stop = threading.Event()
 
@@ -198,10 +209,11 @@ def run(cfg: EMSConfig, *, config_path: str, extra_hooks: HookFactory | None = N
         health=ctx.health,
         events=ctx.events,
         required_sources=ctx.required_sources,
-        cfg=cfg.control.controller(),
+        cfg=replace(cfg.controller(), plan_max_age_s=cfg.planner.max_plan_age_s),
         clock=clock,
         workers=services,
         on_cycle=build_cycle_hooks(extra_hooks),
+        plans=ctx.plans,
     )
     # What exists now (modules, config, the app, DBC, maps) lives as long as the process: take it out of
     # the cyclic GC's reach. A full collection holds the GIL while it walks every object (11-14 ms here

@@ -23,7 +23,7 @@ from config.schema import EMSConfig
 __all__ = ["ENV_PREFIX", "ConfigError", "ConfigProblem", "EMSConfig", "load_config", "parse_config"]
 
 ENV_PREFIX = "EMS_"
-_KEY_IN_MSG = re.compile(r"^([a-z_][a-z0-9_]*): (.*)$", re.DOTALL)
+_KEY_IN_MSG = re.compile(r"^([a-z_][a-z0-9_.]*): (.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)

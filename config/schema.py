@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
@@ -14,9 +16,14 @@ from config.control import ControlConfig
 from config.modbus import ModbusConfig
 from config.mqtt import MqttConfig
 from config.planner import PlannerConfig
+from config.plausibility import PlausibilityConfig
 from config.store import StoreConfig
 from config.tariff import TariffConfig
 from config.uplink import UplinkConfig
+from ems.controller import ControllerConfig
+from ems.core import CoreConfig
+from ems.model import Quantity
+from ems.plausibility import Window
 
 __all__ = ["EMSConfig", "LogFormat", "LoggingConfig", "SiteConfig"]
 
@@ -61,6 +68,9 @@ class EMSConfig(Section):
     site: SiteConfig = Field(default_factory=SiteConfig, description="site identity")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
     control: ControlConfig = Field(default_factory=ControlConfig, description="state machine, control law and limits")
+    plausibility: PlausibilityConfig = Field(
+        default_factory=PlausibilityConfig, description="the site facts readings are checked against (implausible = no reading)"
+    )
     modbus: ModbusConfig = Field(default_factory=ModbusConfig, description="Modbus devices (ESS, grid meter)")
     can: CanConfig = Field(default_factory=CanConfig, description="CAN BMS")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT")
@@ -159,6 +169,16 @@ class EMSConfig(Section):
             if bad:
                 raise ValueError(message)
         return self
+
+    def core(self) -> CoreConfig:
+        """The pure core's config with the site's cross-checks (control: + plausibility:)."""
+        return replace(self.control.core(), cross_checks=self.plausibility.checks())
+
+    def controller(self) -> ControllerConfig:
+        return replace(self.control.controller(), core=self.core())
+
+    def windows(self) -> Mapping[Quantity, Window]:
+        return self.plausibility.site_windows(max_charge_w=self.control.max_charge_w, max_discharge_w=self.control.max_discharge_w)
 
     @model_validator(mode="after")
     def _uplink_needs_store(self) -> EMSConfig:

@@ -15,6 +15,7 @@ from ems.inputs import Inputs
 from ems.law import FeedForwardLaw, Law, LawInputs
 from ems.limits import LimitInputs, LimitsConfig, apply_limits, soc_latches
 from ems.model import Mode, Quantity, Reading, State
+from ems.plausibility import CrossChecks, cross_check
 from ems.statemachine import MachineConfig, MachineState, Transition
 
 __all__ = ["CoreConfig", "CoreState", "Decision", "step"]
@@ -33,6 +34,7 @@ class CoreConfig:
     discharge_power_w: float = 2000.0  # DISCHARGE_ONLY
     enabled: bool = False  # opt-in 1 of 2
     dry_run: bool = True  # opt-in 2 of 2 (must be False)
+    cross_checks: CrossChecks = field(default_factory=CrossChecks)  # plausibility across sources
 
     @property
     def live(self) -> bool:
@@ -55,6 +57,7 @@ class CoreState:
     ess: Reading | None = None  # the last fresh inverter reading
     law_state: object = None  # the law's own memory; reset when a cycle does not call the law
     law_ran: bool = False
+    suspects: tuple[tuple[str, float], ...] = ()  # cross-checks violated now, with the time each started
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +138,22 @@ def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState,
     return raw_w, None, law_state, True
 
 
+_CROSS = (Q.GRID_POWER_W, Q.PV_POWER_W, Q.ESS_POWER_W, Q.BMS_VOLTAGE_V, Q.BMS_CURRENT_A, Q.BMS_CVL_V, Q.BMS_DVL_V)
+
+
+def _implausible(inputs: Inputs, core: CoreState, cfg: CoreConfig) -> tuple[tuple[tuple[str, float], ...], tuple[str, ...]]:
+    """(cross-checks violated now with their start times, the FAULT causes of those that persisted)."""
+    fresh = {q: v for q in _CROSS if (v := inputs.value(q, max_age_s=cfg.fresh_s)) is not None}
+    started = dict(core.suspects)
+    now = cross_check(fresh, cfg.cross_checks)
+    suspects = tuple((name, started.get(name, inputs.now_s)) for name in now)
+    causes = tuple(f"implausible:{name}" for name, since in suspects if inputs.now_s - since >= cfg.cross_checks.persist_s)
+    return suspects, causes
+
+
 def step(core: CoreState, inputs: Inputs, cfg: CoreConfig) -> Decision:
-    tr = statemachine.step(core.machine, inputs, cfg.machine)
+    suspects, implausible = _implausible(inputs, core, cfg)
+    tr = statemachine.step(core.machine, inputs, cfg.machine, extra_causes=implausible)
     state = tr.machine.state
     li = _limit_inputs(inputs, core, cfg, plan=_follows_plan(state, inputs))
     raw_w, hold, law_state, law_ran = _raw_command(state, inputs, li, core, cfg)
@@ -159,6 +176,7 @@ def step(core: CoreState, inputs: Inputs, cfg: CoreConfig) -> Decision:
         ess=inputs.fresh(Q.ESS_POWER_W, max_age_s=cfg.fresh_s),
         law_state=law_state,
         law_ran=law_ran,
+        suspects=suspects,
     )
     followed = inputs.plan.reason if _follows_plan(state, inputs) and inputs.plan is not None else None
     return Decision(nxt, state, setpoint_w, written_w, limits, hold, gate, tr, tr.causes, followed)

@@ -135,8 +135,9 @@ def _reason(event: Event, inputs: Inputs, causes: tuple[str, ...]) -> str:
     return event.value.lower()
 
 
-def step(machine: MachineState, inputs: Inputs, cfg: MachineConfig) -> Transition:
-    causes = fault_causes(inputs, cfg)
+def step(machine: MachineState, inputs: Inputs, cfg: MachineConfig, *, extra_causes: tuple[str, ...] = ()) -> Transition:
+    """`extra_causes`: FAULT causes the core found itself (implausible readings, ems/plausibility.py)."""
+    causes = fault_causes(inputs, cfg) + extra_causes
     clear_since = None if causes else (machine.clear_since_s if machine.clear_since_s is not None else inputs.now_s)
     event = classify(replace(machine, clear_since_s=clear_since), inputs, causes, cfg)
     nxt = TRANSITIONS.get((machine.state, event)) if event is not None else None

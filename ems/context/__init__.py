@@ -25,8 +25,9 @@ from ems.context.events import EventLog
 from ems.context.health import Health
 from ems.context.plan import PlanBoard, PlannerStatus
 from ems.context.readings import Readings, ReadingsWriter
-from ems.context.requests import RequestResult, Requests
+from ems.context.requests import PricePush, RequestResult, Requests
 from ems.model import Mode, Quantity, Snapshot
+from ems.plausibility import Window
 
 __all__ = [
     "CommandChannel",
@@ -36,6 +37,7 @@ __all__ = [
     "Health",
     "PlanBoard",
     "PlannerStatus",
+    "PricePush",
     "Readings",
     "ReadingsWriter",
     "RequestResult",
@@ -56,13 +58,14 @@ class EMSContext:
         max_ttl_s: float = 3600.0,
         events_kept: int = 5000,
         required_sources: Iterable[Quantity] = DEFAULT_REQUIRED,
+        windows: Mapping[Quantity, Window] | None = None,
     ) -> None:
         self.clock = clock
         self.started_at_s = clock.monotonic()
         self.required_sources = frozenset(required_sources)
         self.counters = Counters()
         self.events = EventLog(clock=clock, kept=events_kept)
-        self.readings = Readings(self.counters)
+        self.readings = Readings(self.counters, windows)
         self.requests = Requests(events=self.events, clock=clock, start_mode=start_mode, max_ttl_s=max_ttl_s)
         self.commands = CommandChannel()
         self.health = Health()

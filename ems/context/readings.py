@@ -20,6 +20,7 @@ import structlog
 
 from ems.context.counters import Counters
 from ems.model import BmsFlags, Quantity, Reading
+from ems.plausibility import Window
 
 __all__ = ["ClaimResult", "Readings", "ReadingsWriter"]
 
@@ -40,9 +41,15 @@ class ClaimResult:
 
 
 class Readings:
-    def __init__(self, counters: Counters) -> None:
+    """`windows`: the plausible range of each quantity on this site (ems/plausibility.py); a value
+    outside is refused like a non-finite one: counted (`readings_implausible`), logged once per
+    episode (`reading_implausible` ... `reading_plausible_again`), and the reading goes stale."""
+
+    def __init__(self, counters: Counters, windows: Mapping[Quantity, Window] | None = None) -> None:
         self._lock = threading.Lock()
         self._counters = counters
+        self._windows: Mapping[Quantity, Window] = windows or {}
+        self._implausible: set[tuple[str, Quantity]] = set()
         self._values: dict[Quantity, Reading] = {}
         self._owners: dict[Quantity, _Owner] = {}
         self._flags: BmsFlags | None = None
@@ -92,6 +99,9 @@ class Readings:
         good: dict[Quantity, Reading] = {}
         bad = 0
         refused: list[tuple[Quantity, str | None]] = []
+        implausible: list[tuple[Quantity, float, Window]] = []  # new episodes only
+        plausible_again: list[Quantity] = []
+        rejected_window = 0
         with self._lock:
             for q, v in values.items():
                 owner = self._owners.get(q)
@@ -102,17 +112,41 @@ class Readings:
                 if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                     bad += 1
                     continue
+                window = self._windows.get(q)
+                key = (source, q)
+                if window is not None and not window.holds(v):
+                    rejected_window += 1
+                    if key not in self._implausible:
+                        self._implausible.add(key)
+                        implausible.append((q, float(v), window))
+                    continue
+                if key in self._implausible:
+                    self._implausible.discard(key)
+                    plausible_again.append(q)
                 good[q] = Reading(float(v), at_s, source)
             self._values.update(good)
             first = [(q, o) for q, o in refused if (source, q) not in self._refusals_logged]
             self._refusals_logged.update((source, q) for q, _o in first)
         if bad:
             self._counters.count("measurements_rejected", bad)
+        if rejected_window:
+            self._counters.count("readings_implausible", rejected_window)
+        for q, v, window in implausible:
+            log.warning(
+                "reading_implausible",
+                source=source,
+                quantity=q.value,
+                value=v,
+                window=window.describe(),
+                effect="refused: the reading goes stale",
+            )
+        for q in plausible_again:
+            log.info("reading_plausible_again", source=source, quantity=q.value)
         if refused:
             self._counters.count("readings_refused", len(refused))
         for q, holder in first:
             log.warning("reading_refused", source=source, quantity=q.value, owner=holder or "none", effect="dropped; logged once")
-        return bad + len(refused)
+        return bad + len(refused) + rejected_window
 
     def _set_flags(self, source: str, flags: BmsFlags) -> bool:
         with self._lock:
