@@ -51,7 +51,13 @@ LIMIT_WHY: Mapping[str, str] = {
     "max_import": "limit 4: grid import cap (control.max_import_w)",
     "max_export": "limit 4: grid export cap (control.max_export_w)",
     "ramp": "limit 5: ramp rate (control.ramp_w_per_s)",
+    "import_cap": "limit 4: an external import cap (dimming, e.g. Germany's §14a EnWG) in force",
 }
+_PLAN_WHY = "the planner's slot: its battery range (hold = no discharge, charge_from_grid = charge only, ...)"
+
+
+def limit_why(name: str) -> str:
+    return LIMIT_WHY.get(name) or (_PLAN_WHY if name.startswith("plan:") else "")
 _SECRET_WORDS = ("token", "password", "secret", "hmac", "api_key", "apikey", "passphrase", "private_key")
 
 
@@ -199,7 +205,7 @@ def status(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> StatusRespo
         control=control_flags(cfg),
         measurements=measurements,
         command=command,
-        limits=[LimitInfo(name=n, why=LIMIT_WHY.get(n, "")) for n in snap.limits],
+        limits=[LimitInfo(name=n, why=limit_why(n)) for n in snap.limits],
         fault_causes=list(snap.fault_causes),
         bms_protections=sorted(flags.protections) if flags else [],
         bms_warnings=sorted(flags.warnings) if flags else [],

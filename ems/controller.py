@@ -254,7 +254,7 @@ class Controller:
                 "summary",
                 state=d.state.value,
                 mode=inputs.requested_mode.value,
-                **_summary_values(inputs),
+                **_summary_values(inputs, self._cfg.core.fresh_s),
                 setpoint_w=round(d.setpoint_w, 1),
                 written_w=round(d.written_w, 1),
                 limits=",".join(d.limits) or "none",
@@ -307,9 +307,10 @@ def _zeroed(d: Decision) -> Decision:
     return replace(d, written_w=0.0, setpoint_w=0.0, core=replace(d.core, prev_cmd_w=0.0))
 
 
-def _summary_values(inputs: Inputs) -> dict[str, float | None]:
+def _summary_values(inputs: Inputs, fresh_s: float) -> dict[str, float | None]:
+    """The headline readings, fresh ones only (a stale value shows as None, not as if current)."""
     out: dict[str, float | None] = {}
     for q in (Quantity.GRID_POWER_W, Quantity.PV_POWER_W, Quantity.ESS_POWER_W, Quantity.SOC_PCT):
-        r: Reading | None = inputs.measurements.get(q)
-        out[q.value] = None if r is None else round(r.value, 1)
+        v = inputs.value(q, max_age_s=fresh_s)
+        out[q.value] = None if v is None else round(v, 1)
     return out

@@ -7,7 +7,7 @@ Faults to rehearse: raise a protection or a warning flag, override a request fla
 at start (config) or at run time (`command("protection over_voltage on")`, or a line on stdin
 of `python -m simulators.bms`).
 
-By default it also serves the bus: a socketcand-compatible hub on 127.0.0.1 (interfaces/can/bridge.py)
+By default it also serves the bus: a socketcand-compatible hub on 127.0.0.1 (simulators/can_hub.py)
 to which the EMS connects with `can.interface: socketcand`.
 
     python -m simulators.bms [--port 29536] [--soc-pct 60] [--config FILE]   # commands on stdin

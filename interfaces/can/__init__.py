@@ -1,1 +1,1 @@
-"""CAN BMS: the DBC (pylontech.dbc), its codec, the worker, and a loopback TCP bus bridge (docs/can.md)."""
+"""CAN BMS: the DBC (pylontech.dbc), its codec, the worker, and the socketcand client (docs/can.md)."""

@@ -208,7 +208,10 @@ class CanWorker(Worker):
 
     def _check_silence(self, now: float) -> None:
         silent_s = now - self._last_core_s
-        if not self._silent and silent_s > self._silent_after_s:
+        if self._silent:  # every silent pass is a failed unit of work: the bms device shows failing, not ok
+            self.failed(SILENT_FLAG, detail=f"no 0x351/0x356 frame for {silent_s:.1f} s")
+            return
+        if silent_s > self._silent_after_s:
             self._silent = True
             self.log.error("bms_silent", silent_s=round(silent_s, 1), frames="0x351,0x356", fault_cause=f"bms_protection:{SILENT_FLAG}")
             self._events.record("alarm", source="bms", level="protection", flag=SILENT_FLAG, raised=True)

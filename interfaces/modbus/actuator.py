@@ -32,9 +32,11 @@ class RevertState:
     reverts_to: str
 
     def describe(self) -> str:
+        if self.settable and not self.verified:
+            return f"unknown: the revert timer was written but the read-back differs; the inverter may keep the last command until {self.reverts_to}"
         if self.timeout_s is None:
             return f"unknown: the profile declares no revert timer; the inverter keeps the last command until {self.reverts_to}"
-        how = "set and read back" if self.verified else ("set, NOT confirmed by read-back" if self.settable else "fixed by the device")
+        how = "set and read back" if self.verified else "fixed by the device"
         return f"the inverter returns to {self.reverts_to} {self.timeout_s:g} s after the last command ({how})"
 
 
@@ -83,11 +85,14 @@ class Actuator:
 
     # ---- commands -------------------------------------------------------------------------------
     def due(self, setpoint_w: float) -> bool:
-        """Write now? A changed command always; an unchanged one at most every min_interval_s."""
+        """Write now? A changed command always; an unchanged one at most every min_interval_s, and
+        at least every keepalive_s (the device drops external control without a write that often)."""
         now = self._clock.monotonic()
         if self._last_w is None or abs(setpoint_w - self._last_w) > _SAME_W:
             return True
-        return now - self._last_at_s >= self.spec.write.min_interval_s
+        since_s = now - self._last_at_s
+        w = self.spec.write
+        return since_s >= w.min_interval_s or (w.keepalive_s is not None and since_s >= w.keepalive_s)
 
     def write(self, link: DeviceLink, setpoint_w: float) -> None:
         spec = self.spec
