@@ -1,4 +1,5 @@
-"""Operator requests and their audit (DESIGN.md §3, §6): the requested mode and the external set-point.
+"""Operator requests and their audit (DESIGN.md §3, §6): the requested mode, the external set-point,
+an external import cap and pushed spot prices (the last two are the planner's inputs).
 
 Every request through REST, MQTT or the CLI lands here and is audited, accepted or refused, as an
 `audit` event. An optional audit sink (the store) makes each audit row durable before the request
@@ -9,14 +10,18 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ems.clock import Clock
 from ems.context.events import EventLog
 from ems.model import EventRecord, ExternalSetpoint, ImportCap, Mode
+from ems.prices import PricePoint, check_points
 
-__all__ = ["AuditSink", "RequestResult", "Requests"]
+__all__ = ["AuditSink", "PricePush", "RequestResult", "Requests"]
+
+_PUSHES_KEPT = 16  # pushes not yet taken by the planner (it takes them within a cycle or two)
 
 AuditSink = Callable[[EventRecord], None]  # called with each audit event before the request returns
 
@@ -30,6 +35,16 @@ class RequestResult:
     event_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class PricePush:
+    """Spot prices pushed over REST or MQTT (tariff.source kind push, or beside a fetching source)."""
+
+    seq: int  # increases with every accepted push
+    points: tuple[PricePoint, ...]
+    who: str
+    via: str
+
+
 class Requests:
     def __init__(self, *, events: EventLog, clock: Clock, start_mode: Mode = Mode.IDLE, max_ttl_s: float = 3600.0) -> None:
         self._events = events
@@ -39,7 +54,21 @@ class Requests:
         self._mode = start_mode
         self._setpoint: ExternalSetpoint | None = None
         self._import_cap: ImportCap | None = None
+        self._pushes: deque[PricePush] = deque(maxlen=_PUSHES_KEPT)
+        self._push_seq = 0
+        self._listeners: list[threading.Event] = []
         self._sink: AuditSink | None = None
+
+    def add_listener(self, event: threading.Event) -> None:
+        """`event` is set whenever a planner input changes (import cap, pushed prices): the planner waits on it."""
+        with self._lock:
+            self._listeners.append(event)
+
+    def _notify(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for ev in listeners:
+            ev.set()
 
     def set_audit_sink(self, sink: AuditSink | None) -> None:
         self._sink = sink
@@ -65,6 +94,7 @@ class Requests:
             ev = self.audit_refused("import_cap", who=who, via=via, old=old, new=power_w, message=msg, ttl_s=ttl_s, reason=reason)
             return RequestResult(False, old, power_w, msg, ev)
         ev = self._audit(who=who, via=via, what="import_cap", old=old, new=power_w, ttl_s=ttl_s, reason=reason, result="accepted")
+        self._notify()
         return RequestResult(True, old, power_w, "accepted", ev)
 
     def clear_import_cap(self, *, who: str, via: str) -> RequestResult:
@@ -72,7 +102,28 @@ class Requests:
             old = None if self._import_cap is None else self._import_cap.power_w
             self._import_cap = None
         ev = self._audit(who=who, via=via, what="import_cap", old=old, new=None, result="accepted")
+        self._notify()
         return RequestResult(True, old, None, "accepted", ev)
+
+    def push_prices(self, points: Sequence[PricePoint], *, who: str, via: str) -> RequestResult:
+        """Spot prices for the planner (audited as what="prices"); refused when `check_points` finds a problem."""
+        pts = tuple(sorted(points, key=lambda p: p.start_unix_s))
+        problem = check_points(pts)
+        span = {"points": len(pts)} | ({"from_ts": pts[0].start_unix_s, "to_ts": pts[-1].end_unix_s} if pts else {})
+        if problem is not None:
+            ev = self.audit_refused("prices", who=who, via=via, old=None, new=span, message=problem)
+            return RequestResult(False, None, span, problem, ev)
+        with self._lock:
+            self._push_seq += 1
+            self._pushes.append(PricePush(self._push_seq, pts, who, via))
+        ev = self._audit(who=who, via=via, what="prices", old=None, new=span, result="accepted")
+        self._notify()
+        return RequestResult(True, None, span, "accepted", ev)
+
+    def pushes_since(self, seq: int) -> tuple[PricePush, ...]:
+        """Pushes newer than `seq`, oldest first (the planner keeps its cursor)."""
+        with self._lock:
+            return tuple(p for p in self._pushes if p.seq > seq)
 
     def _audit(self, **data: object) -> int:
         rec = self._events.append("audit", **data)

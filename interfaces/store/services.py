@@ -11,14 +11,13 @@ from interfaces.store.store import Store
 from interfaces.store.workers import StoreSampler, StoreWriter
 from interfaces.worker import Worker
 
-__all__ = ["build_store_services"]
+__all__ = ["build_store_services", "open_store"]
 
 
-def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Worker]:
-    """Writer first, then the sampler, then (uplink.enabled) the sender: stopped in reverse, so the
-    writer's final flush sees the sampler's last samples and the sender's last delivery marks."""
+def open_store(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> Store:
+    """The store (the one SQLite writer) on `store.path`, handed the context parts it uses."""
     try:
-        store = Store(
+        return Store(
             cfg=cfg.store,
             snapshot=ctx.snapshot,
             events=ctx.events,
@@ -30,6 +29,13 @@ def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[
         )
     except (OSError, sqlite3.Error, RuntimeError) as exc:
         raise RuntimeError(f"store.path: cannot open the database {cfg.store.path}: {exc}") from exc
+
+
+def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock, *, store: Store | None = None) -> list[Worker]:
+    """Writer first, then the sampler, then (uplink.enabled) the sender: stopped in reverse, so the
+    writer's final flush sees the sampler's last samples and the sender's last delivery marks.
+    `store`: one opened already (main.py shares it with the planner's price cache)."""
+    store = store if store is not None else open_store(cfg, ctx, clock)
     services: list[Worker] = [
         StoreWriter(store=store, health=ctx.health, clock=clock),
         StoreSampler(store=store, health=ctx.health, clock=clock),

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from config import EMSConfig
 from config.control import ControlConfig
 from ems.clock import Clock
-from ems.context import EMSContext
+from ems.context import EMSContext, PlanBoard
 from ems.controller import Controller, Supervised
 from ems.model import Command, ControlStatus, Quantity, State
 
@@ -28,6 +28,7 @@ def make_controller(
     *,
     workers: Sequence[Supervised] = (),
     on_cycle: Sequence[object] = (),
+    plans: PlanBoard | None = None,
 ) -> Controller:
     control = cfg.control if isinstance(cfg, EMSConfig) else cfg
     return Controller(
@@ -41,6 +42,7 @@ def make_controller(
         clock=clock or ctx.clock,
         workers=workers,
         on_cycle=on_cycle,  # type: ignore[arg-type]
+        plans=plans,
     )
 
 
@@ -62,5 +64,3 @@ def publish(
     cmd = Command(seq, setpoint_w, setpoint_w if written_w is None else written_w, now)
     ctx.commands.publish(ControlStatus(cmd, state, now, limits, hold, gate, fault_causes, overruns=0))
     return cmd
-
-
