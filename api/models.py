@@ -35,6 +35,7 @@ __all__ = [
     "MeasurementsResponse",
     "ModeInfo",
     "ModeRequest",
+    "ProcessDeathInfo",
     "ReadingInfo",
     "ReleaseQuery",
     "Resolution",
@@ -140,6 +141,15 @@ class DeviceHealthInfo(_Out):
     last_error_age_s: float | None = Field(None, description="seconds since the last error")
 
 
+class ProcessDeathInfo(_Out):
+    """What the inverter does when the EMS dies or hangs (no more writes), as set and read back at connect."""
+
+    device: str = Field(description="the actuator (ess)")
+    leads_to: str = Field(description="in words: what the inverter returns to and when, or why that is unknown")
+    after_s: float | None = Field(description="the inverter reverts this long after the EMS's last write, s (null: unknown or never)")
+    verified: bool = Field(description="the EMS wrote the revert time and read the same value back")
+
+
 # ---- health / status ------------------------------------------------------------------------
 class HealthResponse(_Out):
     healthy: bool = Field(description="true with HTTP 200; false with HTTP 503")
@@ -178,6 +188,7 @@ class StatusResponse(_Out):
     cycles: int
     overruns: int
     uptime_s: float
+    process_death: ProcessDeathInfo | None = Field(None, description="what an EMS crash or hang leads to at the inverter (null: no ESS)")
 
 
 # ---- measurements / events ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from api.models import (
     HealthResponse,
     LimitInfo,
     ModeInfo,
+    ProcessDeathInfo,
     ReadingInfo,
     SetpointInfo,
     StatusResponse,
@@ -33,6 +34,7 @@ __all__ = [
     "effective_mode",
     "health",
     "mode_info",
+    "process_death",
     "redacted_config",
     "status",
     "workers",
@@ -215,6 +217,31 @@ def status(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> StatusRespo
         cycles=snap.cycles,
         overruns=snap.overruns,
         uptime_s=snap.at_s - snap.started_at_s,
+        process_death=process_death(snap),
+    )
+
+
+def process_death(snap: Snapshot) -> ProcessDeathInfo | None:
+    """What the inverter does when the EMS stops writing (crash, SIGKILL, hang), from what the ESS link
+    set and read back at connect (interfaces/modbus/actuator.py); None without an ESS."""
+    ess = snap.device("ess")
+    if ess is None:
+        return None
+    info = ess.info
+    text = info.get("process_death")
+    if not isinstance(text, str):
+        return ProcessDeathInfo(
+            device=ess.name,
+            leads_to="unknown until the inverter link is up (the revert time is written and read back at connect)",
+            after_s=None,
+            verified=False,
+        )
+    after = info.get("revert_s")
+    return ProcessDeathInfo(
+        device=ess.name,
+        leads_to=text,
+        after_s=float(after) if isinstance(after, int | float) else None,
+        verified=info.get("revert_verified") is True,
     )
 
 

@@ -131,6 +131,9 @@ def status_text(s: Mapping[str, Any]) -> str:
     prot, warn = s.get("bms_protections") or [], s.get("bms_warnings") or []
     lines.append(f"BMS       protections {', '.join(prot) or 'none'}; warnings {', '.join(warn) or 'none'}")
     lines.append(f"devices   {_devices(s.get('devices') or [])}")
+    pd = s.get("process_death")
+    if pd:
+        lines.append(f"death     if the EMS dies or hangs: {pd.get('leads_to')}")
     stale = _stale_threads(s.get("workers") or [])
     if stale:
         lines.append(f"threads   STALE: {stale}")

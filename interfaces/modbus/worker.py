@@ -219,10 +219,7 @@ class ModbusLink(Worker):
             **link.identity,
         )
         info: dict[str, object] = {"connected": True, "map": pmap, "models": sorted(link.models), "identity": dict(link.identity)}
-        if dev.actuator is not None and dev.actuator.revert is not None:
-            rv = dev.actuator.revert
-            info.update(process_death=rv.describe(), revert_s=rv.timeout_s, revert_verified=rv.verified, method=dev.actuator.spec.method.value)
-        self._health.set_info(dev.name, **info)
+        self._health.set_info(dev.name, **info, **_revert_info(dev))
         self._events.record("modbus", device=dev.name, connected=True, where=link.where())
         dev.up, dev.last_error, dev.rewritten_w = True, None, None
         dev.backoff.reset()
@@ -244,7 +241,7 @@ class ModbusLink(Worker):
             reason=reason,
             retry_in_s=round(delay_s, 2),
         )
-        self._health.set_info(dev.name, connected=False, error=reason)
+        self._health.set_info(dev.name, connected=False, error=reason, **_revert_info(dev))  # the timer stays set in the device
         self._events.record("modbus", device=dev.name, connected=False, reason=reason)
         dev.up = False
 
@@ -273,6 +270,19 @@ class ModbusLink(Worker):
                 except self.expected_errors as exc:
                     self.log.warning("inverter_release_failed", device=dev.name, error=f"{type(exc).__name__}: {exc}"[:300])
             dev.link.close()
+
+
+def _revert_info(dev: _Device) -> dict[str, object]:
+    """What a process death leads to (for /status), as the actuator set and read back at the last connect."""
+    if dev.actuator is None or dev.actuator.revert is None:
+        return {}
+    rv = dev.actuator.revert
+    return {
+        "process_death": rv.describe(),
+        "revert_s": rv.timeout_s,
+        "revert_verified": rv.verified,
+        "method": dev.actuator.spec.method.value,
+    }
 
 
 ESS_QUANTITIES = frozenset(q for q in Quantity if q.value.startswith("ess_"))
