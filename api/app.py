@@ -2,8 +2,8 @@
 
 Order of checks for every request: route -> bearer token and role (401/403) -> body size (413),
 content type (415) and JSON syntax (400) -> pydantic validation of query/body (422, naming the
-field) -> handler (api/routes.py reads, api/writes.py writes). Every write to mode/setpoint,
-accepted or refused, lands in the audit trail (the requests part, event kind "audit") and the log.
+field) -> handler (api/routes.py reads, api/writes.py writes). Every write (mode, set-point,
+prices, import cap), accepted or refused, lands in the audit trail (the requests part, event kind "audit") and the log.
 """
 
 from __future__ import annotations
@@ -148,7 +148,12 @@ def _audit_refused(d: ApiDeps, what: str, resp: Response) -> None:
         body = resp.get_json(silent=True)
         message = str(body.get("message", "")) if isinstance(body, dict) else ""
     mode, setpoint = d.requests.snapshot()
+    cap = d.requests.import_cap()
     old: Any = mode.value if what == "mode" else (setpoint.power_w if setpoint else None)
+    if what == "import_cap":
+        old = None if cap is None else cap.power_w
+    elif what == "prices":
+        old = None
     d.requests.audit_refused(what, who=g.who, via="rest", old=old, new=_requested_value(what), message=message, status=resp.status_code)
     d.counters.count("api_writes_refused")
     held = d.refusals.allow("api_write_refused", d.clock.monotonic())
@@ -231,5 +236,8 @@ def _requested_value(what: str) -> Any:
         return None
     if not isinstance(body, dict):
         return None
+    if what == "prices":
+        n = body.get("points") or body.get("prices_eur_per_kwh")
+        return {"points": len(n)} if isinstance(n, list) else None
     value = body.get("mode") if what == "mode" else body.get("power_w")
     return jsonable(value) if isinstance(value, str | int | float | bool) or value is None else str(value)[:100]

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ems.model import Mode, Quantity, State
+from interfaces.prices.push import PricesPush
 
 __all__ = [
     "ApiError",
@@ -28,6 +29,8 @@ __all__ = [
     "EventsResponse",
     "FieldError",
     "HealthResponse",
+    "ImportCapInfo",
+    "ImportCapRequest",
     "LimitInfo",
     "MeasurementField",
     "MeasurementRow",
@@ -35,6 +38,10 @@ __all__ = [
     "MeasurementsResponse",
     "ModeInfo",
     "ModeRequest",
+    "PlanResponse",
+    "PlanSlotInfo",
+    "PlannerInfo",
+    "PricesRequest",
     "ProcessDeathInfo",
     "ReadingInfo",
     "ReleaseQuery",
@@ -333,3 +340,79 @@ class DevicesResponse(_Out):
 class ConfigResponse(_Out):
     config: dict[str, Any] = Field(description="effective config (after environment overrides), secrets redacted")
     redacted: list[str] = Field(description="dotted keys whose values were replaced by '***'")
+
+
+# ---- plan / prices / import cap ---------------------------------------------------------------
+class PlanSlotInfo(_Out):
+    """One 15-minute slot: the rule the loop follows in it and what the planner expected."""
+
+    start_ts: float = Field(description="slot start, unix s")
+    end_ts: float = Field(description="slot end (exclusive), unix s")
+    active: bool = Field(description="the slot that covers now")
+    mode: str = Field(description="self_consumption, hold, charge_from_grid, discharge_to_grid or limit_export")
+    grid_target_w: float = Field(description="the law's grid target in this slot (+ import), W")
+    battery_lo_w: float = Field(description="most charge allowed (<= 0), W")
+    battery_hi_w: float = Field(description="most discharge allowed (>= 0), W")
+    soc_target_pct: float | None = Field(description="charge_from_grid: importing for the battery stops at this SOC, %")
+    price_import_eur_per_kwh: float = Field(description="import price (the tariff's currency per kWh)")
+    price_export_eur_per_kwh: float = Field(description="export price (the tariff's currency per kWh)")
+    planned_battery_w: float = Field(description="planned mean battery power (+ discharge), W")
+    planned_grid_w: float = Field(description="planned mean grid power (+ import), W")
+    planned_soc_pct: float = Field(description="planned SOC at the slot's end, %")
+    load_forecast_w: float = Field(description="forecast mean load, W")
+    pv_forecast_w: float = Field(description="forecast mean PV power, W")
+    expected_cost_eur: float = Field(description="planned energy cost of the slot (tariff currency)")
+
+
+class PlannerInfo(_Out):
+    enabled: bool = Field(description="planner.enabled")
+    state: str = Field(description="off, starting, ok, no_prices, stale or failed")
+    reason: str = Field(description="why, in a few words")
+    age_s: float | None = Field(description="seconds since this state was reported")
+    prices_until_ts: float | None = Field(description="the known prices end here, unix s")
+    replans: int = Field(description="plans made since the start")
+    last_solve_s: float | None = Field(description="wall time of the last re-plan (model, HiGHS, slots), s")
+
+
+class ImportCapInfo(_Out):
+    power_w: float = Field(description="the site imports at most this, W")
+    remaining_s: float | None = Field(description="seconds until it lapses (null: until cleared)")
+    reason: str
+    source: str = Field(description="who set it")
+
+
+class PlanResponse(_Out):
+    planner: PlannerInfo
+    status: str | None = Field(description="the plan's status: ok, no_prices or failed (null: no plan yet)")
+    reason: str | None = Field(description="solver status or why there is no plan")
+    created_ts: float | None = Field(description="when the plan was made, unix s")
+    age_s: float | None = Field(description="seconds since the plan was made")
+    max_age_s: float = Field(description="planner.max_plan_age_s: an older plan is not followed")
+    inputs_digest: str | None = Field(description="hash of what the plan was computed from (changes with any input)")
+    currency: str = Field(description="currency of every price and cost")
+    horizon_h: float = Field(description="hours covered by the slots")
+    expected_cost_eur: float | None = Field(description="planned energy cost over the horizon less the value of the energy left")
+    self_consumption_cost_eur: float | None = Field(description="the same for plain self-consumption on the same forecast")
+    savings_eur: float | None = Field(description="expected saving over plain self-consumption")
+    soc_start_pct: float | None = Field(description="SOC the plan started from, %")
+    reserve_soc_pct: float | None = Field(description="backup reserve the loop does not discharge below while following, %")
+    followed: str | None = Field(
+        description="the slot rule the loop followed in its last cycle (plan:<mode>[:soc_target_reached|:reserve]); null: plain self-consumption or an operator's mode"
+    )
+    active_slot: int | None = Field(description="index of the slot that covers now")
+    import_cap: ImportCapInfo | None = Field(description="an external import cap in force (dimming)")
+    slots: list[PlanSlotInfo]
+
+
+class PricesRequest(PricesPush):
+    """Spot prices pushed to the planner (operator; audited as what=prices). Points, or a series."""
+
+
+class ImportCapRequest(_In):
+    """An external import limit (e.g. §14a EnWG dimming): grid import stays at or below it (limit 4 and the plan)."""
+
+    power_w: float = Field(strict=True, ge=0, le=_MAX_POWER_W, allow_inf_nan=False, description="most import allowed, W")
+    ttl_s: float | None = Field(
+        None, strict=True, gt=0, le=7 * 86400, allow_inf_nan=False, description="lapses after this (null: until DELETE), s"
+    )
+    reason: str = Field("", strict=True, max_length=200, description="free text for the audit trail, e.g. the DSO's order")

@@ -28,6 +28,7 @@ from api.models import (
     MeasurementsQuery,
     MeasurementsResponse,
     ModeInfo,
+    PlanResponse,
     Resolution,
     StatusResponse,
 )
@@ -135,6 +136,13 @@ def get_devices() -> Response:
     return json_response(DevicesResponse(devices=views.devices(d.snapshot(), d.cfg)))
 
 
+def get_plan() -> Response:
+    from api.plan_view import plan_response
+
+    d = deps()
+    return json_response(plan_response(d.snapshot(), d.cfg, wall_now_ts=d.clock.wall().timestamp()))
+
+
 def get_config() -> Response:
     data, redacted = views.redacted_config(deps().cfg)
     return json_response(ConfigResponse(config=data, redacted=redacted))
@@ -157,6 +165,8 @@ def read_blueprint(read_role: Role | None, roles: dict[str, Role | None]) -> API
              summary="Requested and effective mode, external set-point, control flags")  # fmt: skip
     register(bp, roles, "get", "/devices", get_devices, role=r, answers=responses(DevicesResponse, role=r),
              summary="Each device: protocol, address, map, health, readings it owns")  # fmt: skip
+    register(bp, roles, "get", "/plan", get_plan, role=r, answers=responses(PlanResponse, role=r),
+             summary="The planner's plan: slots with prices, planned SOC and power, mode, grid target; costs; status; the slot followed")  # fmt: skip
     register(bp, roles, "get", "/config", get_config, role=Role.ADMIN, answers=responses(ConfigResponse, role=Role.ADMIN),
              summary="Effective config, secrets redacted (admin)")  # fmt: skip
     return bp

@@ -1,4 +1,5 @@
-"""Write endpoints under /api/v1 (docs/api.md): mode and set-point requests, every one audited.
+"""Write endpoints under /api/v1 (docs/api.md): mode and set-point requests, pushed prices and an
+external import cap (docs/scheduling.md), every one audited.
 
 No `from __future__ import annotations` here: the set-point body model is built from the config
 (its TTL bound is `control.external_max_ttl_s`, so the OpenAPI document states the real limit),
@@ -14,7 +15,7 @@ from pydantic import Field, create_model
 
 from api import views
 from api.deps import deps
-from api.models import FieldError, ModeRequest, ReleaseQuery, SetpointRequest, WriteResponse
+from api.models import ApiError, FieldError, ImportCapRequest, ModeRequest, PricesRequest, ReleaseQuery, SetpointRequest, WriteResponse
 from api.routes import PREFIX, error_response, json_response, register, responses
 from config.api import Role
 from ems.context import RequestResult
@@ -25,7 +26,14 @@ __all__ = ["WRITES", "setpoint_model", "write_blueprint"]
 
 log = structlog.get_logger("api")
 
-WRITES = {"v1_write.put_mode": "mode", "v1_write.put_setpoint": "setpoint", "v1_write.delete_setpoint": "release"}
+WRITES = {
+    "v1_write.put_mode": "mode",
+    "v1_write.put_setpoint": "setpoint",
+    "v1_write.delete_setpoint": "release",
+    "v1_write.put_prices": "prices",
+    "v1_write.put_import_cap": "import_cap",
+    "v1_write.delete_import_cap": "import_cap",
+}
 
 
 def _note(state: State, mode: Mode) -> str:
@@ -38,7 +46,7 @@ def _note(state: State, mode: Mode) -> str:
     return f"recorded; the controller applies mode {mode.value} at its next cycle, inside every limit"
 
 
-def _written(what: str, r: RequestResult, detail: dict[str, Any]) -> Response:
+def _written(what: str, r: RequestResult, detail: dict[str, Any], note: str | None = None) -> Response:
     d = deps()
     g.audited = True
     snap = d.snapshot()
@@ -52,7 +60,7 @@ def _written(what: str, r: RequestResult, detail: dict[str, Any]) -> Response:
             event_seq=r.event_seq,
             requested_mode=snap.requested_mode,
             control=views.control_flags(d.cfg),
-            note=_note(snap.state, snap.requested_mode),
+            note=note or _note(snap.state, snap.requested_mode),
         )
     )
 
@@ -81,6 +89,39 @@ def delete_setpoint(query: ReleaseQuery) -> Response:
     return _written("release", r, {"mode": (query.mode or fallback).value})
 
 
+def _refused_by_context(what: str, r: RequestResult, field: str) -> Response:
+    d = deps()
+    g.audited = True  # the requests part audited the refusal
+    held = d.refusals.allow("api_write_refused", d.clock.monotonic())
+    if held is not None:
+        log.warning("api_write_refused", who=g.who, what=what, status=422, message=r.message, suppressed=held)
+    return error_response(422, "validation_failed", f"{field}: {r.message}", [FieldError(field=field, reason=r.message)])
+
+
+def put_prices(body: PricesRequest) -> Response:
+    cfg = deps().cfg
+    if not cfg.planner.enabled or not cfg.tariff.needs_spot:
+        why = "planner.enabled is false" if not cfg.planner.enabled else "the tariff has no dynamic side (tariff.import_price/export_price)"
+        return error_response(409, "prices_not_used", f"prices: not accepted: {why}, so pushed spot prices would not be used")
+    r = deps().requests.push_prices(body.to_points(), who=g.who, via="rest")
+    if not r.accepted:
+        return _refused_by_context("prices", r, "points" if body.points is not None else "prices_eur_per_kwh")
+    return _written("prices", r, {"points": len(body.to_points())}, note="recorded; the planner re-plans with these prices at once")
+
+
+def put_import_cap(body: ImportCapRequest) -> Response:
+    r = deps().requests.set_import_cap(power_w=body.power_w, ttl_s=body.ttl_s, reason=body.reason, who=g.who, via="rest")
+    if not r.accepted:
+        return _refused_by_context("import_cap", r, "power_w")
+    note = "recorded; the loop keeps grid import at or below it from its next cycle (limit 4), the planner re-plans under it"
+    return _written("import_cap", r, {"ttl_s": body.ttl_s, "reason": body.reason}, note=note)
+
+
+def delete_import_cap() -> Response:
+    r = deps().requests.clear_import_cap(who=g.who, via="rest")
+    return _written("import_cap", r, {}, note="recorded; no external import cap any more (control.max_import_w still applies)")
+
+
 def setpoint_model(max_ttl_s: float) -> type[SetpointRequest]:
     ttl = SetpointRequest.model_fields["ttl_s"]
     field = Field(strict=True, gt=0, le=max_ttl_s, allow_inf_nan=False, description=ttl.description)
@@ -99,6 +140,12 @@ def write_blueprint(max_ttl_s: float, roles: dict[str, Role | None]) -> APIBluep
              summary="Request a run mode (operator; audited)")  # fmt: skip
     register(bp, roles, "put", "/setpoint", put_setpoint, role=op, answers=responses(WriteResponse, role=op, body=True),
              summary="Set an external set-point with a TTL -> EXTERNAL (operator; audited)")  # fmt: skip
+    register(bp, roles, "put", "/prices", put_prices, role=op, answers={**responses(WriteResponse, role=op, body=True), 409: ApiError},
+             summary="Push spot prices to the planner: points or a day-ahead series (operator; audited)")  # fmt: skip
+    register(bp, roles, "put", "/grid/import-cap", put_import_cap, role=op, answers=responses(WriteResponse, role=op, body=True),
+             summary="Set an external import cap (dimming, e.g. §14a EnWG) with an optional TTL (operator; audited)")  # fmt: skip
+    register(bp, roles, "delete", "/grid/import-cap", delete_import_cap, role=op, answers=responses(WriteResponse, role=op),
+             summary="Clear the external import cap (operator; audited)")  # fmt: skip
     register(bp, roles, "delete", "/setpoint", delete_setpoint, role=op, answers=responses(WriteResponse, role=op, params=True),
              summary="Release the external set-point and request a local mode (operator; audited)")  # fmt: skip
     return bp

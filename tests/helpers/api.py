@@ -19,8 +19,8 @@ TOKENS = {"viewer": "tok-viewer-7f3a", "operator": "tok-operator-91c2", "admin":
 TOKEN_ENV = {f"EMS_TEST_TOKEN_{role.upper()}": secret for role, secret in TOKENS.items()}
 
 
-def api_config(api: Mapping[str, Any] | None = None, control: Mapping[str, Any] | None = None) -> EMSConfig:
-    """Config with the API on port 0 and one token per role (names viewer-1, operator-1, admin-1)."""
+def api_config(api: Mapping[str, Any] | None = None, control: Mapping[str, Any] | None = None, **sections: Any) -> EMSConfig:
+    """Config with the API on port 0 and one token per role (names viewer-1, operator-1, admin-1); more sections as keywords."""
     section: dict[str, Any] = {
         "enabled": True,
         "port": 0,
@@ -28,7 +28,7 @@ def api_config(api: Mapping[str, Any] | None = None, control: Mapping[str, Any] 
         "tokens": [{"name": f"{role}-1", "role": role, "secret": {"env": f"EMS_TEST_TOKEN_{role.upper()}"}} for role in TOKENS],
     }
     section.update(api or {})
-    return parse_config({"api": section, "control": dict(control or {})}, TOKEN_ENV)
+    return parse_config({"api": section, "control": dict(control or {}), **sections}, TOKEN_ENV)
 
 
 def bearer(role: str) -> dict[str, str]:
