@@ -86,6 +86,7 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
         )
     if cfg.mqtt.enabled:
         from interfaces.mqtt import MqttWorker
+        from interfaces.prices.push import push_refused
 
         services.append(
             MqttWorker(
@@ -99,6 +100,8 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
                 site_id=cfg.site.id,
                 site_name=cfg.site.name,
                 control=cfg.control,
+                prices_refused=push_refused(cfg.planner, cfg.tariff),
+                currency=cfg.tariff.currency,
             )
         )
     store: Store | None = None
@@ -202,18 +205,12 @@ def run(cfg: EMSConfig, *, config_path: str, extra_hooks: HookFactory | None = N
     services = build_services(cfg, ctx, clock)
     for svc in services:
         svc.start()
-    controller = Controller(
-        readings=ctx.readings,
-        requests=ctx.requests,
-        commands=ctx.commands,
-        health=ctx.health,
-        events=ctx.events,
-        required_sources=ctx.required_sources,
-        cfg=replace(cfg.controller(), plan_max_age_s=cfg.planner.max_plan_age_s),
-        clock=clock,
+    controller = Controller.on(
+        ctx,
+        replace(cfg.controller(), plan_max_age_s=cfg.planner.max_plan_age_s),
+        clock,
         workers=services,
         on_cycle=build_cycle_hooks(extra_hooks),
-        plans=ctx.plans,
     )
     # What exists now (modules, config, the app, DBC, maps) lives as long as the process: take it out of
     # the cyclic GC's reach. A full collection holds the GIL while it walks every object (11-14 ms here

@@ -21,6 +21,7 @@ from config.api import Role
 from ems.context import RequestResult
 from ems.jsonable import jsonable
 from ems.model import Mode, State
+from interfaces.prices.push import push_refused
 
 __all__ = ["WRITES", "setpoint_model", "write_blueprint"]
 
@@ -100,9 +101,9 @@ def _refused_by_context(what: str, r: RequestResult, field: str) -> Response:
 
 def put_prices(body: PricesRequest) -> Response:
     cfg = deps().cfg
-    if not cfg.planner.enabled or not cfg.tariff.needs_spot:
-        why = "planner.enabled is false" if not cfg.planner.enabled else "the tariff has no dynamic side (tariff.import_price/export_price)"
-        return error_response(409, "prices_not_used", f"prices: not accepted: {why}, so pushed spot prices would not be used")
+    why = push_refused(cfg.planner, cfg.tariff)
+    if why is not None:
+        return error_response(409, "prices_not_used", f"prices: not accepted: {why}")
     r = deps().requests.push_prices(body.to_points(), who=g.who, via="rest")
     if not r.accepted:
         return _refused_by_context("prices", r, "points" if body.points is not None else "prices_eur_per_kwh")

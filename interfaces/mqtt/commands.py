@@ -4,9 +4,12 @@ Payloads (JSON objects; unknown keys are errors):
 - `<base>/cmd/mode`     {"mode": "SELF_CONSUMPTION", "seq": 7?, "source": "ha"?}
 - `<base>/cmd/setpoint` {"power_w": 1500, "ttl_s": 300, "reason": "dr-event", "seq": 42, "source": "agg"?}
 - `<base>/cmd/release`  {"seq": 43, "mode": "SELF_CONSUMPTION"?, "source": "agg"?}
+- `<base>/cmd/prices`   spot prices for the planner, as REST `PUT /api/v1/prices`: {"points": [{"start", "end",
+  "price_eur_per_kwh"}, ...]} or {"start": ISO, "resolution_s": 3600, "prices_eur_per_kwh": [...]}, plus "seq"?, "source"?
+- `<base>/cmd/import_cap` {"power_w": 4200, "ttl_s": 900?, "reason": "14a"?, "seq"?, "source"?}; "power_w": null clears it
 
 `seq` orders commands per stream and sender (`source`; mode is one stream, set-point + release share
-another): a `seq` at or below the last accepted one is ignored (duplicate / out of order). Every command gets one reply on
+another, prices and import_cap one each): a `seq` at or below the last accepted one is ignored (duplicate / out of order). Every command gets one reply on
 `<base>/cmd/result`: accepted, refused (by the context), ignored, or invalid (naming the field).
 """
 
@@ -22,8 +25,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ems.context import Counters, Requests
 from ems.jsonable import jsonable
 from ems.model import Mode
+from interfaces.prices.push import PricesPush
 
-__all__ = ["COMMANDS", "CommandError", "CommandHandler", "ModeCommand", "ReleaseCommand", "SeqGate", "SetpointCommand", "parse_command"]
+__all__ = [
+    "COMMANDS",
+    "CommandError",
+    "CommandHandler",
+    "ImportCapCommand",
+    "ModeCommand",
+    "PricesCommand",
+    "ReleaseCommand",
+    "SeqGate",
+    "SetpointCommand",
+    "parse_command",
+]
 
 _MAX_POWER_W = 1e7
 
@@ -50,8 +65,28 @@ class ReleaseCommand(_Command):
     mode: Mode | None = Field(None, description="mode to request instead (null = the configured fallback)")
 
 
-COMMANDS: Mapping[str, type[_Command]] = {"mode": ModeCommand, "setpoint": SetpointCommand, "release": ReleaseCommand}
-_STREAM = {"mode": "mode", "setpoint": "setpoint", "release": "setpoint"}
+class ImportCapCommand(_Command):
+    power_w: float | None = Field(..., ge=0, le=_MAX_POWER_W, allow_inf_nan=False, description="most import allowed, W (null: clear)")
+    ttl_s: float | None = Field(None, gt=0, le=7 * 86400, allow_inf_nan=False, description="lapses after this (null: until cleared), s")
+    reason: str = Field("", max_length=200, description="why (audit trail)")
+    seq: int | None = Field(None, ge=0, description="optional ordering number")
+
+
+class PricesCommand(PricesPush):
+    """Not strict: times are ISO strings in JSON. Same forms as REST `PUT /api/v1/prices`."""
+
+    source: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.:@-]*$", description="who sends it (for the audit trail)")
+    seq: int | None = Field(None, ge=0, strict=True, description="optional ordering number")
+
+
+COMMANDS: Mapping[str, type[_Command] | type[PricesCommand]] = {
+    "mode": ModeCommand,
+    "setpoint": SetpointCommand,
+    "release": ReleaseCommand,
+    "import_cap": ImportCapCommand,
+    "prices": PricesCommand,
+}
+_STREAM = {"mode": "mode", "setpoint": "setpoint", "release": "setpoint", "import_cap": "import_cap", "prices": "prices"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +101,7 @@ def _seq_of(data: object) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-def parse_command(kind: str, payload: bytes, *, max_ttl_s: float) -> _Command | CommandError:
+def parse_command(kind: str, payload: bytes, *, max_ttl_s: float) -> _Command | PricesCommand | CommandError:
     """Validate one command payload; the error names the first bad field."""
     try:
         data: Any = json.loads(payload.decode("utf-8"))
@@ -106,7 +141,11 @@ class SeqGate:
 class CommandHandler:
     """Parse, order and apply commands through the context's audited request methods."""
 
-    def __init__(self, *, requests: Requests, counters: Counters, max_ttl_s: float, release_mode: Mode) -> None:
+    def __init__(
+        self, *, requests: Requests, counters: Counters, max_ttl_s: float, release_mode: Mode, prices_refused: str | None = None
+    ) -> None:
+        """`prices_refused`: why pushed prices are not used (planner off, no dynamic tariff side), None: accepted."""
+        self._prices_refused = prices_refused
         self._requests = requests
         self._counters = counters
         self._max_ttl_s = max_ttl_s
@@ -129,7 +168,20 @@ class CommandHandler:
             self._counters.count("mqtt_cmd_ignored")
             return {"command": kind, "status": "ignored", "seq": seq, "error": why, "last_seq": self._gate.last[stream]}
         who = f"mqtt:{parsed.source}" if parsed.source else "mqtt"
-        if isinstance(parsed, ModeCommand):
+        if isinstance(parsed, PricesCommand):
+            if self._prices_refused is not None:
+                pts = parsed.to_points()
+                msg = f"prices not used: {self._prices_refused}"
+                ev = self._requests.audit_refused("prices", who=who, via="mqtt", old=None, new={"points": len(pts)}, message=msg)
+                self._counters.count("mqtt_cmd_refused")
+                return {"command": kind, "status": "refused", "seq": seq, "error": msg, "event_seq": ev}
+            res = self._requests.push_prices(parsed.to_points(), who=who, via="mqtt")
+        elif isinstance(parsed, ImportCapCommand):
+            if parsed.power_w is None:
+                res = self._requests.clear_import_cap(who=who, via="mqtt")
+            else:
+                res = self._requests.set_import_cap(power_w=parsed.power_w, ttl_s=parsed.ttl_s, reason=parsed.reason, who=who, via="mqtt")
+        elif isinstance(parsed, ModeCommand):
             res = self._requests.request_mode(parsed.mode, who=who, via="mqtt")
         elif isinstance(parsed, SetpointCommand):
             res = self._requests.set_external_setpoint(

@@ -3,7 +3,9 @@
 Fields (SI units, signs as DESIGN §2; a measurement older than `stale_s` is null):
 `state`, `mode`, `grid_power_w`, `pv_power_w`, `ess_power_w`, `load_power_w` (grid + pv + ess),
 `soc_pct`, `setpoint_w` (computed, every limit applied), `written_w` (sent to the inverter), `external_setpoint_w`,
-`fault_causes`, `limits`. The publish time is not part of the comparison, so an unchanged
+`fault_causes`, `limits`, `plan_slot` (the plan rule the loop followed in its last cycle, e.g.
+`charge_from_grid`, null: plain self-consumption), `plan_savings_eur` (the plan's expected saving
+over plain self-consumption, null without a plan), `planner_state`. The publish time is not part of the comparison, so an unchanged
 EMS publishes nothing.
 """
 
@@ -46,7 +48,16 @@ def state_payload(snap: Snapshot, *, stale_s: float) -> dict[str, object]:
         "external_setpoint_w": None if sp is None or not sp.active(snap.at_s) else round(sp.power_w, 0),
         "fault_causes": list(snap.fault_causes),
         "limits": list(snap.limits),
+        "plan_slot": _plan_slot(snap),
+        "plan_savings_eur": round(snap.plan.savings_eur, 2) if snap.plan is not None and snap.plan.slots else None,
+        "planner_state": None if snap.planner is None else snap.planner.state,
     }
+
+
+def _plan_slot(snap: Snapshot) -> str | None:
+    """ "plan:charge_from_grid:soc_target_reached" -> "charge_from_grid" (the slot's mode; the SOC rules are in the API)."""
+    followed = snap.control.plan if snap.control is not None else None
+    return None if followed is None else followed.removeprefix("plan:").split(":", 1)[0]
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ class Topics:
     cmd_mode: str
     cmd_setpoint: str
     cmd_release: str
+    cmd_prices: str
+    cmd_import_cap: str
     cmd_result: str
     ha_status: str  # Home Assistant's birth/last-will topic: republish discovery on "online"
     node_id: str
@@ -35,6 +37,8 @@ class Topics:
             cmd_mode=f"{base}/cmd/mode",
             cmd_setpoint=f"{base}/cmd/setpoint",
             cmd_release=f"{base}/cmd/release",
+            cmd_prices=f"{base}/cmd/prices",
+            cmd_import_cap=f"{base}/cmd/import_cap",
             cmd_result=f"{base}/cmd/result",
             ha_status=f"{cfg.discovery.prefix}/status",
             node_id=node,
@@ -42,7 +46,13 @@ class Topics:
 
     def command_kinds(self) -> dict[str, str]:
         """Command topic -> command kind."""
-        return {self.cmd_mode: "mode", self.cmd_setpoint: "setpoint", self.cmd_release: "release"}
+        return {
+            self.cmd_mode: "mode",
+            self.cmd_setpoint: "setpoint",
+            self.cmd_release: "release",
+            self.cmd_prices: "prices",
+            self.cmd_import_cap: "import_cap",
+        }
 
 
 # (state field = object id, name, device class, unit); each is a `measurement` sensor when it has a class
@@ -59,7 +69,7 @@ _SENSORS: tuple[tuple[str, str, str | None, str | None], ...] = (
 
 
 def discovery_messages(
-    cfg: MqttConfig, topics: Topics, *, site_name: str, max_charge_w: float, max_discharge_w: float
+    cfg: MqttConfig, topics: Topics, *, site_name: str, max_charge_w: float, max_discharge_w: float, currency: str = "EUR"
 ) -> list[tuple[str, str]]:
     """(topic, JSON payload) for every entity; published retained. An empty payload would remove one."""
     prefix, node = cfg.discovery.prefix, topics.node_id
@@ -88,6 +98,27 @@ def discovery_messages(
             "name": "Fault causes",
             "state_topic": topics.state,
             "value_template": "{{ value_json.fault_causes | join(',') if value_json.fault_causes else 'none' }}",
+        },
+    )
+    add(
+        "sensor",
+        "plan_slot",
+        {
+            "name": "Plan slot followed",
+            "state_topic": topics.state,
+            "value_template": "{{ value_json.plan_slot if value_json.plan_slot is not none else 'none' }}",
+            "icon": "mdi:calendar-clock",
+        },
+    )
+    add(
+        "sensor",
+        "plan_savings_eur",
+        {
+            "name": "Plan expected savings",
+            "state_topic": topics.state,
+            "value_template": "{{ value_json.plan_savings_eur }}",
+            "device_class": "monetary",
+            "unit_of_measurement": currency,
         },
     )
     add(

@@ -75,7 +75,10 @@ class MqttWorker(Worker):
         site_name: str = "",
         control: ControlConfig | None = None,
         name: str = "mqtt",
+        prices_refused: str | None = "planner.enabled is false",
+        currency: str = "EUR",
     ) -> None:
+        """`prices_refused`: why `<base>/cmd/prices` is refused (None: pushes go to the planner)."""
         super().__init__(name=name, health=health, clock=clock, period_s=_LOOP_S, devices=(DEVICE,))
         health.register_device(DEVICE, kind="mqtt", where=f"{cfg.host}:{cfg.port}", thread=name)
         self._counters = counters
@@ -84,11 +87,20 @@ class MqttWorker(Worker):
         self._cfg = cfg
         self.topics = Topics.from_config(cfg, site_id=site_id)
         self._discovery = discovery_messages(
-            cfg, self.topics, site_name=site_name, max_charge_w=control.max_charge_w, max_discharge_w=control.max_discharge_w
+            cfg,
+            self.topics,
+            site_name=site_name,
+            max_charge_w=control.max_charge_w,
+            max_discharge_w=control.max_discharge_w,
+            currency=currency,
         )
         release_mode = Mode.SELF_CONSUMPTION if control.external_fallback is State.SELF_CONSUMPTION else Mode.IDLE
         self._commands = CommandHandler(
-            requests=requests, counters=counters, max_ttl_s=control.external_max_ttl_s, release_mode=release_mode
+            requests=requests,
+            counters=counters,
+            max_ttl_s=control.external_max_ttl_s,
+            release_mode=release_mode,
+            prices_refused=prices_refused,
         )
         self._kinds = self.topics.command_kinds()
         self._rules: dict[str, list[IngestRule]] = {}

@@ -15,9 +15,11 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from config.planner import PlannerConfig
+from config.tariff import TariffConfig
 from ems.prices import MAX_PRICE_EUR_PER_KWH, PricePoint
 
-__all__ = ["MAX_PUSH_POINTS", "MAX_PUSH_PRICES", "PricesPush", "PushedPoint"]
+__all__ = ["MAX_PUSH_POINTS", "MAX_PUSH_PRICES", "PricesPush", "PushedPoint", "push_refused"]
 
 MAX_PUSH_POINTS = 100  # one local day of quarter-hours (25 h on the autumn DST day); keeps a body under api.max_body_bytes
 MAX_PUSH_PRICES = 200  # two days of quarter-hours as a series
@@ -79,3 +81,12 @@ class PricesPush(BaseModel):
         assert self.start is not None and self.prices_eur_per_kwh is not None
         t0, step = _unix(self.start), self.resolution_s
         return tuple(PricePoint(t0 + i * step, t0 + (i + 1) * step, v) for i, v in enumerate(self.prices_eur_per_kwh))
+
+
+def push_refused(planner: PlannerConfig, tariff: TariffConfig) -> str | None:
+    """Why a push would not be used (REST answers 409, MQTT "refused"), None when the planner takes it."""
+    if not planner.enabled:
+        return "planner.enabled is false"
+    if not tariff.needs_spot:
+        return "the tariff has no dynamic side (tariff.import_price / export_price), so spot prices are not used"
+    return None
