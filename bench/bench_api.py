@@ -92,18 +92,7 @@ def main() -> None:
     feed()
     server = ApiServer(cfg=cfg, ctx=ctx, clock=clock)
     server.start()
-    controller = Controller(
-        readings=ctx.readings,
-        requests=ctx.requests,
-        commands=ctx.commands,
-        health=ctx.health,
-        events=ctx.events,
-        required_sources=frozenset(cfg.control.required_sources),
-        cfg=cfg.control.controller(),
-        clock=clock,
-        workers=[server],
-        on_cycle=[feed],
-    )
+    controller = Controller.on(ctx, cfg.controller(), clock, workers=[server], on_cycle=[feed])
     stop = threading.Event()
     loop = threading.Thread(target=controller.run, args=(stop,), name="control-loop", daemon=True)
     loop.start()

@@ -46,7 +46,19 @@ class ApiConfig(Section):
         description="address to bind (loopback by default; put a TLS proxy in front for remote use)",
     )
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port)")
-    threads: int = Field(4, ge=1, le=64, description="waitress worker threads")
+    threads: int = Field(4, ge=1, le=64, description="waitress worker threads (/api/v1/health has a thread of its own)")
+    connection_limit: int = Field(
+        1000,
+        ge=10,
+        le=100_000,
+        description="most open client connections; a new one beyond closes the longest-idle one (the API cannot be locked out)",
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a connection with no request in service that sends nothing for this long is closed, s"
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a request (headers and body) must arrive completely within this, however slowly it trickles, s"
+    )
     max_body_bytes: int = Field(16384, ge=256, le=10_000_000, description="largest accepted request body; larger gets 413, bytes")
     protect_reads: bool = Field(False, description="when true, reads (except health and the OpenAPI document) need a viewer token too")
     tokens: tuple[ApiToken, ...] = Field((), description="bearer tokens, each with a name, a role and a secret reference")

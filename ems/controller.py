@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from ems.clock import Clock
-from ems.context import CommandChannel, EventLog, Health, PlanBoard, Readings, Requests
+from ems.context import CommandChannel, EMSContext, EventLog, Health, PlanBoard, Readings, Requests
 from ems.core import CoreConfig, CoreState, Decision, step
 from ems.inputs import Inputs
 from ems.model import Command, ControlStatus, DeviceHealth, Quantity, Reading, State, ThreadHealth
@@ -115,6 +115,32 @@ class Controller:
         self._last_causes: tuple[str, ...] = ()
         self._last_degraded: tuple[str, ...] = ()
         self._next_summary_s = self._started_at_s + cfg.summary_interval_s
+
+    @classmethod
+    def on(
+        cls,
+        ctx: EMSContext,
+        cfg: ControllerConfig,
+        clock: Clock,
+        *,
+        workers: Sequence[Supervised] = (),
+        on_cycle: Sequence[Callable[[CycleReport], None]] = (),
+        follow_plans: bool = True,
+    ) -> Controller:
+        """A controller handed the parts of `ctx` it uses (main.py, benches and tests build it so)."""
+        return cls(
+            readings=ctx.readings,
+            requests=ctx.requests,
+            commands=ctx.commands,
+            health=ctx.health,
+            events=ctx.events,
+            required_sources=ctx.required_sources,
+            cfg=cfg,
+            clock=clock,
+            workers=workers,
+            on_cycle=on_cycle,
+            plans=ctx.plans if follow_plans else None,
+        )
 
     def _split(
         self, devices: tuple[DeviceHealth, ...], threads: tuple[ThreadHealth, ...]
