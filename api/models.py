@@ -196,6 +196,8 @@ class StatusResponse(_Out):
     overruns: int
     uptime_s: float
     process_death: ProcessDeathInfo | None = Field(None, description="what an EMS crash or hang leads to at the inverter (null: no ESS)")
+    planner: PlannerInfo | None = Field(None, description="the planner's state (GET /api/v1/plan for the plan itself)")
+    plan_followed: str | None = Field(None, description="the plan slot rule the loop followed in its last cycle (null: none)")
 
 
 # ---- measurements / events ------------------------------------------------------------------
@@ -416,3 +418,6 @@ class ImportCapRequest(_In):
         None, strict=True, gt=0, le=7 * 86400, allow_inf_nan=False, description="lapses after this (null: until DELETE), s"
     )
     reason: str = Field("", strict=True, max_length=200, description="free text for the audit trail, e.g. the DSO's order")
+
+
+StatusResponse.model_rebuild()  # PlannerInfo is defined after it

@@ -9,12 +9,12 @@ from api.models import ImportCapInfo, PlannerInfo, PlanResponse, PlanSlotInfo
 from config import EMSConfig
 from ems.model import Snapshot, age_s
 
-__all__ = ["plan_response"]
+__all__ = ["plan_response", "planner_info"]
 
 
-def plan_response(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> PlanResponse:
-    plan, ps = snap.plan, snap.planner
-    planner = PlannerInfo(
+def planner_info(snap: Snapshot, cfg: EMSConfig) -> PlannerInfo:
+    ps = snap.planner
+    return PlannerInfo(
         enabled=cfg.planner.enabled,
         state=ps.state if ps is not None else "off",
         reason=ps.reason if ps is not None else "planner.enabled is false",
@@ -23,6 +23,11 @@ def plan_response(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> Plan
         replans=0 if ps is None else ps.replans,
         last_solve_s=None if ps is None else ps.last_solve_s,
     )
+
+
+def plan_response(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> PlanResponse:
+    plan = snap.plan
+    planner = planner_info(snap, cfg)
     cap = snap.import_cap
     cap_info = None
     if cap is not None and cap.active(snap.at_s):

@@ -21,6 +21,7 @@ from api.models import (
     StatusResponse,
     WorkerInfo,
 )
+from api.plan_view import planner_info
 from config import EMSConfig
 from config.common import SecretRef
 from ems.jsonable import jsonable
@@ -60,6 +61,8 @@ _PLAN_WHY = "the planner's slot: its battery range (hold = no discharge, charge_
 
 def limit_why(name: str) -> str:
     return LIMIT_WHY.get(name) or (_PLAN_WHY if name.startswith("plan:") else "")
+
+
 _SECRET_WORDS = ("token", "password", "secret", "hmac", "api_key", "apikey", "passphrase", "private_key")
 
 
@@ -218,6 +221,8 @@ def status(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> StatusRespo
         overruns=snap.overruns,
         uptime_s=snap.at_s - snap.started_at_s,
         process_death=process_death(snap),
+        planner=planner_info(snap, cfg) if cfg.planner.enabled else None,
+        plan_followed=None if ctl is None else ctl.plan,
     )
 
 

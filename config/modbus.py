@@ -138,8 +138,32 @@ class ModbusConfig(Section):
                 raise ValueError(f"{name}: on the serial port modbus.{fname} uses, baudrate, parity and stopbits must match modbus.{fname}")
             if d.device_id == f.device_id:
                 raise ValueError(f"{name}: device_id {d.device_id} is modbus.{fname}'s on the same serial line")
+        self._one_client_per_device()
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError(
                 f"reconnect_min_s: must be <= modbus.reconnect_max_s (got {self.reconnect_min_s:g} > {self.reconnect_max_s:g})"
             )
         return self
+
+    def _one_client_per_device(self) -> None:
+        """A device that serves one Modbus TCP client (its profile's `device.single_client`) cannot
+        also be the meter's or the PV meter's address: the EMS would open a second connection to it.
+        The inverter profile's own grid and PV readings serve instead (or a Modbus proxy)."""
+        ess = self.ess
+        if not ess.enabled or ess.transport is not Transport.TCP or ess.map == "auto":
+            return
+        from interfaces.modbus.pointmap import MapError, load_map  # config must not need the maps to import
+
+        try:
+            single = load_map(ess.map).device.single_client
+        except MapError:
+            return  # an unknown map is reported when the link loads it
+        if not single:
+            return
+        for name, d in (("meter", self.meter), ("pv", self.pv)):
+            if d.enabled and d.transport is Transport.TCP and (d.host, d.port) == (ess.host, ess.port):
+                raise ValueError(
+                    f"{name}.port: modbus.{name}.host:port ({d.host}:{d.port}) is modbus.ess.host:port, and modbus.ess.map {ess.map!r} "
+                    f"serves only one Modbus TCP client (device.single_client): set modbus.{name}.enabled: false (the inverter's own "
+                    f"readings serve) or reach the device through a Modbus proxy"
+                )

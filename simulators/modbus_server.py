@@ -7,14 +7,22 @@ it and decodes the EMS's writes into `on_write(name, si_value)` calls.
 `DeviceServer` serves an image over Modbus TCP or RTU (pymodbus `SimDevice` + an `action` hook
 that copies the live image into each response and routes writes), and can be stopped, restarted
 or silenced (accepts requests, never answers) for rehearsals. It runs in an asyncio loop.
+
+Vendor semantics taken from the profile: a device that serves one client (`device.single_client`)
+closes a second TCP connection while one is open; a profile whose points live in both register
+tables (input and holding, e.g. Sungrow) answers FC4 only over input points and FC3 only over
+holding points; a profile that writes single registers with FC6 (`control.write.function:
+fc6_for_single`) has an FC16 write of one register refused (ILLEGAL FUNCTION).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pymodbus.constants import ExcCodes
@@ -78,7 +86,7 @@ class RegisterImage:
             end = max(p.offset + p.count for p in points)
             regs = [0] * (end - self.start)
             for p in points:
-                self._slots[p.name] = _Slot(p.offset, p, None)
+                self._slots[p.name] = _Slot(p.offset, p, p.sf)  # plain maps: sf is the absolute address of the scale factor
         self.regs = regs
         self._parts: dict[str, list[_Slot]] = {}  # reading -> the points summed into it (`part_of`)
         for sl in self._slots.values():
@@ -88,6 +96,11 @@ class RegisterImage:
         if pmap.kind == "plain" and pmap.read_gap_max == 0:
             self._mapped = {sl.address + i for sl in self._slots.values() for i in range(sl.point.count)}
         self._writable: set[int] = {s.address + i for s in self._slots.values() if s.point.writable for i in range(s.point.count)}
+        # a device with two register tables (points read with FC4 and others with FC3): each address belongs to its point's table
+        tables = {sl.point.function or pmap.function for sl in self._slots.values()}
+        self._table: dict[int, str] | None = None
+        if len(tables) > 1:
+            self._table = {sl.address + i: sl.point.function or pmap.function for sl in self._slots.values() for i in range(sl.point.count)}
         self._overrides: dict[int, int] = {}
         for s in self._slots.values():
             if s.point.server_value is not None:
@@ -101,7 +114,7 @@ class RegisterImage:
         return self._slots[name].address
 
     def _sf(self, slot: _Slot) -> float:
-        if slot.sf_address is None:
+        if slot.sf_address is None or not self.start <= slot.sf_address < self.end:
             return 0.0
         raw = self.regs[slot.sf_address - self.start]
         return float(raw - 0x1_0000 if raw >= 0x8000 else raw)
@@ -156,12 +169,16 @@ class RegisterImage:
             else:
                 self._overrides[slot.address + i] = words[i]
 
-    def read(self, address: int, count: int) -> list[int] | None:
+    def read(self, address: int, count: int, *, function: str | None = None) -> list[int] | None:
         """Registers address..address+count-1, or None when outside the image (or, on a strict
-        device, when any of them is covered by no point)."""
+        device, when any of them is covered by no point; or, on a device with two tables, when
+        `function` (holding: FC3, input: FC4) is not the table of a point the read touches)."""
         if address < self.start or address + count > self.end:
             return None
         if self._mapped is not None and any(a not in self._mapped for a in range(address, address + count)):
+            return None
+        table = self._table
+        if table is not None and function is not None and any(table.get(a, function) != function for a in range(address, address + count)):
             return None
         out = self.regs[address - self.start : address - self.start + count]
         for a, w in self._overrides.items():
@@ -187,10 +204,38 @@ class RegisterImage:
         return True
 
 
+class _Refused(asyncio.Protocol):
+    """A connection the device does not serve: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class _SingleClientTcpServer(ModbusTcpServer):
+    """Modbus TCP for a device that serves one client at a time: while a connection is open, a
+    new one is accepted and closed at once (the client sees its connection dropped)."""
+
+    def __init__(self, *args: Any, on_refused: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_refused = on_refused
+
+    def handle_new_connection(self) -> Any:
+        if self.active_connections:
+            self._on_refused()
+            return _Refused()
+        return super().handle_new_connection()
+
+
+_FC_READ_TABLE = {3: "holding", 4: "input"}
+_FC_WRITE_MULTIPLE = 16
+
+
 class DeviceServer:
     """A simulated Modbus device (TCP or RTU) serving a `RegisterImage`; start/stop/silence at will.
 
     More devices can share the server (`attach`), e.g. an ESS and a meter on one RS-485 line.
+    `single_client`: a TCP device that serves one client at a time refuses a second connection.
+    `write_log` keeps the last writes as (function code, unit id, address, words), for tests.
     """
 
     def __init__(
@@ -204,8 +249,12 @@ class DeviceServer:
         serial_port: str = "",
         baudrate: int = 19200,
         device_id: int = 1,
+        single_client: bool = False,
     ) -> None:
         self.name = name
+        self.single_client = single_client
+        self.refused_connections = 0
+        self.write_log: deque[tuple[int, int, int, list[int]]] = deque(maxlen=1000)
         self.image = image
         self.transport = transport
         self.host = host
@@ -223,6 +272,12 @@ class DeviceServer:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    @property
+    def clients(self) -> int:
+        """TCP connections open now (0 when stopped or on RTU)."""
+        server = self._server
+        return len(server.active_connections) if isinstance(server, ModbusTcpServer) else 0
 
     @property
     def silent(self) -> bool:
@@ -245,17 +300,24 @@ class DeviceServer:
             raise ValueError(f"{self.name}: unit ID {device_id} is already served on {self.where()}")
         self._images[device_id] = image
 
-    def _action_for(self, image: RegisterImage) -> SimAction:
+    def _action_for(self, device_id: int, image: RegisterImage) -> SimAction:
+        control = image.map.control
+        fc6_only = control is not None and control.write.function == "fc6_for_single"
+
         async def action(
-            _fc: int, start_address: int, address: int, count: int, registers: list[int], set_values: list[int] | list[bool] | None
+            fc: int, start_address: int, address: int, count: int, registers: list[int], set_values: list[int] | list[bool] | None
         ) -> ExcCodes | None:
             self.requests += 1
             if not self._speak.is_set():
                 await self._speak.wait()  # answers only after the silence (the client has long timed out)
             if set_values:
                 self.writes += 1
-                return None if image.write(address, [int(v) for v in set_values]) else ExcCodes.ILLEGAL_ADDRESS
-            words = image.read(address, count)
+                words = [int(v) for v in set_values]
+                self.write_log.append((fc, device_id, address, words))
+                if fc6_only and fc == _FC_WRITE_MULTIPLE and len(words) == 1:
+                    return ExcCodes.ILLEGAL_FUNCTION  # this device takes a single register by FC6 only
+                return None if image.write(address, words) else ExcCodes.ILLEGAL_ADDRESS
+            words = image.read(address, count, function=_FC_READ_TABLE.get(fc))
             if words is None:
                 return ExcCodes.ILLEGAL_ADDRESS
             registers[address - start_address : address - start_address + count] = words
@@ -270,12 +332,14 @@ class DeviceServer:
             SimDevice(
                 id=did,
                 simdata=[SimData(img.start, count=len(img.regs), values=0, datatype=DataType.REGISTERS)],
-                action=self._action_for(img),
+                action=self._action_for(did, img),
             )
             for did, img in self._images.items()
         ]
         server: ModbusTcpServer | ModbusSerialServer
-        if self.transport == "tcp":
+        if self.transport == "tcp" and self.single_client:
+            server = _SingleClientTcpServer(devices, address=(self.host, self.port), on_refused=self._refused)
+        elif self.transport == "tcp":
             server = ModbusTcpServer(devices, address=(self.host, self.port))
         else:
             server = ModbusSerialServer(devices, framer=FramerType.RTU, port=self.serial_port, baudrate=self.baudrate)
@@ -291,6 +355,10 @@ class DeviceServer:
             device_ids=",".join(str(d) for d in self._images),
             maps=",".join(i.map.name for i in self._images.values()),
         )
+
+    def _refused(self) -> None:
+        self.refused_connections += 1
+        log.warning("sim_second_client_refused", device=self.name, where=self.where(), refused=self.refused_connections)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

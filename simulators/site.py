@@ -21,11 +21,11 @@ from typing import TypeVar
 
 import structlog
 
-from interfaces.modbus.pointmap import load_map
+from interfaces.modbus.pointmap import PointMap, load_map
 from simulators.config import SimulatorConfig
 from simulators.inverter import InverterModel
 from simulators.modbus_server import DeviceServer, RegisterImage
-from simulators.plant import Plant
+from simulators.plant import Plant, PlantParams
 from simulators.profile import load_profile
 
 __all__ = ["PlantView", "Simulator"]
@@ -99,6 +99,26 @@ async def _named(what: str, aw: Awaitable[T]) -> T:
         raise OSError(f"cannot start {what}: {exc.strerror or exc}") from exc
 
 
+# A profile's `dynamics:` -> the plant's inverter response, unless the simulator config sets that knob itself.
+_DYNAMICS_TO_PLANT = {
+    "tau_s": "inverter_tau_s",
+    "quantisation_w": "quantisation_w",
+    "dead_time_s": "dead_time_s",
+    "ramp_w_per_s": "ramp_w_per_s",
+}
+
+
+def _with_dynamics(params: PlantParams, pmap: PointMap, *, explicit: set[str]) -> PlantParams:
+    """The plant parameters with the ESS profile's typical dynamics (those the plant models)."""
+    known = set(PlantParams.__dataclass_fields__)
+    over = {
+        plant: getattr(pmap.dynamics, dyn)
+        for dyn, plant in _DYNAMICS_TO_PLANT.items()
+        if plant in known and plant not in explicit and dyn in pmap.dynamics.model_fields_set and getattr(pmap.dynamics, dyn) is not None
+    }
+    return replace(params, **over) if over else params
+
+
 def _hms(t_s: float) -> str:
     t = int(t_s) % 86400
     return f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
@@ -112,14 +132,19 @@ class Simulator:
         self._device_clock = device_clock or time.monotonic
         pc = cfg.plant
         # the inverter's revert timer is the profile's (simulators/inverter.py), not the plant's watchdog
-        self.plant = Plant(replace(pc.params(), watchdog_s=0.0), load_profile(pc.profile), start_t_s=pc.start_time_s)
+        ess_map = load_map(cfg.ess.map) if cfg.ess.enabled else None
+        params = replace(pc.params(), watchdog_s=0.0)
+        if ess_map is not None:
+            params = _with_dynamics(params, ess_map, explicit=pc.model_fields_set)
+        self.plant = Plant(params, load_profile(pc.profile), start_t_s=pc.start_time_s)
         self.load_offset_w = pc.load_offset_w
         self.plant.load_offset_w = pc.load_offset_w
         self.inverter: InverterModel | None = None
-        if cfg.ess.enabled:
-            pmap = load_map(cfg.ess.map)
-            if pmap.control is not None:
-                self.inverter = InverterModel(pmap, rating_w=pc.inverter_max_discharge_w, default_revert_s=pc.watchdog_s or None)
+        self._reverts_seen = 0
+        if ess_map is not None and ess_map.control is not None:
+            # a device timer the EMS can set starts at the plant's watchdog_s; a device without one never reverts
+            default_revert_s = (pc.watchdog_s or None) if ess_map.control.revert.point is not None else None
+            self.inverter = InverterModel(ess_map, rating_w=pc.inverter_max_discharge_w, default_revert_s=default_revert_s)
         self._battery_heartbeat = 0
         self._abs_grid_ws = 0.0
         self._stats_s = 0.0
@@ -155,6 +180,7 @@ class Simulator:
                         serial_port=dc.serial_port,
                         baudrate=dc.baudrate,
                         device_id=dc.device_id,
+                        single_client=pmap.device.single_client,
                     )
         for name, unit, img in self._extra_units:
             self.devices[name].attach(unit, img)
@@ -201,6 +227,9 @@ class Simulator:
         if self.inverter is not None:
             self.inverter.step(self._device_clock())
             p.set_setpoint(self.setpoint_w)  # its own mode follows the load between writes
+            if self.inverter.reverts != self._reverts_seen:  # the timer fired: its registers say so (revert.on_revert)
+                self._reverts_seen = self.inverter.reverts
+                self._set("ess", {w.point: w.value for w in self.inverter.spec.revert.on_revert})
         p.step(dt_s)
         self._abs_grid_ws += abs(p.grid_true_w) * dt_s
         self._stats_s += dt_s
@@ -247,7 +276,14 @@ class Simulator:
                     "setpoint_w": self.setpoint_w,
                     "watchdog_s": self.inverter.revert_s or 0.0 if self.inverter is not None else 0.0,
                     "watchdog_tripped": 1.0 if self.inverter is not None and self.inverter.reverted else 0.0,
-                }
+                    # what a hybrid inverter also reports (profiles name these points by Quantity): its grid meter and PV input
+                    "grid_power_w": p.grid_power_w,
+                    "grid_voltage_v": _AC_V,
+                    "grid_frequency_hz": _HZ,
+                    "grid_import_wh": p.grid_import_wh,
+                    "grid_export_wh": p.grid_export_wh,
+                    "pv_power_w": p.pv_w,
+                },
             )
         if "meter" in self.images:
             g = p.grid_power_w
@@ -268,7 +304,7 @@ class Simulator:
                     "grid_import_wh": p.grid_import_wh,
                     "grid_export_wh": p.grid_export_wh,
                     "total_energy_kwh": (p.grid_import_wh + p.grid_export_wh) / 1000.0,
-                }
+                },
             )
 
         if "pv" in self.images:

@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     sub.add_parser("status", parents=[read], help="one screen: state, mode, powers, SOC, command, limits, faults, device health")
     sub.add_parser("health", parents=[read], help="exit 0 when healthy, 1 when not (for scripts)")
+    plan = sub.add_parser("plan", parents=[read], help="the planner's plan: one slot a line from now (prices, mode, powers, SOC)")
+    plan.add_argument("--limit", type=int, default=48, metavar="N", help="slots to show (default 48 = 12 h)")
+    plan.add_argument("--all", action="store_true", help="every slot of the horizon")
 
     mode = sub.add_parser("mode", parents=[read], help="show the mode, or `mode set NAME`")
     mode_sub = mode.add_subparsers(dest="mode_cmd", metavar="set")
@@ -239,6 +242,11 @@ def _api_command(args: argparse.Namespace, api: ApiClient, io: _Io, stop: thread
         r = api.request("GET", "/health", ok=(200, 503))
         io.emit(r.body, lambda: render.health_text(r.body))
         return EXIT_OK if r.status == 200 and r.body.get("healthy") else EXIT_FAIL
+    if args.cmd == "plan":
+        p = api.request("GET", "/plan").body
+        io.emit(p, lambda: render.plan_text(p, limit=None if args.all else max(1, args.limit)))
+        planner = p.get("planner") or {}
+        return EXIT_OK if planner.get("state") in ("ok", "stale") else EXIT_FAIL
     if args.cmd == "mode" and args.mode_cmd is None:
         m = api.request("GET", "/mode").body
         sp = m.get("external_setpoint")

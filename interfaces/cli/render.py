@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["duration", "event_line", "health_text", "status_text", "write_text"]
+__all__ = ["duration", "event_line", "health_text", "plan_text", "status_text", "write_text"]
 
 _POWER_ROW = ("grid_power_w", "pv_power_w", "ess_power_w")
 _BATTERY_ROW = ("soc_pct", "soh_pct", "bms_voltage_v", "bms_current_a", "bms_temperature_degc", "bms_ccl_a", "bms_dcl_a")
@@ -134,9 +134,58 @@ def status_text(s: Mapping[str, Any]) -> str:
     pd = s.get("process_death")
     if pd:
         lines.append(f"death     if the EMS dies or hangs: {pd.get('leads_to')}")
+    planner = s.get("planner")
+    if planner:
+        lines.append(f"planner   {_planner(planner, s.get('plan_followed'))}")
     stale = _stale_threads(s.get("workers") or [])
     if stale:
         lines.append(f"threads   STALE: {stale}")
+    return "\n".join(lines)
+
+
+def _planner(p: Mapping[str, Any], followed: str | None) -> str:
+    state = str(p.get("state"))
+    head = state if state in ("ok", "starting", "off") else state.upper()
+    follow = f" · following {followed.removeprefix('plan:')}" if followed else " · not followed (plain self-consumption)"
+    return f"{head}: {p.get('reason')}{follow}"
+
+
+def _local(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%a %H:%M")
+
+
+def plan_text(p: Mapping[str, Any], *, limit: int | None = None) -> str:
+    """The plan as a table: one slot a line from now (the active one marked), costs against self-consumption on top."""
+    planner = p.get("planner") or {}
+    lines = [f"planner   {_planner(planner, p.get('followed'))}"]
+    slots = list(p.get("slots") or [])
+    if not slots:
+        lines.append(f"plan      none ({p.get('reason') or 'no plan published yet'})")
+        return "\n".join(lines)
+    cur = p.get("currency", "EUR")
+    lines.append(
+        f"plan      {len(slots)} slots, {p.get('horizon_h')} h from {_local(slots[0]['start_ts'])}, made {duration(p.get('age_s'))} ago"
+        f" · expected {p.get('expected_cost_eur'):+.2f} {cur} vs {p.get('self_consumption_cost_eur'):+.2f} {cur} self-consumption"
+        f" (saves {p.get('savings_eur'):.2f} {cur})"
+    )
+    cap = p.get("import_cap")
+    if cap:
+        left = "until cleared" if cap.get("remaining_s") is None else f"for {duration(cap['remaining_s'])}"
+        lines.append(f"import    capped at {cap['power_w']:.0f} W {left} ({cap.get('reason') or cap.get('source')})")
+    lines.append(f"  {'slot':<10}{'mode':<18}{'import':>8}{'export':>8}{'battery W':>11}{'grid W':>9}{'target W':>10}{'SOC %':>7}")
+    active = next((i for i, s in enumerate(slots) if s.get("active")), 0)
+    shown = slots[active:] if limit is None else slots[active : active + limit]
+    for s in shown:
+        mark = "*" if s.get("active") else " "
+        target = s.get("soc_target_pct")
+        lines.append(
+            f"{mark} {_local(s['start_ts']):<10}{s['mode']:<18}{s['price_import_eur_per_kwh']:>8.3f}{s['price_export_eur_per_kwh']:>8.3f}"
+            f"{s['planned_battery_w']:>+11.0f}{s['planned_grid_w']:>+9.0f}{s['grid_target_w']:>+10.0f}{s['planned_soc_pct']:>7.1f}"
+            + (f"  (charge to {target:.0f} %)" if target is not None else "")
+        )
+    if len(shown) < len(slots) - active:
+        lines.append(f"  ... {len(slots) - active - len(shown)} more slots (--all)")
+    lines.append(f"  prices per kWh in {cur}; battery + discharge, grid + import; * = now")
     return "\n".join(lines)
 
 

@@ -41,7 +41,9 @@ class RevertState:
 
 
 class Actuator:
-    def __init__(self, name: str, spec: ControlSpec, *, clock: Clock, fault_timeout_s: float, rating_w: float | None, release: bool) -> None:
+    def __init__(
+        self, name: str, spec: ControlSpec, *, clock: Clock, fault_timeout_s: float, rating_w: float | None, release: bool
+    ) -> None:
         self.name = name
         self.spec = spec
         self._clock = clock
@@ -51,6 +53,7 @@ class Actuator:
         self.rating_w: float | None = rating_w
         self.revert: RevertState | None = None
         self._heartbeat = 0
+        self._revert_write: tuple[str, float] | None = None  # (point, value) to reload with every command (revert.rewrite)
         self._last_w: float | None = None
         self._last_at_s = -math.inf
         self._clamp_logged = False
@@ -75,6 +78,7 @@ class Actuator:
         if target is None:
             return RevertState(False, r.fixed_s, False, r.reverts_to)
         point, value, timeout_s = target
+        self._revert_write = (point, value) if r.rewrite else None
         link.write_named([(point, value)])
         back = link.read_named(point)
         verified = abs(back - value) < 1e-6
@@ -97,6 +101,8 @@ class Actuator:
     def write(self, link: DeviceLink, setpoint_w: float) -> None:
         spec = self.spec
         points = list(command_points(spec, setpoint_w, rating_w=self.rating_w))
+        if self._revert_write is not None:  # a countdown the device restarts only when its register is written: reload it first
+            points.insert(0, self._revert_write)
         if spec.heartbeat is not None:
             self._heartbeat = (self._heartbeat + 1) % 0x10000
             points.append((spec.heartbeat, float(self._heartbeat)))

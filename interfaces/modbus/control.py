@@ -61,6 +61,10 @@ class DirectionSpec(Section):
     charge: float = Field(..., description="value that makes the device charge")
     discharge: float = Field(..., description="value that makes it discharge")
     stop: float = Field(..., description="value for 0 W (forced mode, no power)")
+    stop_releases: bool = Field(
+        False,
+        description="the stop value ends the forced mode: the device runs its own mode, it does not hold 0 W (Huawei 47100 = 0)",
+    )
 
 
 class RevertSpec(Section):
@@ -72,6 +76,14 @@ class RevertSpec(Section):
     max_s: float | None = Field(None, gt=0, description="longest timeout the device accepts, s")
     fixed_s: float | None = Field(None, gt=0, description="not settable: the device's own fixed/default timeout, s (for status)")
     reverts_to: str = Field("its own mode", description="what the device does when the timer fires (for status and docs)")
+    rewrite: bool = Field(
+        False,
+        description="the timer runs from the last write of its own register (a countdown to reload: Sungrow 13079, Huawei 47083): the link writes it again before every command",
+    )
+    on_revert: tuple[PointWrite, ...] = Field(
+        (),
+        description="what the device's own registers read after the timer fired (e.g. its mode register back to self-consumption; the simulators serve it)",
+    )
 
 
 class WriteSpec(Section):
@@ -80,6 +92,10 @@ class WriteSpec(Section):
     keepalive_s: float | None = Field(None, gt=0, description="re-write an unchanged command at least this often, s")
     min_interval_s: float = Field(0.0, ge=0, description="write an unchanged command at most this often (some devices dislike 1 Hz), s")
     single_writes: bool = Field(False, description="one FC6/FC16 request per point, never merged (devices that refuse multi-point writes)")
+    function: Literal["fc16", "fc6_for_single"] = Field(
+        "fc16",
+        description="fc16: every write is FC16 (write multiple registers); fc6_for_single: a write of one register goes as FC6 (write single register), longer ones as FC16",
+    )
 
 
 class ControlSpec(Section):
@@ -152,7 +168,7 @@ def referenced_points(spec: ControlSpec) -> tuple[str, ...]:
         spec.enable.point if spec.enable else None,
         spec.revert.point,
         *spec.phases,
-        *(w.point for w in (*spec.handover, *spec.release)),
+        *(w.point for w in (*spec.handover, *spec.release, *spec.revert.on_revert)),
     ]
     return tuple(dict.fromkeys(n for n in names if n))
 
@@ -228,7 +244,7 @@ def decode_command(spec: ControlSpec, values: Mapping[str, float], *, rating_w: 
         assert d is not None
         direction = values.get(d.point)
         if direction == d.stop:
-            return 0.0
+            return None if d.stop_releases else 0.0
         if direction not in (d.charge, d.discharge):
             return None
         if spec.magnitude:

@@ -152,11 +152,15 @@ class DeviceLink:
             raise LinkError(f"{self.name}: read {address}+{count} returned {len(regs)} registers")
         return regs[:count]
 
-    def _write(self, address: int, words: list[int], *, unit: int | None = None) -> None:
+    def _write(self, address: int, words: list[int], *, unit: int | None = None, fc6_for_single: bool = False) -> None:
+        """FC16 (write multiple registers); FC6 (write single register) for one word when `fc6_for_single`."""
         if self._client is None:
             raise ConnectionError(f"{self.name}: not connected")
         uid = self.cfg.device_id if unit is None else unit
-        rr = self._client.write_registers(address, words, device_id=uid)
+        if fc6_for_single and len(words) == 1:
+            rr = self._client.write_register(address, words[0], device_id=uid)
+        else:
+            rr = self._client.write_registers(address, words, device_id=uid)
         if rr.isError():
             raise LinkError(f"{self.name}: write {address}+{len(words)} (unit {uid}) refused: {rr}")
 
@@ -298,8 +302,11 @@ class DeviceLink:
     def write_named(self, items: Sequence[tuple[str, float]], *, merge: bool = True) -> dict[str, float]:
         """Write (point, SI value) items in the given order; returns the values actually encoded
         (clamped to each point's min/max). Consecutive items at adjacent addresses of one unit go
-        in one FC16 request unless `merge` is False."""
+        in one FC16 request unless `merge` is False. A request of one register goes as FC6 when the
+        profile says so (`control.write.function: fc6_for_single`)."""
         layout = self._require()
+        control = layout.pmap.control
+        fc6 = control is not None and control.write.function == "fc6_for_single"
         runs: list[tuple[int, int, list[int]]] = []  # (unit, address, words)
         written: dict[str, float] = {}
         for name, value in items:
@@ -312,7 +319,7 @@ class DeviceLink:
             else:
                 runs.append((unit, addr, list(words)))
         for unit, addr, words in runs:
-            self._write(addr, words, unit=unit)
+            self._write(addr, words, unit=unit, fc6_for_single=fc6)
         return written
 
     def read_named(self, name: str) -> float:
@@ -350,9 +357,7 @@ def serial_client(c: ModbusDeviceConfig) -> ModbusSerialClient:
 _SF_POINT = Point(name="sf", offset=0, type=PointType.SUNSSF)
 
 
-def _group(
-    points: list[tuple[int, Point, int | None]], max_count: int, gap_max: int, *, unit: int, function: str
-) -> tuple[_Read, ...]:
+def _group(points: list[tuple[int, Point, int | None]], max_count: int, gap_max: int, *, unit: int, function: str) -> tuple[_Read, ...]:
     """Cover the points (and their scale factors) with as few reads of at most `max_count` registers,
     never spanning more than `gap_max` unmapped registers (a strict device refuses such a read)."""
     reads: list[_Read] = []
