@@ -19,6 +19,8 @@
   const ZERO_W = 10; // |power| below this reads as "none" in the direction words
   const TOKEN_KEY = "ems.operatorToken";
   const CHART_FIELDS = ["grid_power_w", "pv_power_w", "ess_power_w", "soc_pct"];
+  const PLAN_EVERY = 15;        // ticks (about 30 s) between reads of the plan
+  const PLAN_PAST_S = 3 * 3600; // the plan chart shows this much measured history before now
   const MODES = ["IDLE", "SELF_CONSUMPTION", "CHARGE_ONLY", "DISCHARGE_ONLY"];
 
   const $ = (id) => document.getElementById(id);
@@ -37,6 +39,10 @@
     busy: false,
     again: false,         // an action asked for a refresh while one was running
     locked: false,        // reads need a token (api.protect_reads)
+    ticks: 0,
+    plan: null,           // last GET /plan answer (null: not read yet or planner off)
+    planActual: { ts: [], grid: [], soc: [] },
+    planChart: null,
   };
 
   // ---- small DOM helpers: write only on change ----------------------------------------------
@@ -134,7 +140,8 @@
     clearTimeout(st.timer);
     const started = Date.now();
     try {
-      const [status] = await Promise.all([loadStatus(), loadEvents(), loadMeasurements()]);
+      const planDue = st.ticks++ % PLAN_EVERY === 0;
+      const [status] = await Promise.all([loadStatus(), loadEvents(), loadMeasurements(), planDue ? loadPlan() : null]);
       if (status) renderStatus(status);
     } finally {
       st.busy = false;
@@ -212,6 +219,111 @@
     while (drop < R.ts.length && R.ts[drop] < cut) drop++;
     if (drop) for (const k of Object.keys(R)) R[k].splice(0, drop);
     renderChart();
+  }
+
+  /* The plan (GET /plan) and what was measured over the same hours (1 min rows): the card stays
+     hidden while the planner is off. */
+  async function loadPlan() {
+    const r = await api("GET", "/plan");
+    if (!r.ok) return;
+    st.plan = r.data;
+    if (!r.data.planner || !r.data.planner.enabled) { renderPlan(); return; }
+    const now = Date.now() / 1000 + st.serverOffsetS;
+    const from = now - PLAN_PAST_S;
+    const m = await api("GET", "/measurements", { params: [["resolution", "1m"], ["from_ts", from.toFixed(0)], ["to_ts", (now + 60).toFixed(0)],
+      ["limit", "1000"], ["fields", "grid_power_w"], ["fields", "soc_pct"]] });
+    const A = { ts: [], grid: [], soc: [] };
+    if (m.ok) {
+      for (const row of m.data.rows) {
+        const v = row.values || {};
+        A.ts.push(row.ts + 30); // minute mean: plot at the middle of the minute
+        A.grid.push(typeof v.grid_power_w === "number" ? v.grid_power_w / 1000 : null);
+        A.soc.push(typeof v.soc_pct === "number" ? v.soc_pct : null);
+      }
+    }
+    st.planActual = A;
+    renderPlan();
+  }
+
+  function planData() {
+    const p = st.plan, A = st.planActual;
+    const slots = (p && p.slots) || [];
+    const xs = new Set(A.ts);
+    for (const s of slots) { xs.add(s.start_ts); xs.add(s.end_ts); }
+    const ts = [...xs].sort((a, b) => a - b);
+    const price = [], socPlan = [], gridPlan = [], socAct = [], gridAct = [];
+    const act = new Map(A.ts.map((t, i) => [t, i]));
+    let k = 0;
+    for (const t of ts) {
+      while (k < slots.length && slots[k].end_ts <= t) k++;
+      const s = k < slots.length && slots[k].start_ts <= t ? slots[k] : null;
+      price.push(s ? s.price_import_eur_per_kwh : null);
+      gridPlan.push(s ? s.planned_grid_w / 1000 : null);
+      // planned SOC is at each slot's end: draw it there (and the start SOC at the first slot's start)
+      const ended = slots.find((x) => x.end_ts === t);
+      socPlan.push(ended ? ended.planned_soc_pct : slots.length && t === slots[0].start_ts ? p.soc_start_pct : null);
+      const i = act.get(t);
+      socAct.push(i === undefined ? null : A.soc[i]);
+      gridAct.push(i === undefined ? null : A.grid[i]);
+    }
+    return [ts, price, gridPlan, gridAct, socPlan, socAct];
+  }
+
+  function makePlanChart() {
+    const el = $("plan-chart");
+    if (typeof uPlot !== "function") return null;
+    const stepped = uPlot.paths && uPlot.paths.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined;
+    const timeAxis = (u, splits) => splits.map((ts) => new Date(ts * 1000).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit", hour12: false }));
+    const opts = {
+      width: Math.max(200, el.clientWidth),
+      height: window.matchMedia("(max-width: 700px)").matches ? 220 : 280,
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, kw: { auto: true }, pct: { range: [0, 100] }, eur: { auto: true } },
+      axes: [
+        { stroke: "#7a8696", grid: { stroke: "#eef1f5" }, values: timeAxis, space: 90 },
+        { scale: "kw", label: "grid kW", stroke: "#7a8696", grid: { stroke: "#eef1f5" }, size: 48 },
+        { scale: "pct", label: "SOC %", side: 1, stroke: "#7a8696", grid: { show: false }, size: 44 },
+        { scale: "eur", label: "price /kWh", side: 1, stroke: "#b7791f", grid: { show: false }, size: 52, values: (u, v) => v.map((x) => (x === null ? "" : x.toFixed(2))) },
+      ],
+      series: [
+        { value: (u, v) => (v === null ? "—" : new Date(v * 1000).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit", hour12: false })) },
+        { label: "Import price", scale: "eur", stroke: "#b7791f", width: 1.5, paths: stepped, value: (u, v) => (v === null ? "—" : v.toFixed(3)) },
+        { label: "Grid planned", scale: "kw", stroke: css("--c-grid"), width: 1.5, dash: [5, 4], paths: stepped, value: (u, v) => (v === null ? "—" : `${v.toFixed(2)} kW`) },
+        { label: "Grid actual", scale: "kw", stroke: css("--c-grid"), width: 1.5, spanGaps: false, value: (u, v) => (v === null ? "—" : `${v.toFixed(2)} kW`) },
+        { label: "SOC planned", scale: "pct", stroke: css("--c-soc"), width: 2, dash: [6, 4], spanGaps: true, value: (u, v) => (v === null ? "—" : `${v.toFixed(1)} %`) },
+        { label: "SOC actual", scale: "pct", stroke: css("--c-soc"), width: 2, value: (u, v) => (v === null ? "—" : `${v.toFixed(1)} %`) },
+      ],
+    };
+    const u = new uPlot(opts, planData(), el);
+    if (typeof ResizeObserver === "function") {
+      new ResizeObserver(() => { const w = Math.max(200, el.clientWidth); if (w !== u.width) u.setSize({ width: w, height: u.height }); }).observe(el);
+    }
+    return u;
+  }
+
+  function renderPlan() {
+    const p = st.plan, card = $("plan-card");
+    const on = !!(p && p.planner && p.planner.enabled);
+    setHidden(card, !on);
+    if (!on) return;
+    const pl = p.planner;
+    setAttr(card, "data-state", pl.state);
+    const items = [];
+    const add = (k, v, cls) => { const e = document.createElement("span"); const kk = document.createElement("span"); kk.className = "k"; kk.textContent = k; e.append(kk, document.createTextNode(v)); if (cls) e.className = cls; items.push(e); };
+    add("planner", `${pl.state} · ${pl.reason}`, pl.state === "ok" ? "" : pl.state === "stale" || pl.state === "starting" ? "warn" : "bad");
+    add("following", p.followed ? p.followed.replace(/^plan:/, "").replace(/_/g, " ") : "no (plain self-consumption)");
+    if (p.savings_eur !== null && p.savings_eur !== undefined) {
+      add("expected", `${p.expected_cost_eur.toFixed(2)} ${p.currency} vs ${p.self_consumption_cost_eur.toFixed(2)} self-consumption (saves ${p.savings_eur.toFixed(2)})`);
+    }
+    if (p.import_cap) add("import cap", `${(p.import_cap.power_w / 1000).toFixed(1)} kW${p.import_cap.remaining_s !== null ? " for " + age(p.import_cap.remaining_s) : ""}`, "warn");
+    const sum = $("plan-summary");
+    const key = items.map((e) => e.textContent).join("|");
+    if (sum.dataset.key !== key) { sum.dataset.key = key; sum.replaceChildren(...items); }
+    setText($("plan-note"), p.slots.length ? `${p.slots.length} slots · ${p.horizon_h} h · made ${age(p.age_s)} ago` : "");
+    setAttr($("plan-chart"), "data-slots", p.slots.length);
+    setHidden($("plan-empty"), p.slots.length > 0);
+    if (!st.planChart) st.planChart = makePlanChart();
+    if (st.planChart) st.planChart.setData(planData());
   }
 
   // ---- rendering: status --------------------------------------------------------------------
