@@ -7,7 +7,9 @@ this model applies the writes the EMS makes the way the device does:
 - the device's revert timer: without a new command write for that long it returns to its own mode
   (the timeout written by the EMS to the profile's revert point, or the device's fixed one);
 - in its own mode a real inverter does self-consumption (it covers the load from the battery);
-  the reference device holds 0 W.
+  the reference device holds 0 W; a device whose profile says `revert.power_after: zero` holds 0 W
+  after its timer fired and while it is taken over (handover) without a live command (Victron ESS
+  Mode 3 falls back to passthru, not to self-consumption).
 Pure bookkeeping on simulated time; the site (simulators/site.py) feeds it writes and steps.
 """
 
@@ -72,6 +74,7 @@ class InverterModel:
             s.mode.point if s.mode else None,
             s.enable.point if s.enable else None,
             *s.phases,
+            *(w.point for w in s.also),
         }
         return {n for n in names if n}
 
@@ -121,7 +124,15 @@ class InverterModel:
         `net_load_w` = load - pv; the reference device holds 0 W)."""
         if self.external:
             return self.setpoint_w
+        if self._holds_zero():
+            return 0.0
         return net_load_w if self.own_mode == "self_consumption" else 0.0
+
+    def _holds_zero(self) -> bool:
+        """Taken over but without a live command, on a device that then holds 0 W (revert.power_after)."""
+        if self.spec.revert.power_after != "zero":
+            return False
+        return self._handed_over() if self._handover else self.reverted
 
     def state(self) -> InverterState:
         return InverterState(self.external, self.setpoint_w, self.reverted, self.revert_s)

@@ -15,13 +15,13 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
 import structlog
 
-from interfaces.modbus.pointmap import PointMap, load_map
+from interfaces.modbus.pointmap import Point, PointMap, load_map
 from simulators.config import SimulatorConfig
 from simulators.inverter import InverterModel
 from simulators.modbus_server import DeviceServer, RegisterImage
@@ -119,6 +119,26 @@ def _with_dynamics(params: PlantParams, pmap: PointMap, *, explicit: set[str]) -
     return replace(params, **over) if over else params
 
 
+def _split_by_sign(pmap: PointMap, values: Mapping[str, float | str]) -> Mapping[str, float | str]:
+    """A summed reading whose parts carry opposite signs is a pair of magnitudes (SMA 31393/31395
+    charge/discharge power, 30865/30867 import/export; Fronius model 160 modules 3/4): its value goes to
+    the parts of its own sign (evenly), the others read 0. Other sums (per-phase powers) are left to
+    the register image, which splits them evenly."""
+    parts: dict[str, list[Point]] = {}
+    for pt in pmap.all_points():
+        if pt.part_of is not None and pt.part_of in values and pt.server_value is None:
+            parts.setdefault(pt.part_of, []).append(pt)
+    mixed = {n: pts for n, pts in parts.items() if len({pt.sign for pt in pts}) > 1 and not isinstance(values[n], str)}
+    if not mixed:
+        return values
+    out = dict(values)
+    for name, pts in mixed.items():
+        value = float(out.pop(name))
+        side = [pt.name for pt in pts if pt.sign * value > 0]
+        out.update({pt.name: value / len(side) if pt.name in side else 0.0 for pt in pts})
+    return out
+
+
 def _hms(t_s: float) -> str:
     t = int(t_s) % 86400
     return f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
@@ -144,7 +164,9 @@ class Simulator:
         if ess_map is not None and ess_map.control is not None:
             # a device timer the EMS can set starts at the plant's watchdog_s; a device without one never reverts
             default_revert_s = (pc.watchdog_s or None) if ess_map.control.revert.point is not None else None
-            self.inverter = InverterModel(ess_map, rating_w=pc.inverter_max_discharge_w, default_revert_s=default_revert_s)
+            # a percent-of-rating profile's percentages refer to the rating it reports (served below by Quantity name)
+            rating_w = pc.inverter_max_charge_w if ess_map.control.rating == "ess_max_charge_w" else pc.inverter_max_discharge_w
+            self.inverter = InverterModel(ess_map, rating_w=rating_w, default_revert_s=default_revert_s)
         self._battery_heartbeat = 0
         self._abs_grid_ws = 0.0
         self._stats_s = 0.0
@@ -154,11 +176,19 @@ class Simulator:
         for name, dc, on_write in (("ess", cfg.ess, self._on_ess_write), ("meter", cfg.meter, None), ("pv", cfg.pv, None)):
             if dc.enabled:
                 pmap = load_map(dc.map)
-                self.images[name] = RegisterImage(pmap, on_write=on_write)
+                # one image per unit id: the device's own (unless every point of a plain profile names a unit,
+                # e.g. a Victron GX's system 100 and VE.Bus 227: then only those answer), and each named unit
+                units: list[tuple[str, int, RegisterImage]] = []
+                if pmap.kind == "sunspec" or any(p.device_id is None for p in pmap.points):
+                    units.append((name, dc.device_id, RegisterImage(pmap, on_write=on_write)))
                 for key, unit in pmap.device_ids.items():  # points at other unit ids of the same device (Victron VE.Bus)
-                    extra = RegisterImage(pmap, on_write=on_write, unit_key=key)
-                    self.images[f"{name}.{key}"] = extra
-                    self._extra_units.append((name, unit, extra))
+                    if pmap.kind == "plain" and not any(p.device_id == key for p in pmap.points):
+                        continue
+                    units.append((f"{name}.{key}", unit, RegisterImage(pmap, on_write=on_write, unit_key=key)))
+                for key, _unit, img in units:
+                    self.images[key] = img
+                _key, main_unit, main_image = units[0]
+                self._extra_units += [(name, unit, img) for _k, unit, img in units[1:]]
                 shared = next(
                     (
                         d
@@ -168,23 +198,24 @@ class Simulator:
                     None,
                 )
                 if shared is not None:
-                    shared.attach(dc.device_id, self.images[name])
+                    shared.attach(main_unit, main_image)
                     self.devices[name] = shared
                 else:
                     self.devices[name] = DeviceServer(
                         name,
-                        self.images[name],
+                        main_image,
                         transport=dc.transport,
                         host=dc.host,
                         port=dc.port,
                         serial_port=dc.serial_port,
                         baudrate=dc.baudrate,
-                        device_id=dc.device_id,
+                        device_id=main_unit,
                         single_client=pmap.device.single_client,
                     )
         for name, unit, img in self._extra_units:
             self.devices[name].attach(unit, img)
         self.battery = BatteryView(self)
+        self._refresh_images()  # serve the plant from the first request on (a rating read at connect must not read 0)
         self.view = self._make_view()
         self.bms = None
         if cfg.bms.enabled:
@@ -239,7 +270,7 @@ class Simulator:
 
     def _refresh_images(self) -> None:
         p = self.plant
-        if "ess" in self.images:
+        if any(k == "ess" or k.startswith("ess.") for k in self.images):
             prm = p.params
             ess_w = p.ess_power_w
             charging, discharging = ess_w < -1.0, ess_w > 1.0
@@ -250,6 +281,7 @@ class Simulator:
                     "ac_voltage_v": _AC_V,
                     "ac_frequency_hz": _HZ,
                     "ess_power_w": ess_w,
+                    "ac_power_w": ess_w,  # the battery inverter's AC output (+ feeding the site), where a profile shows it apart
                     "ac_energy_wh": p.ess_discharged_wh,
                     "ess_status": 4.0 if (charging or discharging) else 8.0,
                     "ess_max_charge_w": prm.inverter_max_charge_w,
@@ -314,7 +346,7 @@ class Simulator:
         """Serve `values` in every image of `device` (its main unit and any other unit ids it has)."""
         for key, img in self.images.items():
             if key == device or key.startswith(device + "."):
-                img.set_values(values)
+                img.set_values(_split_by_sign(img.map, values))
 
     def _make_view(self) -> PlantView:
         p = self.plant

@@ -11,7 +11,8 @@ order and unit id, so a vendor is a YAML file, not a Python class. The methods s
 - `percent_of_rating`: charge/discharge rate limits in % of a rating (SunSpec 124 InWRte/OutWRte
   with StorCtl_Mod; a negative rate forces the opposite direction);
 - `per_phase`: the power split over per-phase registers (Victron 37/40/41);
-- `min_max_window`: charge and discharge windows whose min = max force a power (SMA Sunny Boy Storage).
+- `min_max_window`: charge and discharge windows whose min = max force a power, optionally with a
+  mode point per direction (SMA Sunny Boy Storage 40236 + 40793..40799).
 
 Everything here is pure: no I/O, no clock.
 """
@@ -84,6 +85,10 @@ class RevertSpec(Section):
         (),
         description="what the device's own registers read after the timer fired (e.g. its mode register back to self-consumption; the simulators serve it)",
     )
+    power_after: Literal["own_mode", "zero"] = Field(
+        "own_mode",
+        description="what the device's power does once the timer fired, and while it is taken over (handover) without a live command: its own mode (self-consumption) or 0 W (Victron ESS Mode 3: passthru); the simulators follow it",
+    )
 
 
 class WriteSpec(Section):
@@ -103,7 +108,10 @@ class ControlSpec(Section):
     # signed_w
     setpoint: str | None = Field(None, description="signed_w: the power point (its `sign` maps the device's convention to + discharge)")
     # direction_and_magnitude
-    direction: DirectionSpec | None = Field(None, description="direction_and_magnitude: the direction/mode point and its values")
+    direction: DirectionSpec | None = Field(
+        None,
+        description="direction_and_magnitude: the direction/mode point and its values; min_max_window: an optional mode point per direction, written first",
+    )
     magnitude: str | None = Field(None, description="direction_and_magnitude: one unsigned power point for both directions")
     charge_magnitude: str | None = Field(None, description="direction_and_magnitude: the charge power point")
     discharge_magnitude: str | None = Field(None, description="direction_and_magnitude: the discharge power point")
@@ -122,6 +130,10 @@ class ControlSpec(Section):
     discharge_max: str | None = Field(None, description="min_max_window: maximum discharge power point")
     # every method
     enable: PointWrite | None = Field(None, description="written with every command (a mode or enable point)")
+    also: tuple[PointWrite, ...] = Field(
+        (),
+        description="written with every command after the method's points: constants the device wants in the same set (SMA CmpBMS GridWSpt = 0)",
+    )
     heartbeat: str | None = Field(None, description="point the EMS writes an incrementing counter to with every command")
     handover: tuple[PointWrite, ...] = Field((), description="written once after a (re)connect, before the first command: take control")
     release: tuple[PointWrite, ...] = Field((), description="written on stop: the device returns to its own self-consumption mode")
@@ -168,7 +180,7 @@ def referenced_points(spec: ControlSpec) -> tuple[str, ...]:
         spec.enable.point if spec.enable else None,
         spec.revert.point,
         *spec.phases,
-        *(w.point for w in (*spec.handover, *spec.release, *spec.revert.on_revert)),
+        *(w.point for w in (*spec.also, *spec.handover, *spec.release, *spec.revert.on_revert)),
     ]
     return tuple(dict.fromkeys(n for n in names if n))
 
@@ -220,6 +232,9 @@ def command_points(spec: ControlSpec, setpoint_w: float, *, rating_w: float | No
     elif m is ControlMethod.MIN_MAX_WINDOW:
         assert spec.charge_max is not None and spec.discharge_max is not None
         chg, dis = (abs(p), 0.0) if p < 0 else (0.0, p)
+        if spec.direction is not None:  # the mode first (SMA: OpMod, then the window)
+            d = spec.direction
+            out.append((d.point, d.discharge if p > 0 else d.charge if p < 0 else d.stop))
         for point, value in (
             (spec.charge_min, chg),
             (spec.charge_max, chg),
@@ -228,6 +243,7 @@ def command_points(spec: ControlSpec, setpoint_w: float, *, rating_w: float | No
         ):
             if point:
                 out.append((point, value))
+    out += [(w.point, w.value) for w in spec.also]
     return tuple(out)
 
 
@@ -265,6 +281,12 @@ def decode_command(spec: ControlSpec, values: Mapping[str, float], *, rating_w: 
     if m is ControlMethod.PER_PHASE:
         return sum(values.get(ph, 0.0) for ph in spec.phases)
     if m is ControlMethod.MIN_MAX_WINDOW:
+        d = spec.direction
+        if d is not None and values.get(d.point) not in (d.charge, d.discharge, d.stop):
+            return None  # another mode (SMA 1438 automatic, 303 off): the device's own
+        windows = ((spec.charge_min, spec.charge_max), (spec.discharge_min, spec.discharge_max))
+        if any(lo and hi and values.get(lo, 0.0) != values.get(hi, 0.0) for lo, hi in windows):
+            return None  # a window, not a forced power: the device regulates itself inside it
         chg = values.get(spec.charge_min or spec.charge_max or "", 0.0)
         dis = values.get(spec.discharge_min or spec.discharge_max or "", 0.0)
         return dis - chg

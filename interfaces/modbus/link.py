@@ -187,7 +187,7 @@ class DeviceLink:
             fits = [m for m in candidates if m.kind == "sunspec" and m.requires_models and all(x in models for x in m.requires_models)]
             if not fits:
                 raise LinkError(f"{self.name}: no SunSpec point map fits models {sorted(models)}")
-            pmap = fits[0]
+            pmap = max(fits, key=lambda m: len(m.requires_models))  # the most specific fit (ties: by name)
         for spec in pmap.models:
             found = models.get(spec.id)
             if found is not None and found[1] < max((p.offset + p.count - 2 for p in spec.points), default=0):
