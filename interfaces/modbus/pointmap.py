@@ -38,6 +38,7 @@ __all__ = [
     "DeviceSpec",
     "Dynamics",
     "EncodeError",
+    "Identify",
     "MapError",
     "ModelSpec",
     "Point",
@@ -129,8 +130,12 @@ class Point(Section):
     server_value: float | str | None = Field(
         None, description="simulators: constant served for this point (identity strings, scale factors)"
     )
-    device_id: str | None = Field(None, description="key into the map's device_ids when this point lives at another unit id (Victron vebus)")
-    function: Literal["holding", "input"] | None = Field(None, description="read this point with FC3 (holding) or FC4 (input); default: the map's")
+    device_id: str | None = Field(
+        None, description="key into the map's device_ids when this point lives at another unit id (Victron vebus)"
+    )
+    function: Literal["holding", "input"] | None = Field(
+        None, description="read this point with FC3 (holding) or FC4 (input); default: the map's"
+    )
     part_of: str | None = Field(
         None, pattern=r"^[a-z][a-z0-9_]*$", description="a reading that is the sum of several points (per-phase grid power): its name"
     )
@@ -165,6 +170,34 @@ class ModelSpec(Section):
         return self
 
 
+class Identify(Section):
+    """One identification register `emsctl modbus scan` reads (read-only); a profile fits a device when
+    every entry of its `device.identify` matches. Name a point of the profile (`point`: its address,
+    function, type and, for SunSpec, its discovered model) or give the register (`address`, ...).
+    `equals` compares the raw register number (before scale) or the string; `contains` is a
+    case-insensitive substring of a string; neither: the register answers and decodes."""
+
+    point: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$", description="a point of this profile that holds the identification")
+    address: int | None = Field(None, ge=0, le=65535, description="0-based PDU address (when no point names the register)")
+    function: Literal["holding", "input"] = Field("holding", description="with address: FC3 (holding) or FC4 (input)")
+    type: PointType = Field(PointType.UINT16, description="with address: register type")
+    size: int | None = Field(None, ge=1, le=64, description="with address: registers of a string")
+    equals: tuple[float | str, ...] = Field((), description="fits when the value is one of these")
+    contains: str | None = Field(None, min_length=1, description="fits when the string contains this (case-insensitive)")
+
+    @model_validator(mode="after")
+    def _one_register(self) -> Identify:
+        if (self.point is None) == (self.address is None):
+            raise ValueError("give either point or address")
+        if self.point is not None and ("function" in self.model_fields_set or "type" in self.model_fields_set or self.size is not None):
+            raise ValueError("function, type and size come from the point")
+        if self.type is PointType.STRING and self.address is not None and self.size is None:
+            raise ValueError("size: required for a string register")
+        if self.equals and self.contains is not None:
+            raise ValueError("give equals or contains, not both")
+        return self
+
+
 class DeviceSpec(Section):
     """What the profile is for, and where its facts come from (docs/devices.md is built from these)."""
 
@@ -176,6 +209,7 @@ class DeviceSpec(Section):
     single_client: bool = Field(False, description="the device serves only one Modbus TCP client at a time")
     source: str = Field("", description="the public documents and peer definitions each address, type, scale and sign comes from")
     installer: str = Field("", description="settings an installer must make on the device before the EMS can control it")
+    identify: tuple[Identify, ...] = Field((), description="identification registers `emsctl modbus scan` matches (all must fit)")
 
 
 class Dynamics(Section):
@@ -197,8 +231,12 @@ class PointMap(Section):
     requires_models: tuple[int, ...] = Field((), description="SunSpec: discovery selects this map only if all these models are present")
     models: tuple[ModelSpec, ...] = Field((), description="SunSpec models (kind sunspec)")
     points: tuple[Point, ...] = Field((), description="points (kind plain)")
-    read_gap_max: int = Field(125, ge=0, le=125, description="largest run of unmapped registers one read may span (0: the device refuses gaps)")
-    device_ids: dict[str, int] = Field(default_factory=dict, description="named unit ids for points that live elsewhere (config may override)")
+    read_gap_max: int = Field(
+        125, ge=0, le=125, description="largest run of unmapped registers one read may span (0: the device refuses gaps)"
+    )
+    device_ids: dict[str, int] = Field(
+        default_factory=dict, description="named unit ids for points that live elsewhere (config may override)"
+    )
     device: DeviceSpec = Field(default_factory=DeviceSpec, description="what the profile is for and the sources of its facts")
     control: ControlSpec | None = Field(None, description="how the device takes a set-point (inverters; see interfaces/modbus/control.py)")
     dynamics: Dynamics = Field(default_factory=Dynamics, description="typical response, for the simulators and replay")
@@ -225,6 +263,9 @@ class PointMap(Section):
         for p in points.values():
             if p.device_id is not None and p.device_id not in self.device_ids:
                 raise ValueError(f"points: {p.name} names device_id {p.device_id!r}, not in device_ids")
+        for ident in self.device.identify:
+            if ident.point is not None and ident.point not in points:
+                raise ValueError(f"device.identify: names unknown point {ident.point!r}")
         return self
 
     def all_points(self) -> tuple[Point, ...]:
