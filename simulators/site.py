@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -28,7 +29,7 @@ from simulators.modbus_server import DeviceServer, RegisterImage
 from simulators.plant import Plant, PlantParams
 from simulators.profile import load_profile
 
-__all__ = ["PlantView", "Simulator"]
+__all__ = ["PlantView", "Simulator", "meter_values"]
 
 log = structlog.get_logger("simulators.site")
 T = TypeVar("T")
@@ -137,6 +138,83 @@ def _split_by_sign(pmap: PointMap, values: Mapping[str, float | str]) -> Mapping
         side = [pt.name for pt in pts if pt.sign * value > 0]
         out.update({pt.name: value / len(side) if pt.name in side else 0.0 for pt in pts})
     return out
+
+
+# ---- meter registers by point name --------------------------------------------------------------
+# A meter profile's points are named `[m<model>_][grid_|pv_][l1_|l2_|l3_|l12_|l23_|l31_]<what>`
+# (`m203_` marks a point of one of several alternative SunSpec models); <what> ends in its unit.
+_METER_POINT = re.compile(r"^(?:m\d+_)?(?:grid_|pv_)?(?P<phase>l1_|l2_|l3_|l12_|l23_|l31_)?(?P<what>[a-z0-9_]+)$")
+_PHASE_TO_PHASE = ("l12_", "l23_", "l31_")
+
+
+def meter_values(pmap: PointMap, *, power_w: float, positive_wh: float, negative_wh: float) -> dict[str, float | str]:
+    """Plausible SI values for the measurement points of a meter profile, from the one power it measures
+    (`power_w`: grid + import, or PV + production) and its two energy counters (counted while the power is
+    positive / negative). Per-phase values are the total split evenly over the phases the profile has;
+    230 V phase to neutral (400 V phase to phase), 50 Hz, power factor 1 (VA = |W|, var = 0), currents
+    W / V with the power's sign unless the point's range is non-negative. A summed reading (`part_of`)
+    is set by its own name (the register image splits it over its parts). Points with a server_value and
+    names the table does not know are left alone."""
+    points = [p for p in pmap.all_points() if p.server_value is None and p.type.value != "string"]
+    matches = {p.name: _METER_POINT.match(p.name) for p in points}
+    phases = {m.group("phase") for m in matches.values() if m is not None and m.group("phase") in ("l1_", "l2_", "l3_")}
+    n = max(len(phases), 1)
+    out: dict[str, float | str] = {}
+    for p in points:
+        name = p.part_of or p.name
+        m = matches[p.name] if p.part_of is None else _METER_POINT.match(p.part_of)
+        if m is None:
+            continue
+        value = _meter_value(m.group("phase"), m.group("what"), n=n, power_w=power_w, positive_wh=positive_wh, negative_wh=negative_wh)
+        if value is not None:
+            out[name] = abs(value) if p.min is not None and p.min >= 0 else value
+    return out
+
+
+def _meter_value(phase: str | None, what: str, *, n: int, power_w: float, positive_wh: float, negative_wh: float) -> float | None:
+    share = 1.0 / n if phase in ("l1_", "l2_", "l3_") else 1.0
+    px_w = power_w * share
+    if what.endswith(("_varh", "_ah")):
+        return 0.0
+    if what.endswith("_vah"):
+        return (positive_wh + negative_wh) * share
+    if what.endswith(("_wh", "_kwh")):
+        per = 0.001 if what.endswith("_kwh") else 1.0
+        if "import" in what:
+            wh = positive_wh
+        elif "export" in what or "consumed" in what:
+            wh = negative_wh
+        elif "net" in what:
+            wh = positive_wh - negative_wh
+        elif "total" in what:
+            wh = positive_wh + negative_wh
+        else:  # a PV meter's production counter
+            wh = positive_wh
+        return wh * share * per
+    if what.endswith("_hz"):
+        return _HZ
+    if "power_factor" in what:
+        return 1.0
+    if what.endswith(("_deg", "_pct")):
+        return 0.0
+    if what.endswith("_va"):
+        return abs(px_w)
+    if what.endswith("_var"):
+        return 0.0
+    if what.endswith("_w"):
+        if "import" in what:
+            return max(px_w, 0.0)
+        if "export" in what:
+            return max(-px_w, 0.0)
+        return abs(px_w) if "max" in what else px_w
+    if what.endswith("_a"):
+        if "neutral" in what:
+            return 0.0
+        amps = (power_w / n if "average" in what else px_w) / _AC_V
+        return abs(amps) if ("max" in what or "demand" in what) else amps
+    if what.endswith("_v"):
+        return _AC_V * math.sqrt(3.0) if phase in _PHASE_TO_PHASE or "ll_" in what else _AC_V
+    return None
 
 
 def _hms(t_s: float) -> str:
@@ -317,30 +395,11 @@ class Simulator:
                     "pv_power_w": p.pv_w,
                 },
             )
-        if "meter" in self.images:
-            g = p.grid_power_w
-            self._set(
-                "meter",
-                {
-                    "grid_voltage_v": _AC_V,
-                    "l2_voltage_v": _AC_V,
-                    "l3_voltage_v": _AC_V,
-                    "l1_current_a": g / 3.0 / _AC_V,
-                    "l2_current_a": g / 3.0 / _AC_V,
-                    "l3_current_a": g / 3.0 / _AC_V,
-                    "l1_power_w": g / 3.0,
-                    "l2_power_w": g / 3.0,
-                    "l3_power_w": g / 3.0,
-                    "grid_power_w": g,
-                    "grid_frequency_hz": _HZ,
-                    "grid_import_wh": p.grid_import_wh,
-                    "grid_export_wh": p.grid_export_wh,
-                    "total_energy_kwh": (p.grid_import_wh + p.grid_export_wh) / 1000.0,
-                },
-            )
-
-        if "pv" in self.images:
-            self._set("pv", {"pv_l1_voltage_v": _AC_V, "pv_power_w": p.pv_w, "pv_frequency_hz": _HZ})
+        if "meter" in self.images:  # every meter profile, by point name: see meter_values
+            pmap = self.images["meter"].map
+            self._set("meter", meter_values(pmap, power_w=p.grid_power_w, positive_wh=p.grid_import_wh, negative_wh=p.grid_export_wh))
+        if "pv" in self.images:  # the plant counts no PV energy: a PV meter's counters stay at 0
+            self._set("pv", meter_values(self.images["pv"].map, power_w=p.pv_w, positive_wh=0.0, negative_wh=0.0))
 
     def _set(self, device: str, values: dict[str, float | str]) -> None:
         """Serve `values` in every image of `device` (its main unit and any other unit ids it has)."""

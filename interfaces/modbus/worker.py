@@ -65,7 +65,8 @@ def map_quantities(cfg: ModbusDeviceConfig) -> frozenset[Quantity]:
         if cfg.map == "auto" and pmap.kind != "sunspec":
             continue
         points = [p for spec in pmap.models for p in spec.points] if pmap.kind == "sunspec" else list(pmap.points)
-        found |= {known[p.name] for p in points if p.name in known and not p.writable}
+        readings = (p.part_of or p.name for p in points if not p.writable)  # a summed reading (part_of) counts too
+        found |= {known[r] for r in readings if r in known}
     return frozenset(q for q in found if q.value not in cfg.ignore_points)
 
 
