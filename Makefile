@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN_CONFIG ?= config/sim.yaml
 # Debian packages the tests use: PACKAGE:COMMAND-that-proves-it
-TEST_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd chromium:chromium socat:socat systemd:systemd-analyze
+TEST_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd chromium:chromium socat:socat systemd:systemd-analyze prometheus:promtool
 # Debian packages `make run` uses when it can install them (the demo runs without them)
 RUN_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd
 

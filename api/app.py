@@ -133,9 +133,7 @@ def _before() -> Response | None:
 def _after(resp: Response) -> Response:
     d = deps()
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    d.metrics.requests.labels(request.method, endpoint, str(resp.status_code)).inc()
-    if "t0" in g:
-        d.metrics.latency.labels(endpoint).observe(max(0.0, d.clock.monotonic() - g.t0))
+    d.metrics.requests.observe(request.method, endpoint, str(resp.status_code), max(0.0, d.clock.monotonic() - g.t0) if "t0" in g else None)
     what = WRITES.get(request.endpoint or "")
     if what is not None and not g.get("audited", False) and request.method != "OPTIONS":
         _audit_refused(d, what, resp)

@@ -225,6 +225,7 @@ class Snapshot:
     plan: Plan | None = None  # the planner's latest plan (ems.context.plan)
     planner: PlannerStatus | None = None
     import_cap: ImportCap | None = None  # an external import limit in force (dimming)
+    energy: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # Wh integrated since start (ems/energy.py)
 
     def reading(self, q: Quantity) -> Reading | None:
         return self.measurements.get(q)

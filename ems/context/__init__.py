@@ -25,11 +25,12 @@ from ems.context.events import EventLog
 from ems.context.health import Health
 from ems.context.plan import PlanBoard, PlannerStatus
 from ems.context.readings import Readings, ReadingsWriter
-from ems.context.requests import PricePush, RequestResult, Requests
+from ems.context.requests import AuditNotDurable, PricePush, RequestResult, Requests
 from ems.model import Mode, Quantity, Snapshot
 from ems.plausibility import Window
 
 __all__ = [
+    "AuditNotDurable",
     "CommandChannel",
     "Counters",
     "EMSContext",
@@ -95,6 +96,7 @@ class EMSContext:
             plan=plan,
             planner=planner,
             import_cap=self.requests.import_cap(),
+            energy=self.readings.energy(),
         )
 
     def owners(self) -> Mapping[Quantity, str]:

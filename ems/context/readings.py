@@ -19,6 +19,7 @@ from types import MappingProxyType
 import structlog
 
 from ems.context.counters import Counters
+from ems.energy import EnergyTotals
 from ems.model import BmsFlags, Quantity, Reading
 from ems.plausibility import Window
 
@@ -55,6 +56,7 @@ class Readings:
         self._flags: BmsFlags | None = None
         self._flags_owner: str | None = None
         self._refusals_logged: set[tuple[str, Quantity]] = set()
+        self._energy = EnergyTotals()  # grid import/export and battery charge/discharge, integrated from power
 
     # ---- start-up -------------------------------------------------------------------------------
     def claim(
@@ -125,6 +127,8 @@ class Readings:
                     plausible_again.append(q)
                 good[q] = Reading(float(v), at_s, source)
             self._values.update(good)
+            for q, r in good.items():
+                self._energy.add(q, r.value, r.at_s)
             first = [(q, o) for q, o in refused if (source, q) not in self._refusals_logged]
             self._refusals_logged.update((source, q) for q, _o in first)
         if bad:
@@ -167,6 +171,11 @@ class Readings:
     def snapshot(self) -> tuple[Mapping[Quantity, Reading], BmsFlags | None]:
         with self._lock:
             return MappingProxyType(dict(self._values)), self._flags
+
+    def energy(self) -> Mapping[str, float]:
+        """Energy totals integrated from the power readings since start, Wh (ems/energy.py)."""
+        with self._lock:
+            return self._energy.totals()
 
     def owners(self) -> Mapping[Quantity, tuple[str, str]]:
         """quantity -> (source, device)."""

@@ -536,7 +536,7 @@ def test_metrics_expose_state_command_limits_and_requests(api: RunningApi, ctx: 
     text = r.text
     for line in (
         'ems_state{state="SELF_CONSUMPTION"} 1.0',
-        'ems_measurement{quantity="grid_power_w"} 1000.0',
+        "ems_grid_power_watts 1000.0",
         "ems_setpoint_watts 800.0",
         "ems_written_watts 0.0",
         'ems_limit_bound{limit="soc_min"} 1.0',
