@@ -142,6 +142,37 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 note=str(sched.get("reference_full_year_eur", "")),
             )
         )
+    plan = results.get("bench_planner", {})
+    if plan:
+        rp = plan.get("real_process", {})
+        goals.append(
+            _goal(
+                "planner: 1 Hz loop overruns during re-plans (real process, API load)",
+                _get(rp, "loop", "overruns_during_replans"),
+                0,
+                note=f"{_get(rp, 'replans', 'n')} re-plans; overruns in the phase {_get(rp, 'loop', 'overruns')}; "
+                f"lateness near re-plans max {_get(rp, 'loop', 'lateness_near_replans', 'max_ms')} ms",
+            )
+        )
+        goals.append(
+            _goal(
+                "planner: re-plan wall time in the real process, max s",
+                None if _get(rp, "replans", "solve_s", "max_ms") is None else rp["replans"]["solve_s"]["max_ms"] / 1000.0,
+                1.0,
+                note=f"p50 {_get(rp, 'replans', 'solve_s', 'p50_ms')} ms over {_get(rp, 'replans', 'slots_mean')} slots",
+            )
+        )
+        rep = plan.get("replay", {})
+        goals.append(
+            _goal(
+                "planner: 1 s replay, share of free slots with battery energy within 5 % of planned",
+                rep.get("within_5pct_pct"),
+                95.0,
+                at_most=False,
+                note=f"{rep.get('free_slots')} of {rep.get('slots')} slots free (no limit bound), {rep.get('days')} days, "
+                f"{rep.get('forecast')} forecasts; all slots {rep.get('within_5pct_all_slots_pct')} %",
+            )
+        )
     return goals
 
 
@@ -217,6 +248,15 @@ def table(doc: dict[str, Any]) -> str:
             )
             + f"; ems with perfect forecasts {_f(_get(sched, 'planners', 'ems', 'cost_perfect_forecast_eur'))}"
         )
+    plan = res.get("bench_planner", {})
+    if "real_process" in plan:
+        rp, rep = plan["real_process"], plan.get("replay", {})
+        lines.append(
+            f"PLANNER  real process: {_get(rp, 'replans', 'n')} re-plans, p50/max {_f(_get(rp, 'replans', 'solve_s', 'p50_ms'))}/"
+            f"{_f(_get(rp, 'replans', 'solve_s', 'max_ms'))} ms, overruns {_get(rp, 'loop', 'overruns')} "
+            f"(during re-plans {_get(rp, 'loop', 'overruns_during_replans')}); 1 s replay {rep.get('days')} days: "
+            f"{_f(rep.get('within_5pct_pct'))} % of {rep.get('free_slots')} free slots within 5 % of the planned energy"
+        )
     lines.append("")
     lines.append("GOALS")
     for g in doc.get("goals", []):
@@ -224,7 +264,9 @@ def table(doc: dict[str, Any]) -> str:
         note = f"  ({g['note']})" if g.get("note") else ""
         lines.append(f"  {mark} {g['goal']}: {_f(g['value'], 3)} {g['limit']}{note}")
     extra = {
-        n: r for n, r in res.items() if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule") and "error" not in r
+        n: r
+        for n, r in res.items()
+        if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule", "bench_planner") and "error" not in r
     }
     for name, r in extra.items():
         flat = ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool))[:300]

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from config.common import Section
 
-__all__ = ["RetentionConfig", "StoreConfig"]
+__all__ = ["ExportConfig", "RetentionConfig", "StoreConfig"]
 
 
 class RetentionConfig(Section):
@@ -25,6 +25,22 @@ class RetentionConfig(Section):
         2000, ge=10, le=1_000_000, description="rows deleted per table per retention step (small steps keep transactions short)"
     )
     interval_s: float = Field(60.0, gt=0, le=86400, description="time between retention steps, s")
+
+
+class ExportConfig(Section):
+    """Hourly Parquet files of the 1-second samples (docs/persistence.md "Export"); needs pyarrow (requirements.txt)."""
+
+    enabled: bool = Field(
+        False, description="write one Parquet file per closed UTC hour (thread store-export; pyarrow is imported only then)"
+    )
+    dir: Path = Field(
+        Path("var/export"), description="files go to <dir>/<YYYY-MM-DD>/<site.id>_<YYYYMMDDTHH>Z.parquet; created when missing"
+    )
+    keep_days: float = Field(30.0, gt=0, le=3650, description="files older than this are deleted, days")
+    lag_s: float = Field(
+        60.0, ge=0, le=3600, description="an hour is written this long after its end (its samples are committed by then), s"
+    )
+    backfill_hours: int = Field(24, ge=1, le=24 * 400, description="at start, catch up on at most this many closed hours without a file")
 
 
 class StoreConfig(Section):
@@ -50,3 +66,4 @@ class StoreConfig(Section):
         description="most undelivered uplink batches kept (25920 = 90 days); beyond, the oldest is dropped, counted and logged",
     )
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description="how long and how much data is kept")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="hourly Parquet files of the samples")

@@ -53,6 +53,7 @@ _UNIT_MAX_S = 2.0  # longest wait between units (heartbeat, stop latency)
 _REPLAN_AFTER_SLOT_S = 10.0  # re-plan this long after a slot boundary: its last minute is in the store by then
 _MIN_LOAD_SLOTS = 4  # quarter-hours of measured load needed before the first plan
 _SOC_MAX_AGE_S = 60.0
+_RETRY_S = 10.0  # after a plan could not be made (no SOC yet, no history, a failed solve): try again this soon
 
 PriceFetcher = Callable[[TariffConfig, int, int], PriceFetch]
 PvFetcher = Callable[[PlannerConfig, int, int], tuple[PowerPoint, ...]]
@@ -269,10 +270,12 @@ class PlannerWorker(Worker):
         n = sp.known_slots
         soc = self._soc(now_s)
         if soc is None:
+            self._retry(now_unix)
             self._withdraw("failed", "no fresh SOC reading", now_s, soc_pct=0.0, until=start + n * slot_s)
             return
         load, pv, why = self._forecast(start, n, now_unix)
         if load is None or pv is None:
+            self._retry(now_unix)
             self._withdraw("failed", why, now_s, soc_pct=soc, until=start + n * slot_s)
             return
         inputs = PlanInputs(
@@ -308,10 +311,14 @@ class PlannerWorker(Worker):
             soc_pct=round(soc, 1),
         )
         if plan.status is not PlanStatus.OK:
+            self._retry(now_unix)
             self._publish(plan, "failed", f"solve failed: {plan.reason}", now_s, until=inputs.start_unix_s + n * slot_s)
             return
         state, reason = ("ok", "plan made") if ps is None else (ps.state, ps.reason)
         self._publish(plan, state, reason, now_s, until=plan.end_unix_s)
+
+    def _retry(self, now_unix: float) -> None:
+        self._next_replan_unix_s = min(self._next_replan_unix_s, now_unix + _RETRY_S)
 
     def _soc(self, now_s: float) -> float | None:
         measurements, _flags = self._readings.snapshot()

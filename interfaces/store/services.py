@@ -40,6 +40,10 @@ def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock, *, store
         StoreWriter(store=store, health=ctx.health, clock=clock),
         StoreSampler(store=store, health=ctx.health, clock=clock),
     ]
+    if cfg.store.export.enabled:  # hourly Parquet files: reads on its own connection, pyarrow only in that thread
+        from interfaces.store.hourly import HourlyExport
+
+        services.append(HourlyExport(cfg=cfg.store.export, db_path=store.path, site_id=cfg.site.id, health=ctx.health, clock=clock))
     if cfg.uplink.enabled:
         from interfaces.uplink.sender import Sender
 

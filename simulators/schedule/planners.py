@@ -162,6 +162,11 @@ class EmsPolicy:
         self._plan = plan
         self._last_plan_slot = i
 
+    @property
+    def plan(self) -> Plan | None:
+        """The plan in force (made at the start of the current slot or earlier)."""
+        return self._plan
+
     def bounds(self, i: int, soc_pct: float) -> PlanBounds | None:
         if i != self._slot:
             self._slot = i

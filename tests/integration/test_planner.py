@@ -124,7 +124,15 @@ def test_no_history_and_no_soc_are_reasons_not_crashes() -> None:
         clock.advance(120)  # the SOC reading is two minutes old
         worker.iterate()
         _, status = ctx.plans.snapshot()
-    assert (status.state, status.reason) == ("failed", "no fresh SOC reading")
+        assert (status.state, status.reason) == ("failed", "no fresh SOC reading")
+        _soc(ctx)
+        clock.advance(5)
+        worker.iterate()  # not yet: retried 10 s after the failure, not only at the next quarter-hour
+        assert ctx.plans.snapshot()[1].state == "failed"
+        clock.advance(6)
+        _soc(ctx)
+        worker.iterate()
+        assert ctx.plans.snapshot()[1].state == "ok"
 
 
 def test_pushed_prices_make_a_plan_and_a_cheap_night_charges_from_the_grid() -> None:
