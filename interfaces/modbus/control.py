@@ -282,8 +282,13 @@ def decode_command(spec: ControlSpec, values: Mapping[str, float], *, rating_w: 
         return sum(values.get(ph, 0.0) for ph in spec.phases)
     if m is ControlMethod.MIN_MAX_WINDOW:
         d = spec.direction
-        if d is not None and values.get(d.point) not in (d.charge, d.discharge, d.stop):
+        mode = None if d is None else values.get(d.point)
+        if d is not None and mode not in (d.charge, d.discharge, d.stop):
             return None  # another mode (SMA 1438 automatic, 303 off): the device's own
+        if d is not None and mode == d.charge:  # a forced direction drives up to its window's maximum
+            return -values.get(spec.charge_max or "", 0.0)
+        if d is not None and mode == d.discharge:
+            return values.get(spec.discharge_max or "", 0.0)
         windows = ((spec.charge_min, spec.charge_max), (spec.discharge_min, spec.discharge_max))
         if any(lo and hi and values.get(lo, 0.0) != values.get(hi, 0.0) for lo, hi in windows):
             return None  # a window, not a forced power: the device regulates itself inside it

@@ -49,6 +49,12 @@ def test_an_open_window_or_another_mode_is_the_devices_own_regulation() -> None:
     assert decode_command(WINDOW_WITH_MODE, {**dict(command_points(WINDOW_WITH_MODE, 1500.0)), "mode": 1438.0}) is None
 
 
+def test_a_forced_direction_drives_up_to_its_windows_maximum() -> None:
+    """SMA 2289/2290: the inverter charges/discharges up to the window's maximum (also while a set is half written)."""
+    assert decode_command(WINDOW_WITH_MODE, {"mode": 2290.0, "dmin": 0.0, "dmax": 1500.0}) == 1500.0
+    assert decode_command(WINDOW_WITH_MODE, {"mode": 2289.0, "cmin": 1800.0, "cmax": 2000.0}) == -2000.0
+
+
 def _victron() -> InverterModel:
     return InverterModel(load_map("victron_gx_ess3"), rating_w=5000.0, default_revert_s=None)
 
