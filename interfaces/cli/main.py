@@ -100,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--interval", type=float, default=1.0, help="--follow poll interval, s (default 1)")
     ev.add_argument("--since", type=float, default=86400.0, metavar="S", help="look back this many seconds (default 86400 = 1 day)")
 
+    ex = sub.add_parser("export", parents=[read], help="download history as Parquet or CSV (streamed to a file)")
+    ex.add_argument(
+        "--from",
+        dest="from_",
+        metavar="TIME",
+        help="start: unix s, ISO 8601 or -DURATION (--from=-2h, -30min, -1d); default one hour before --to",
+    )
+    ex.add_argument("--to", metavar="TIME", help="end (exclusive): unix s, ISO 8601 or -DURATION; default now")
+    ex.add_argument("--fields", metavar="A,B", help="comma-separated fields (default all): grid_power_w,soc_pct,...")
+    ex.add_argument("--resolution", choices=("1s", "1min", "5min"), default="1s", help="1s samples or 1min/5min aggregates (default 1s)")
+    ex.add_argument("--format", choices=("parquet", "csv"), help="default: from the file name (.csv -> csv), else parquet")
+    ex.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write (- = standard output)")
+
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_cmd", required=True, metavar="check")
     chk = cfg_sub.add_parser(
@@ -234,6 +247,8 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str], io: _Io, stop: t
 
 
 def _api_command(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.Event) -> int:
+    if args.cmd == "export":
+        return _export(args, api, io)
     if args.cmd == "status":
         s = api.request("GET", "/status").body
         io.emit(s, lambda: render.status_text(s))
@@ -290,6 +305,46 @@ def _events(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.E
         for e in page.get("events") or []:
             io.emit(e, render.event_line(e))
             after = e["seq"]
+    return EXIT_OK
+
+
+_DURATION_S = {"s": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _time_arg(text: str | None, now_ts: float, name: str) -> str | None:
+    """`-2h`, `-30min`, `-1d` -> unix s before now; anything else goes to the API as given (unix s or ISO 8601)."""
+    if text is None or not text.startswith("-"):
+        return text
+    num = text[1:].rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[1 + len(num) :] or "s"
+    try:
+        return f"{now_ts - float(num) * _DURATION_S[unit]:.3f}"
+    except (ValueError, KeyError) as exc:
+        raise CliError(f"{name}: {text!r} is not -N[s|min|h|d], unix seconds or an ISO 8601 time", EXIT_USAGE) from exc
+
+
+def _export(args: argparse.Namespace, api: ApiClient, io: _Io) -> int:
+    from ems.clock import SystemClock
+
+    now_ts = SystemClock().wall().timestamp()
+    fmt = args.format or ("csv" if args.output.lower().endswith(".csv") else "parquet")
+    params = {"from": _time_arg(args.from_, now_ts, "--from"), "to": _time_arg(args.to, now_ts, "--to"), "fields": args.fields,
+              "resolution": args.resolution, "format": fmt}  # fmt: skip
+    params = {k: v for k, v in params.items() if v is not None}
+    if args.output == "-":
+        api.download("/export", params=params, out=sys.stdout.buffer)
+        return EXIT_OK
+    target = Path(args.output)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        with tmp.open("wb") as f:
+            n = api.download("/export", params=params, out=f)
+        tmp.replace(target)
+    except OSError as exc:
+        raise CliError(f"--output: cannot write {target}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    io.emit({"file": str(target), "bytes": n, "format": fmt, **params}, f"wrote {n} bytes of {fmt} to {target}")
     return EXIT_OK
 
 
