@@ -1,9 +1,15 @@
-"""Wiring checks for commissioning: read-only Modbus (SunSpec scan, register read) and CAN (dump, decode).
+"""Wiring checks for commissioning: read-only Modbus (device scan, register read) and CAN (dump, decode).
 
 Nothing here writes to a device. Modbus requests are rate-limited (`--rate`, default 5 requests/s)
 so a scan never floods an inverter that is also being polled by a running EMS. Register decoding
 reuses the project's point-map codec (interfaces/modbus/pointmap.py) and SunSpec base addresses
 (interfaces/modbus/link.py); CAN frames are decoded through the DBC (interfaces/can/codec.py).
+
+The scan is data-driven: it walks the SunSpec chain, then reads every identification register the
+profiles declare (`device.identify` in interfaces/modbus/maps/*.yaml: Eastron meter codes, Carlo
+Gavazzi id codes, Huawei / Sungrow model registers, the SunSpec common model ...), each once, and
+suggests the profiles whose entries all match. A probe the device refuses (exception response) or
+leaves unanswered is a non-match, not an error.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from pymodbus.framer import FramerType
 
 from ems.clock import Clock, SystemClock
 from interfaces.cli.client import EXIT_FAIL, EXIT_UNREACHABLE, EXIT_USAGE, CliError
-from interfaces.modbus.pointmap import DecodeError, Point, PointType, available_maps, decode_raw, load_map
+from interfaces.modbus.pointmap import DecodeError, Identify, Point, PointMap, PointType, available_maps, decode_raw, load_map
 from interfaces.modbus.sunspec import SUNSPEC_BASES, find_marker, is_marker, walk_models
 
 __all__ = [
     "MODEL_NAMES",
     "ModbusReader",
+    "Probe",
     "Serial",
+    "Suggestion",
     "SunSpecModel",
     "SunSpecScan",
     "can_decode",
@@ -36,11 +44,13 @@ __all__ = [
     "parse_host",
     "parse_range",
     "read_registers",
+    "scan_device",
     "scan_sunspec",
 ]
 
 MAX_REGS = 125  # per read request (Modbus limit)
 MAX_RANGE = 250  # addresses one `--range` scan may probe (odd bases such as 39999 or 40001)
+PROBE_SILENCE_MAX = 3  # identification probes stop after this many unanswered requests in a row
 
 MODEL_NAMES: Mapping[int, str] = {
     1: "Common",
@@ -168,7 +178,8 @@ class ModbusReader:
         self._client.close()  # type: ignore[no-untyped-call]
 
     def read(self, address: int, count: int, *, input_regs: bool = False) -> list[int] | None:
-        """Registers, or None when the device refuses the address (Modbus exception response)."""
+        """Registers, or None when the device refuses the address (Modbus exception response).
+        Raises CliError (exit 3) when the device does not answer."""
         self._limit.acquire()
         self.requests += 1
         try:
@@ -192,6 +203,27 @@ class SunSpecModel:
     length: int
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One identification register read: the raw words, or None (refused or unanswered)."""
+
+    function: str  # holding | input
+    address: int
+    count: int
+    registers: tuple[int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """A profile that fits the scanned device, and why."""
+
+    map: str
+    kind: str
+    vendor: str
+    why: str
+    identified: bool  # by its identification registers (else only by its SunSpec models)
+
+
 @dataclass(slots=True)
 class SunSpecScan:
     where: str
@@ -202,6 +234,14 @@ class SunSpecScan:
     maps: list[str] = field(default_factory=list)
     requests: int = 0
     searched: str = ""
+    suggestions: list[Suggestion] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    probes_stopped: bool = False  # the device stopped answering: the remaining probes were not sent
+
+    @property
+    def found(self) -> bool:
+        """A SunSpec chain or at least one fitting profile."""
+        return self.base is not None or bool(self.suggestions)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -212,19 +252,42 @@ class SunSpecScan:
             "end_address": self.end_address,
             "identity": self.identity,
             "maps": self.maps,
+            "suggestions": [
+                {"map": s.map, "kind": s.kind, "vendor": s.vendor, "why": s.why, "identified": s.identified} for s in self.suggestions
+            ],
+            "probes": [
+                {
+                    "function": p.function,
+                    "address": p.address,
+                    "count": p.count,
+                    "registers": None if p.registers is None else list(p.registers),
+                }
+                for p in self.probes
+            ],
+            "probes_stopped": self.probes_stopped,
             "requests": self.requests,
             "searched": self.searched,
         }
 
     def text(self) -> str:
         if self.base is None:
-            return f"no SunSpec marker at {self.where} (searched {self.searched}; {self.requests} requests)"
-        lines = [f"SunSpec device at {self.where}: marker 'SunS' at {self.base}"]
-        lines += [f"  model {m.id:>5}  {m.name:<30} at {m.address:>5}  length {m.length}" for m in self.models]
-        lines.append(f"  end marker at {self.end_address}" if self.end_address is not None else "  no end marker (chain cut short)")
-        if self.identity:
-            lines.append("identity  " + "  ".join(f"{k}={v}" for k, v in self.identity.items()))
-        lines.append("maps      " + (", ".join(self.maps) or "no point map in interfaces/modbus/maps fits these models"))
+            lines = [f"no SunSpec marker at {self.where} (searched {self.searched}; {self.requests} requests)"]
+        else:
+            lines = [f"SunSpec device at {self.where}: marker 'SunS' at {self.base}"]
+            lines += [f"  model {m.id:>5}  {m.name:<30} at {m.address:>5}  length {m.length}" for m in self.models]
+            lines.append(f"  end marker at {self.end_address}" if self.end_address is not None else "  no end marker (chain cut short)")
+            if self.identity:
+                lines.append("identity  " + "  ".join(f"{k}={v}" for k, v in self.identity.items()))
+        if self.base is not None or self.suggestions:
+            lines.append("maps      " + (", ".join(self.maps) or "no point map in interfaces/modbus/maps fits these models"))
+        lines += [f"  {s.map:<18} {s.kind:<9} {s.vendor}: {s.why}" for s in self.suggestions]
+        answered = sum(1 for p in self.probes if p.registers is not None)
+        probed = f"probes    {len(self.probes)} identification registers read, {answered} answered"
+        if not self.suggestions:
+            probed += "; no profile's identification matches"
+        if self.probes_stopped:
+            probed += f"; stopped after {PROBE_SILENCE_MAX} unanswered requests"
+        lines.append(probed)
         lines.append(f"requests  {self.requests} (read-only)")
         return "\n".join(lines)
 
@@ -275,6 +338,112 @@ def scan_sunspec(reader: ModbusReader, search: tuple[int, int] | None = None) ->
                 scan.maps.append(name)
     scan.requests = reader.requests
     return scan
+
+
+def scan_device(reader: ModbusReader, search: tuple[int, int] | None = None) -> SunSpecScan:
+    """The SunSpec scan, then every profile's identification registers (each register read once):
+    the profiles that fit, identified ones first, then those that fit by SunSpec models alone."""
+    scan = scan_sunspec(reader, search)
+    profiles = [load_map(name) for name in available_maps()]
+    chain = {m.id: m.address for m in reversed(scan.models)}  # the first of a repeated model
+    prober = _Prober(reader)
+    identified: list[Suggestion] = []
+    by_models: list[Suggestion] = []
+    for pmap in profiles:
+        models_fit = _fits_models(pmap, set(chain)) if pmap.kind == "sunspec" else None
+        if models_fit is False or (models_fit is None and not pmap.device.identify):
+            continue
+        matched: list[str] = []
+        for ident in pmap.device.identify:
+            where = _register(pmap, ident, chain)
+            value = None if where is None else prober.value(*where)
+            if where is None or value is None or not _matches(ident, value):
+                break
+            matched.append(_why(ident, where, value))
+        else:
+            d = pmap.device
+            if matched:
+                identified.append(Suggestion(pmap.name, d.kind, d.vendor or "-", "; ".join(matched), True))
+            else:
+                ids = sorted(i for i in chain if any(m.id == i and m.points and i != 1 for m in pmap.models))
+                by_models.append(Suggestion(pmap.name, d.kind, d.vendor or "-", "SunSpec models " + ", ".join(map(str, ids)), False))
+    scan.suggestions = identified + by_models
+    scan.maps = [s.map for s in scan.suggestions]
+    scan.probes = list(prober.reads.values())
+    scan.probes_stopped = prober.stopped
+    scan.requests = reader.requests
+    return scan
+
+
+def _fits_models(pmap: PointMap, ids: set[int]) -> bool:
+    """A SunSpec profile fits a chain with all its required models, or (none required) any of its models with points."""
+    if pmap.requires_models:
+        return all(x in ids for x in pmap.requires_models)
+    return any(m.id in ids and m.points and m.id != 1 for m in pmap.models)
+
+
+def _register(pmap: PointMap, ident: Identify, chain: Mapping[int, int]) -> tuple[str, int, Point, str] | None:
+    """(function, address, point, word order) of an identification entry; None when its SunSpec model is absent."""
+    if ident.point is None:
+        assert ident.address is not None  # the model validator guarantees one of the two
+        point = Point(name="identify", offset=ident.address, type=ident.type, size=ident.size)
+        return ident.function, ident.address, point, pmap.word_order
+    point = next(p for p in pmap.all_points() if p.name == ident.point)
+    if pmap.kind == "plain":
+        return point.function or pmap.function, point.offset, point, pmap.word_order
+    model = next((m for m in pmap.models if point in m.points), None)
+    if model is None or model.id not in chain:
+        return None
+    return point.function or pmap.function, chain[model.id] + point.offset, point, pmap.word_order
+
+
+class _Prober:
+    """Reads identification registers, each once per scan; a refusal is a non-match, and after
+    PROBE_SILENCE_MAX unanswered requests in a row the device is taken as gone (no more probes)."""
+
+    def __init__(self, reader: ModbusReader) -> None:
+        self._reader = reader
+        self.reads: dict[tuple[str, int, int], Probe] = {}
+        self._silent = 0
+        self.stopped = False
+
+    def value(self, function: str, address: int, point: Point, order: str) -> float | str | None:
+        """The decoded raw value of one identification register, or None."""
+        key = (function, address, point.count)
+        if key not in self.reads:
+            regs: list[int] | None = None
+            if not self.stopped:
+                try:
+                    regs = self._reader.read(address, point.count, input_regs=function == "input")
+                    self._silent = 0
+                except CliError:  # no answer to this register
+                    self._silent += 1
+                    self.stopped = self._silent >= PROBE_SILENCE_MAX
+            self.reads[key] = Probe(function, address, point.count, None if regs is None else tuple(regs))
+        got = self.reads[key].registers
+        if got is None:
+            return None
+        try:
+            return decode_raw(list(got), point, word_order=order)
+        except DecodeError:
+            return None
+
+
+def _matches(ident: Identify, value: float | str) -> bool:
+    if isinstance(value, str):
+        if ident.contains is not None:
+            return ident.contains.casefold() in value.casefold()
+        return not ident.equals or value in {str(e) for e in ident.equals}
+    if ident.contains is not None:
+        return False
+    return not ident.equals or any(not isinstance(e, str) and value == e for e in ident.equals)
+
+
+def _why(ident: Identify, where: tuple[str, int, Point, str], value: float | str) -> str:
+    function, address, point, _order = where
+    shown = repr(value) if isinstance(value, str) else f"{value:g} (0x{int(value) & 0xFFFFFFFF:04X})"
+    name = f"{ident.point} " if ident.point else ""
+    return f"{name}{function} {address} {point.type.value} = {shown}"
 
 
 def _identity(reader: ModbusReader, models: list[SunSpecModel]) -> dict[str, str]:

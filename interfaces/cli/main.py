@@ -134,7 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="RTU: stop bits (default 1)")
     dev.add_argument("--unit", type=int, required=True, help="Modbus unit / device id (0-247)")
     dev.add_argument("--rate", type=float, default=5.0, help="at most this many requests per second (default 5, max 20)")
-    scan = mb_sub.add_parser("scan", parents=[dev], help="find the SunSpec marker and list the models (read-only)")
+    scan = mb_sub.add_parser(
+        "scan",
+        parents=[dev],
+        help="identify the device (SunSpec models, the profiles' identification registers) and suggest profiles (read-only)",
+    )
     scan.add_argument(
         "--range", dest="search", metavar="A-B", help="look for the marker at every address in A-B, at most 250 (default: 40000, 0, 50000)"
     )
@@ -403,7 +407,7 @@ def _config_check(path: str, env: Mapping[str, str], io: _Io) -> int:
 
 
 def _modbus(args: argparse.Namespace, io: _Io) -> int:
-    from interfaces.cli.fieldbus import ModbusReader, Serial, parse_host, parse_range, read_registers, scan_sunspec
+    from interfaces.cli.fieldbus import ModbusReader, Serial, parse_host, parse_range, read_registers, scan_device
 
     host, port = parse_host(args.host)
     serial = Serial(args.baud, args.parity, args.stopbits) if host.startswith("/") else None
@@ -415,9 +419,9 @@ def _modbus(args: argparse.Namespace, io: _Io) -> int:
     if args.modbus_cmd == "scan":
         search = parse_range(args.search) if args.search else None
         with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s, serial=serial) as reader:
-            result = scan_sunspec(reader, search)
+            result = scan_device(reader, search)
         io.emit(result.as_json(), result.text)
-        return EXIT_OK if result.base is not None else EXIT_FAIL
+        return EXIT_OK if result.found else EXIT_FAIL
     with ModbusReader(host, port, args.unit, rate_hz=args.rate, timeout_s=timeout_s, serial=serial) as reader:
         r = read_registers(reader, args.address, args.count, type_=args.type, input_regs=args.input)
     regs = " ".join(f"{w:04x}" for w in r["registers"])

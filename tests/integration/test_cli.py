@@ -282,12 +282,14 @@ def test_modbus_scan_lists_the_sunspec_models_identity_and_fitting_map_without_w
     ):
         assert model in out
     assert "manufacturer=EMS project" in out and "serial_number=SIM0001" in out
-    assert "maps      sunspec_ess" in out
+    maps_line = next(line for line in out.splitlines() if line.startswith("maps      "))
+    assert "sunspec_ess" in maps_line.removeprefix("maps      ").split(", ")
     assert ess.server.writes == 0  # read-only
     rc, out, _ = run("modbus", "scan", f"127.0.0.1:{ess.server.port}", "--unit", "3", "--rate", "20", "--json", role=None)
     doc = as_json(out)
     assert [m["id"] for m in doc["models"]] == [1, 103, 124, 802, 64901]
-    assert doc["requests"] == len([m for m in doc["models"]]) + 3  # marker, each model header, end marker, identity
+    # marker, each model header, end marker, identity; then one read per identification register of the profiles
+    assert doc["requests"] == len(doc["models"]) + 3 + len(doc["probes"])
     assert ess.server.writes == 0
 
 
@@ -297,14 +299,22 @@ def test_modbus_scan_searches_a_register_range(ess: SimDevice) -> None:
     assert "marker 'SunS' at 40000" in out
 
 
-def test_modbus_scan_without_sunspec_exits_1_and_unreachable_exits_3(loop: LoopThread) -> None:
+def test_modbus_scan_without_sunspec_identifies_by_vendor_registers_exits_1_on_nothing_and_3_unreachable(loop: LoopThread) -> None:
     meter = SimDevice(loop, "sdm630", host="127.0.0.1", port=free_port(), device_id=2)
     meter.start()
     try:
         rc, out, _ = run("modbus", "scan", f"127.0.0.1:{meter.server.port}", "--unit", "2", "--rate", "20", role=None)
     finally:
         meter.stop()
-    assert rc == EXIT_FAIL and out.startswith("no SunSpec marker")
+    assert rc == EXIT_OK and out.startswith("no SunSpec marker")
+    assert "sdm630" in out and "meter_code holding 64514 uint16 = 112 (0x0070)" in out  # Eastron's meter code
+    nothing = SimDevice(loop, "janitza_umg604", host="127.0.0.1", port=free_port(), device_id=1)  # no identification register
+    nothing.start()
+    try:
+        rc, out, _ = run("modbus", "scan", f"127.0.0.1:{nothing.server.port}", "--unit", "1", "--rate", "20", role=None)
+    finally:
+        nothing.stop()
+    assert rc == EXIT_FAIL and out.startswith("no SunSpec marker") and "no profile's identification matches" in out
     rc, _, err = run("modbus", "scan", f"127.0.0.1:{free_port()}", "--unit", "1", role=None)
     assert rc == EXIT_UNREACHABLE and "cannot connect" in err
 

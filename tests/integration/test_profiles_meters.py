@@ -10,10 +10,13 @@ the full simulator (`python -m simulators` with meter.map: <profile>) feeds ever
 
 from __future__ import annotations
 
+import io
+import json
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pymodbus.client import ModbusTcpClient
@@ -22,6 +25,8 @@ from config.modbus import ModbusConfig, ModbusDeviceConfig
 from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Quantity
+from interfaces.cli.client import EXIT_FAIL, EXIT_OK
+from interfaces.cli.main import main as emsctl
 from interfaces.modbus.link import DeviceLink
 from interfaces.modbus.pointmap import PointMap, load_map
 from simulators.config import load_sim_config
@@ -493,3 +498,92 @@ def test_the_simulator_serves_each_pv_meter_profile_from_the_plant(name: str) ->
     finally:
         loop.run(sim.devices["pv"].stop())
         loop.close()
+
+
+# ---- emsctl modbus scan -------------------------------------------------------------------------------------
+def scan(port: int, unit: int, *extra: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = emsctl(["modbus", "scan", f"127.0.0.1:{port}", "--unit", str(unit), "--rate", "20", *extra], environ={}, stdout=out, stderr=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "expected", "why"),
+    [
+        ("sdm630", 1, ["sdm630", "sdm630_pv"], "meter_code holding 64514 uint16 = 112 (0x0070)"),
+        ("sdm72", 1, ["sdm72"], "= 137 (0x0089)"),
+        ("sdm120", 1, ["sdm120"], "= 32 (0x0020)"),
+        ("em24", 1, ["em24"], "id_code holding 11 uint16 = 71"),
+        ("em24_ethernet", 1, ["em24_ethernet"], "= 1648"),
+        ("em340", 1, ["em340"], "= 341"),
+        ("huawei_meter", 1, ["huawei_meter"], "model_name holding 30000 string = 'SUN2000-10KTL-M1'"),
+        ("sungrow_meter", 1, ["sungrow_meter"], "device_type_code input 4999 uint16 = 3587 (0x0E03)"),
+        ("victron_gx_grid", 100, ["victron_gx_grid"], "serial input 800 string"),
+    ],
+)
+def test_scan_identifies_a_plain_device_by_its_vendor_registers(
+    loop: LoopThread, name: str, unit: int, expected: list[str], why: str
+) -> None:
+    with served(loop, name, unit=unit) as dev:
+        rc, out, err = scan(dev.port, unit)
+        assert rc == EXIT_OK, err
+        assert out.startswith("no SunSpec marker")
+        maps_line = next(line for line in out.splitlines() if line.startswith("maps      "))
+        assert set(expected) <= set(maps_line.removeprefix("maps      ").split(", "))
+        assert why in out
+        rc, out, _ = scan(dev.port, unit, "--json")
+        doc: dict[str, Any] = json.loads(out)
+        assert set(expected) <= {s["map"] for s in doc["suggestions"] if s["identified"]}
+        assert doc["found"] is False  # no SunSpec marker
+        assert dev.server.writes == 0  # read-only
+
+
+def test_scan_puts_the_vendor_specific_sunspec_profile_before_the_generic_one(loop: LoopThread) -> None:
+    with served(loop, "solaredge_meter", models=(1, 103, 1, 203)) as dev:
+        rc, out, err = scan(dev.port, 1, "--json")
+    assert rc == EXIT_OK, err
+    doc = json.loads(out)
+    assert [m["id"] for m in doc["models"]] == [1, 103, 1, 203]
+    order = [s["map"] for s in doc["suggestions"]]
+    assert order.index("solaredge_meter") < order.index("sunspec_meter")
+    assert doc["suggestions"][order.index("solaredge_meter")] == {
+        "map": "solaredge_meter",
+        "kind": "meter",
+        "vendor": "SolarEdge",
+        "why": "manufacturer holding 40004 string = 'SolarEdge'",
+        "identified": True,
+    }
+    generic = {
+        "map": "sunspec_meter",
+        "kind": "meter",
+        "vendor": "SunSpec (Fronius and others)",
+        "why": "SunSpec models 203",
+        "identified": False,
+    }
+    assert doc["suggestions"][order.index("sunspec_meter")] == generic
+
+
+def test_scan_suggests_the_sunspec_meter_for_a_fronius_meter(loop: LoopThread) -> None:
+    with served(loop, "sunspec_meter", unit=200, models=(1, 213)) as dev:
+        rc, out, err = scan(dev.port, 200)
+    assert rc == EXIT_OK, err
+    assert "model   213  Meter float (wye three phase)" in out
+    assert "manufacturer=Fronius" in out
+    assert "sunspec_meter" in out.split("maps      ", 1)[1].splitlines()[0]
+    assert "solaredge_meter" not in out
+
+
+def test_scan_of_a_device_that_matches_nothing_exits_1_and_says_what_it_tried(loop: LoopThread) -> None:
+    """A Janitza UMG 604 has no model-code register: nothing identifies it (and nothing else claims it)."""
+    with served(loop, "janitza_umg604") as dev:
+        rc, out, _ = scan(dev.port, 1)
+        assert rc == EXIT_FAIL
+        assert out.startswith("no SunSpec marker")
+        assert "no profile's identification matches" in out
+        rc, out, _ = scan(dev.port, 1, "--json")
+        doc = json.loads(out)
+        assert doc["suggestions"] == [] and doc["maps"] == []
+        assert doc["probes"] and all(p["registers"] is None for p in doc["probes"])  # every probe refused
+        assert len({(p["function"], p["address"]) for p in doc["probes"]}) == len(doc["probes"])  # each register once
+        assert doc["requests"] == 3 + len(doc["probes"])  # the three SunSpec bases, then one read per probe
+        assert dev.server.writes == 0
