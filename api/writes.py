@@ -47,7 +47,20 @@ def _note(state: State, mode: Mode) -> str:
     return f"recorded; the controller applies mode {mode.value} at its next cycle, inside every limit"
 
 
+def _answers(*, params: bool = False, body: bool = False) -> dict[int, Any]:
+    """A write's documented answers; 503: its audit could not be committed, so it was not applied."""
+    return {**responses(WriteResponse, role=Role.OPERATOR, params=params, body=body), 503: ApiError}
+
+
+def _not_durable(what: str, r: RequestResult) -> Response:
+    g.audited = True  # the requests part audited it (accepted, then withdrawn)
+    log.error("api_write_not_durable", who=g.who, what=what, status=503, event_seq=r.event_seq, message=r.message)
+    return error_response(503, "audit_not_durable", f"{what}: {r.message}; try again")
+
+
 def _written(what: str, r: RequestResult, detail: dict[str, Any], note: str | None = None) -> Response:
+    if r.not_durable:
+        return _not_durable(what, r)
     d = deps()
     g.audited = True
     snap = d.snapshot()
@@ -74,6 +87,8 @@ def put_mode(body: ModeRequest) -> Response:
 def set_setpoint(body: SetpointRequest) -> Response:
     d = deps()
     r = d.requests.set_external_setpoint(power_w=body.power_w, ttl_s=body.ttl_s, reason=body.reason, who=g.who, via="rest")
+    if r.not_durable:
+        return _not_durable("setpoint", r)
     if not r.accepted:  # the requests part audited the refusal
         g.audited = True
         held = d.refusals.allow("api_write_refused", d.clock.monotonic())
@@ -91,6 +106,8 @@ def delete_setpoint(query: ReleaseQuery) -> Response:
 
 
 def _refused_by_context(what: str, r: RequestResult, field: str) -> Response:
+    if r.not_durable:
+        return _not_durable(what, r)
     d = deps()
     g.audited = True  # the requests part audited the refusal
     held = d.refusals.allow("api_write_refused", d.clock.monotonic())
@@ -137,16 +154,16 @@ def write_blueprint(max_ttl_s: float, roles: dict[str, Role | None]) -> APIBluep
     def put_setpoint(body: body_model) -> Response:  # type: ignore[valid-type]
         return set_setpoint(body)
 
-    register(bp, roles, "put", "/mode", put_mode, role=op, answers=responses(WriteResponse, role=op, body=True),
+    register(bp, roles, "put", "/mode", put_mode, role=op, answers=_answers(body=True),
              summary="Request a run mode (operator; audited)")  # fmt: skip
-    register(bp, roles, "put", "/setpoint", put_setpoint, role=op, answers=responses(WriteResponse, role=op, body=True),
+    register(bp, roles, "put", "/setpoint", put_setpoint, role=op, answers=_answers(body=True),
              summary="Set an external set-point with a TTL -> EXTERNAL (operator; audited)")  # fmt: skip
-    register(bp, roles, "put", "/prices", put_prices, role=op, answers={**responses(WriteResponse, role=op, body=True), 409: ApiError},
+    register(bp, roles, "put", "/prices", put_prices, role=op, answers={**_answers(body=True), 409: ApiError},
              summary="Push spot prices to the planner: points or a day-ahead series (operator; audited)")  # fmt: skip
-    register(bp, roles, "put", "/grid/import-cap", put_import_cap, role=op, answers=responses(WriteResponse, role=op, body=True),
+    register(bp, roles, "put", "/grid/import-cap", put_import_cap, role=op, answers=_answers(body=True),
              summary="Set an external import cap (dimming, e.g. §14a EnWG) with an optional TTL (operator; audited)")  # fmt: skip
-    register(bp, roles, "delete", "/grid/import-cap", delete_import_cap, role=op, answers=responses(WriteResponse, role=op),
+    register(bp, roles, "delete", "/grid/import-cap", delete_import_cap, role=op, answers=_answers(),
              summary="Clear the external import cap (operator; audited)")  # fmt: skip
-    register(bp, roles, "delete", "/setpoint", delete_setpoint, role=op, answers=responses(WriteResponse, role=op, params=True),
+    register(bp, roles, "delete", "/setpoint", delete_setpoint, role=op, answers=_answers(params=True),
              summary="Release the external set-point and request a local mode (operator; audited)")  # fmt: skip
     return bp

@@ -50,6 +50,12 @@ class StoreConfig(Section):
     flush_interval_s: float = Field(
         5.0, gt=0.01, le=300, description="write queued samples and new events in one transaction this often, s"
     )
+    audit_commit_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="an accepted mode or set-point request waits at most this for its audit row's commit; if none is confirmed it is refused (not applied), s",
+    )
     queue_max: int = Field(
         600, ge=10, le=1_000_000, description="samples held in memory between flushes; when full the oldest is dropped and counted"
     )

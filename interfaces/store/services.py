@@ -36,6 +36,7 @@ def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock, *, store
     writer's final flush sees the sampler's last samples and the sender's last delivery marks.
     `store`: one opened already (main.py shares it with the planner's price cache)."""
     store = store if store is not None else open_store(cfg, ctx, clock)
+    ctx.requests.set_audit_sink(store.make_durable)  # accepted requests are committed before they are reported (DESIGN §6)
     services: list[Worker] = [
         StoreWriter(store=store, health=ctx.health, clock=clock),
         StoreSampler(store=store, health=ctx.health, clock=clock),

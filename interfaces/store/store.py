@@ -7,6 +7,12 @@ samples, the context's new events, the sender's delivery marks, the minutes that
 the 5-minute windows that have closed (as outbox rows) and the outbox bound. Minutes and
 windows are computed from committed samples, so a crash loses at most the queued samples.
 `retention_step()` deletes a few old rows per table in its own short transaction.
+
+Audit rows are not left to the flush window: `make_durable(event)` (the context's audit sink, called
+by the request's thread) wakes the writer for a flush at once and waits, bounded by
+`store.audit_commit_timeout_s`, for the commit that contains the event; it raises AuditNotDurable
+when that commit fails, the store is closed or the time is up, and the request is then refused
+(ems/context/requests.py). The writer thread stays the only writer.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import structlog
 
 from config.store import StoreConfig
 from ems.clock import Clock
-from ems.context import Counters, EventLog, Health
+from ems.context import AuditNotDurable, Counters, EventLog, Health
 from ems.model import EventRecord, Snapshot
 from ems.prices import PricePoint
 from interfaces.store.aggregate import (
@@ -150,6 +156,11 @@ class Store:
         self._event_seq = 0
         self._flush_lock = threading.Lock()
         self.outbox_changed = threading.Event()  # set after a commit that added outbox rows (wakes the sender)
+        self.flush_wanted = threading.Event()  # wakes the writer for a flush now (an audit row waits for it)
+        self._durable = threading.Condition()
+        self._durable_seq = 0  # every event up to this seq is committed
+        self._failed_flushes = 0
+        self._closed = False
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         self._minute_cursor: int | None = meta.get("minute_cursor")
         self._window_cursor: int | None = meta.get("window_cursor")
@@ -191,6 +202,31 @@ class Store:
         if points:
             with self._marks_lock:
                 self._prices.append(_PriceBatch(tuple(points), source[:64], self._now_ms()))
+
+    def make_durable(self, event: EventRecord) -> None:
+        """The audit sink: return once `event` is committed (accepted requests only; a refusal is
+        written with the next flush). Raises AuditNotDurable when that cannot be confirmed in time."""
+        if event.data.get("result") != "accepted":
+            return
+        timeout_s = self.cfg.audit_commit_timeout_s
+        with self._durable:
+            failed0 = self._failed_flushes
+            self.flush_wanted.set()
+            self._durable.wait_for(
+                lambda: self._durable_seq >= event.seq or self._failed_flushes != failed0 or self._closed, timeout=timeout_s
+            )
+            if self._durable_seq >= event.seq:
+                return
+            why = (
+                "the store is closed"
+                if self._closed
+                else "its commit failed"
+                if self._failed_flushes != failed0
+                else f"no commit within {timeout_s:g} s"
+            )
+        self._counters.count("audit_not_durable")
+        log.error("audit_not_durable", event_seq=event.seq, what=event.data.get("what"), reason=why)
+        raise AuditNotDurable(why)
 
     def _add_mark(self, mark: _Mark) -> None:
         with self._marks_lock:
@@ -251,11 +287,17 @@ class Store:
             if c.in_transaction:
                 c.execute("ROLLBACK")
             self._event_seq, self._minute_cursor, self._window_cursor = event_seq0, minute0, window0
+            with self._durable:
+                self._failed_flushes += 1
+                self._durable.notify_all()
             self._count_drops(self._queue.requeue(samples))
             with self._marks_lock:
                 self._marks.extendleft(reversed(marks))
                 self._prices.extendleft(reversed(prices))
             raise
+        with self._durable:
+            self._durable_seq = self._event_seq
+            self._durable.notify_all()
         if dropped:
             self._counters.count("outbox_dropped", dropped)
             self._events.record("uplink_outbox_dropped", rows=dropped, outbox_max_rows=self.cfg.outbox_max_rows)
@@ -450,6 +492,9 @@ class Store:
         return (pages - free) * page
 
     def close(self) -> None:
+        with self._durable:
+            self._closed = True
+            self._durable.notify_all()
         with self._flush_lock:
             try:
                 self._conn.execute("PRAGMA optimize")

@@ -43,13 +43,24 @@ class StoreWriter(Worker):
         self._store = store
         self._next_retention_s = clock.monotonic() + store.cfg.retention.interval_s
 
+    def wait_next(self) -> bool:
+        """The flush period, or at once when an audit row waits for its commit (`store.flush_wanted`)."""
+        self._store.flush_wanted.wait(self.period_s)
+        return self._stop_event.is_set()
+
     def iterate(self) -> None:
+        self._store.flush_wanted.clear()  # before the flush: a request that sets it later gets the next one
         self._store.flush()
         now = self._clock.monotonic()
         if now >= self._next_retention_s:
             self._next_retention_s = now + self._store.cfg.retention.interval_s
             self._store.retention_step()
         self.succeeded()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop_event.set()
+        self._store.flush_wanted.set()  # wake the wait at once
+        super().stop(timeout_s)
 
     def on_stop(self) -> None:
         try:

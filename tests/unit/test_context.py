@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from ems.clock import SimClock
-from ems.context import EMSContext
-from ems.model import Mode, Quantity, State
+from ems.context import AuditNotDurable, EMSContext
+from ems.model import EventRecord, Mode, Quantity, State
 from tests.helpers.context import feed, publish
 
 Q = Quantity
@@ -189,3 +189,38 @@ def test_shutdown_wait_is_bounded_and_sees_the_ack(ctx: EMSContext) -> None:
     threading.Timer(0.01, lambda: ch.ack(1)).start()
     assert ch.wait_written(1, timeout_s=10.0) is True
     assert ctx.snapshot().written_seq == 1
+
+
+def test_an_accepted_request_is_applied_only_after_its_audit_is_durable(ctx: EMSContext) -> None:
+    seen: list[tuple[str, Mode]] = []
+
+    def sink(e: EventRecord) -> None:  # the store's sink returns once the row is committed
+        seen.append((str(e.data["result"]), ctx.snapshot().requested_mode))
+
+    ctx.requests.set_audit_sink(sink)
+    r = ctx.requests.request_mode(Mode.IDLE, who="a", via="rest")
+    assert r.accepted and seen == [("accepted", Mode.SELF_CONSUMPTION)]  # not yet applied while the commit is awaited
+    assert ctx.snapshot().requested_mode is Mode.IDLE
+
+
+def test_a_request_whose_audit_cannot_be_committed_is_refused_not_applied_and_withdrawn(ctx: EMSContext) -> None:
+    def sink(e: EventRecord) -> None:
+        if e.data["result"] == "accepted":
+            raise AuditNotDurable("no commit within 2 s")
+
+    ctx.requests.set_audit_sink(sink)
+    r = ctx.requests.set_external_setpoint(power_w=500.0, ttl_s=60.0, reason="dr", who="agg", via="mqtt")
+    assert not r.accepted and r.not_durable and "could not be committed" in r.message
+    snap = ctx.snapshot()
+    assert snap.external_setpoint is None and snap.requested_mode is Mode.SELF_CONSUMPTION
+    first, second = (e for e in ctx.events.since(0) if e.kind == "audit")
+    assert first.data["result"] == "accepted" and second.data["result"] == "refused"
+    assert second.data["withdraws"] == first.seq and second.seq == r.event_seq
+    for call in (
+        lambda: ctx.requests.request_mode(Mode.IDLE, who="a", via="rest"),
+        lambda: ctx.requests.release_setpoint(who="a", via="rest", mode=Mode.IDLE),
+        lambda: ctx.requests.set_import_cap(power_w=1000.0, ttl_s=None, reason="dso", who="a", via="rest"),
+        lambda: ctx.requests.clear_import_cap(who="a", via="rest"),
+    ):
+        assert call().not_durable
+    assert ctx.snapshot().requested_mode is Mode.SELF_CONSUMPTION and ctx.requests.import_cap() is None
