@@ -66,6 +66,18 @@ class DirectionSpec(Section):
         False,
         description="the stop value ends the forced mode: the device runs its own mode, it does not hold 0 W (Huawei 47100 = 0)",
     )
+    zero: Literal["stop", "charge", "discharge"] = Field(
+        "stop",
+        description="the direction a 0 W command writes: stop, or charge/discharge at 0 W where stop would end the forced mode (Huawei: forcible discharge at 0 W)",
+    )
+
+    def value_for(self, setpoint_w: float) -> float:
+        """The direction value for a command (+ discharge)."""
+        if setpoint_w > 0:
+            return self.discharge
+        if setpoint_w < 0:
+            return self.charge
+        return {"stop": self.stop, "charge": self.charge, "discharge": self.discharge}[self.zero]
 
 
 class RevertSpec(Section):
@@ -211,7 +223,7 @@ def command_points(spec: ControlSpec, setpoint_w: float, *, rating_w: float | No
         else:
             assert spec.charge_magnitude is not None and spec.discharge_magnitude is not None
             out += [(spec.charge_magnitude, mag if p < 0 else 0.0), (spec.discharge_magnitude, mag if p > 0 else 0.0)]
-        out.append((d.point, d.discharge if p > 0 else d.charge if p < 0 else d.stop))
+        out.append((d.point, d.value_for(p)))
     elif m is ControlMethod.PERCENT_OF_RATING:
         rating = rating_w if rating_w is not None else spec.rating_w
         if rating is None or not math.isfinite(rating) or rating <= 0:

@@ -59,7 +59,6 @@ class Case:
     timeout_s: float | None  # when the simulated device reverts without a new command (None: never)
     revert_verified: bool  # the EMS wrote the timer and read it back
     on_revert: dict[int, list[int]] = field(default_factory=dict)  # address -> words the device shows after its revert
-    zero_is_own_mode: bool = False  # 0 W ends the forced mode (the device runs its own mode)
     single_client: bool = False
 
 
@@ -72,12 +71,11 @@ HUAWEI = Case(
         # 47083 period (U16, FC6), 47247 charge W (U32 big-endian words, FC16), 47249 discharge W, 47100 1/2/0 (FC6)
         1500.0: [(FC6, 47083, [1]), (FC16, 47247, [0, 0]), (FC16, 47249, [0, 1500]), (FC6, 47100, [2])],
         -2000.0: [(FC6, 47083, [1]), (FC16, 47247, [0, 2000]), (FC16, 47249, [0, 0]), (FC6, 47100, [1])],
-        0.0: [(FC6, 47083, [1]), (FC16, 47247, [0, 0]), (FC16, 47249, [0, 0]), (FC6, 47100, [0])],
+        0.0: [(FC6, 47083, [1]), (FC16, 47247, [0, 0]), (FC16, 47249, [0, 0]), (FC6, 47100, [2])],  # discharge 0 W: holds 0 W
     },
-    release=[(FC6, 47100, [0])],
+    release=[(FC6, 47100, [0])],  # stop: the forcible command ends, the battery runs its working mode
     timeout_s=60.0,
     revert_verified=True,
-    zero_is_own_mode=True,
     single_client=True,
 )
 SOLAREDGE = Case(
@@ -265,9 +263,6 @@ def test_a_set_point_reaches_the_device_as_the_vendors_register_words(case: Case
             assert r.words(address, len(words)) == words
         inv = r.sim.inverter
         assert inv is not None
-        if setpoint_w == 0.0 and case.zero_is_own_mode:
-            assert not _external(r)  # Huawei 47100 = 0: forcible mode stopped, the battery runs its working mode
-            return
         assert _external(r) and r.loop.call(lambda: inv.setpoint_w) == setpoint_w
         r.hold(setpoint_w, 20.0)  # the plant follows (the profile's dynamics), the inverter's readings show it
         assert _external(r)
