@@ -28,11 +28,16 @@ DEADBAND_W = 10.0
 
 # profile name -> overrides of the EMS's modbus.ess section (device_ids, rating_w, ...), if any
 PROFILES: dict[str, dict[str, Any]] = {
+    "fronius_gen24": {},
     "goodwe_et": {},
     "huawei_sun2000": {},
     "kostal_plenticore": {},
+    "sma_sunny_boy_storage": {},
+    "sma_sunny_island": {},
     "solaredge_storedge": {},
     "sungrow_sh": {},
+    "sunspec_124": {},
+    "victron_gx_ess3": {},  # units from the profile's device_ids (system 100, VE.Bus 227)
 }
 
 
