@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.auth import TokenTable
 from api.deps import EXTENSION, ApiDeps, deps
+from api.export import export_blueprint
 from api.metrics import ApiMetrics
 from api.models import ApiError, FieldError
 from api.routes import PREFIX, error_response, read_blueprint, register
@@ -71,7 +72,12 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
     )
     app.config["MAX_CONTENT_LENGTH"] = cfg.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    _register_apis(app, read_blueprint(read_role, roles), write_blueprint(cfg.control.external_max_ttl_s, roles))
+    _register_apis(
+        app,
+        read_blueprint(read_role, roles),
+        write_blueprint(cfg.control.external_max_ttl_s, roles),
+        export_blueprint(read_role, roles),
+    )
     register(app, roles, "get", "/metrics", metrics_text, role=read_role, summary="Prometheus metrics",
              answers={200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
                       **({401: ApiError, 403: ApiError} if read_role else {})})  # fmt: skip

@@ -114,6 +114,7 @@ class StoreSource:
 
         self._q = query
         self._db = db_path
+        self.db_path = db_path  # the export streams from it (api/export.py)
         self._clock = clock
 
     def measurements(

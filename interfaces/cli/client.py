@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 
@@ -110,6 +110,38 @@ class ApiClient:
             raise CliError(f"EMS API {method} {path}: HTTP {r.status_code} without a JSON object (is {self.url} the EMS API?)", EXIT_SERVER)
         if r.status_code in ok:
             return Reply(r.status_code, data)
+        message = str(data.get("message") or data.get("error") or f"HTTP {r.status_code}")
+        if r.status_code in (401, 403):
+            raise CliError(f"refused ({r.status_code}): {message}", EXIT_AUTH)
+        if 400 <= r.status_code < 500:
+            raise CliError(f"refused ({r.status_code}): {message}", EXIT_REFUSED)
+        raise CliError(f"EMS API error ({r.status_code}): {message}", EXIT_SERVER)
+
+    def download(self, path: str, *, params: Mapping[str, Any], out: IO[bytes]) -> int:
+        """GET a streamed file into `out` chunk by chunk (never the whole body in memory); returns the bytes written."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        where = f"{self.url}{PREFIX}{path}"
+        try:
+            with self._session.get(where, params=params, headers=headers, timeout=self.timeout_s, stream=True) as r:
+                if r.status_code != 200:
+                    self._fail("GET", path, r)
+                n = 0
+                for chunk in r.iter_content(chunk_size=1 << 16):
+                    out.write(chunk)
+                    n += len(chunk)
+                return n
+        except requests.Timeout as exc:
+            raise CliError(f"EMS API at {self.url}: no answer within {self.timeout_s:g} s", EXIT_UNREACHABLE) from exc
+        except requests.ConnectionError as exc:
+            raise CliError(f"EMS API at {self.url}: cannot connect (is the EMS running with api.enabled: true?)", EXIT_UNREACHABLE) from exc
+
+    def _fail(self, method: str, path: str, r: requests.Response) -> None:
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise CliError(f"EMS API {method} {path}: HTTP {r.status_code} without a JSON object (is {self.url} the EMS API?)", EXIT_SERVER)
         message = str(data.get("message") or data.get("error") or f"HTTP {r.status_code}")
         if r.status_code in (401, 403):
             raise CliError(f"refused ({r.status_code}): {message}", EXIT_AUTH)
