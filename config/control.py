@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 from config.common import Section
 from ems.controller import ControllerConfig
 from ems.core import CoreConfig
-from ems.law import FeedForwardLaw, IntegratingLaw, Law, LawName, PredictiveLaw
+from ems.law import AdaptiveLaw, FeedForwardLaw, IntegratingLaw, Law, LawName, PredictiveLaw
 from ems.limits import BmsCurrent, ForceCharge, GridLimits, LimitsConfig, Ramp, Rating, SocWindow
 from ems.model import Mode, Quantity, State
 from ems.statemachine import MachineConfig
@@ -109,6 +109,8 @@ class ControlConfig(Section):
         feed-forward law shows the set-point that would balance the grid now (an integrator would wind up)."""
         if not self.live:
             return FeedForwardLaw(deadband_w=self.deadband_w)
+        if self.law is LawName.ADAPTIVE:
+            return AdaptiveLaw(period_s=self.period_s)
         if self.law is LawName.PREDICTIVE:
             return PredictiveLaw(
                 period_s=self.period_s,

@@ -9,13 +9,17 @@ The state is a frozen value kept in `ems.core.CoreState`, so a step stays replay
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from ems.model import Reading
+from ems.plant_model import Commands, IdState, Plant, learn, propagate
 
 __all__ = [
+    "AdaptiveLaw",
+    "AdaptiveState",
     "FeedForwardLaw",
     "IntegratingLaw",
     "Law",
@@ -27,6 +31,7 @@ __all__ = [
 
 
 class LawName(StrEnum):
+    ADAPTIVE = "adaptive"  # feed-forward of the net load, filtered, driving an inverter model identified online
     INTEGRATING = "integrating"  # DESIGN.md §4: cmd = prev_cmd + gain * (grid - target)
     PREDICTIVE = "predictive"  # feed-forward of the measured inverter power + inverter lag compensation
 
@@ -168,3 +173,224 @@ class PredictiveLaw:
             return i.prev_cmd_w, nxt
         ess_now_w = self._ess_now(i.now_s, ess, i.prev_cmd_w)
         return ess_now_w + self.lag_gain() * (goal_w - ess_now_w), nxt
+
+
+# ---- the adaptive law -------------------------------------------------------------------------------
+LAG_GRID_S: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)  # meter value measured this long before it was first seen
+_LAG_EVIDENCE_W = 200.0  # a net-load step this big (and > 5 sigma) is followed by scoring the meter lags
+_CMDS_KEPT = 8
+_READINGS_KEPT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveState:
+    """The adaptive law's memory (frozen; a fresh one per cycle)."""
+
+    t_s: float  # now_s of the cycle that left this state
+    cmds: Commands  # recent limited commands (written at s, W), oldest first
+    readings: tuple[tuple[float, float], ...]  # recent inverter readings (at s, W), oldest first
+    grid_w: float  # last meter value
+    grid_seen_s: float  # when that value was first seen (meters that refresh slower than they are polled repeat it)
+    level_w: float  # filtered net load (load - pv) the goal follows
+    gain: float  # the level filter's gain for small changes (self-tuned)
+    innov_w2: float  # mean square innovation of the level filter
+    prev_innov_w: float
+    lag_score: tuple[float, ...]  # per meter lag on LAG_GRID_S: mean square change of the net-load estimate
+    lag_net_w: tuple[float, ...]  # per meter lag: the last net-load estimate
+    lag_best: int
+    after_jump: int  # fresh meter values left in which the meter lags are scored (after a step)
+    jump_w: float  # that step's size (the lags' scores are relative to it)
+    ident: IdState
+
+
+def _ess_at(t_s: float, readings: tuple[tuple[float, float], ...], cmds: Commands, plant: Plant) -> float:
+    """The inverter power at t_s: the model from the reading before, corrected toward the reading after."""
+    a = readings[0]
+    b: tuple[float, float] | None = None
+    for r in readings:
+        if r[0] <= t_s:
+            a = r
+        else:
+            b = r
+            break
+    if t_s <= a[0]:
+        return a[1]
+    p = propagate(a[1], a[0], t_s, cmds, plant)
+    if b is not None and b[0] > a[0]:
+        pb = propagate(a[1], a[0], b[0], cmds, plant)
+        p += (b[1] - pb) * (t_s - a[0]) / (b[0] - a[0])
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveLaw:
+    """Feed-forward of the measured net load, filtered, driving an inverter model identified online.
+
+    Needs no plant constant (docs/benchmarks.md, "The adaptive law"):
+    1. net load = meter + inverter power *when the meter measured*: the inverter's trajectory comes
+       from its readings and the identified model; the meter's lag (measured how long before it was
+       first seen) is chosen from LAG_GRID_S as the one whose net-load estimate our own inverter
+       moves disturb least; a repeated meter value is an old value (slow meters);
+    2. the goal follows a level filter of the net load: small changes are smoothed with a self-tuned
+       gain (meter noise, load flicker), a change beyond `jump_sigmas` x the innovation's RMS is
+       taken at once (real steps are not delayed);
+    3. the command drives the inverter from its predicted power when this command starts to act
+       (dead time: the commands in flight are in the model, a Smith predictor) to the goal within one
+       period (first-order lag), unless a ramp limit binds; the compensation grows with the
+       identifier's confidence from none (a conservative start: plain feed-forward);
+    4. a command change smaller than `hold_w` is not made (fewer reversals; the inverter's own
+       resolution makes it moot anyway).
+    """
+
+    period_s: float = 1.0
+    hold_w: float = 4.0
+    jump_sigmas: float = 3.5
+    gain_min: float = 0.1
+    aim: float = 0.97  # share of a move the lag compensation aims to finish in one period
+    noise_w: float = 2.0  # inverter reading resolution the identifier ignores
+    name: str = "adaptive"
+
+    def initial(self) -> object:
+        return None
+
+    def resume(self, state: object) -> object:
+        """What survives cycles that did not call the law: the identified plant, nothing dynamic."""
+        if isinstance(state, AdaptiveState):
+            return state.ident
+        return state if isinstance(state, IdState) else None
+
+    def describe(self, state: object) -> Mapping[str, float | str]:
+        ident = state.ident if isinstance(state, AdaptiveState) else state if isinstance(state, IdState) else IdState()
+        pl = ident.plant()
+        out: dict[str, float | str] = {
+            "law": self.name,
+            "inverter_dead_time_s": pl.dead_s,
+            "inverter_tau_s": round(pl.tau_s, 3),
+            "inverter_ramp_w_per_s": round(pl.ramp_w_per_s, 1) if math.isfinite(pl.ramp_w_per_s) else "none",
+            "confidence": round(_confidence(ident), 3),
+            "updates": float(ident.updates),
+        }
+        if isinstance(state, AdaptiveState):
+            i = state.lag_best if 0 <= state.lag_best < len(LAG_GRID_S) else 0
+            out["meter_lag_s"] = LAG_GRID_S[i]
+            out["level_gain"] = round(state.gain, 3)
+        return out
+
+    def command(self, i: LawInputs, state: object) -> tuple[float, object]:
+        grid, ess = i.grid, i.ess
+        if ess is None or not math.isfinite(ess.value) or not math.isfinite(grid.value) or not math.isfinite(i.prev_cmd_w):
+            base_w = ess.value if ess is not None and math.isfinite(ess.value) else 0.0
+            return base_w + grid.value - i.target_grid_w, self.resume(state)
+        st = state if isinstance(state, AdaptiveState) else self._fresh(i, state)
+        return self._step(i, ess, st)
+
+    def _fresh(self, i: LawInputs, state: object) -> AdaptiveState:
+        ident = state if isinstance(state, IdState) else IdState()
+        assert i.ess is not None
+        net_w = i.grid.value + i.ess.value
+        n = len(LAG_GRID_S)
+        return AdaptiveState(
+            t_s=math.nan,
+            cmds=(),
+            readings=((i.ess.at_s, i.ess.value),),
+            grid_w=i.grid.value,
+            grid_seen_s=i.grid.at_s,
+            level_w=net_w,
+            gain=0.3,
+            innov_w2=400.0,
+            prev_innov_w=0.0,
+            lag_score=(0.0,) * n,
+            lag_net_w=(net_w,) * n,
+            lag_best=min(1, n - 1),
+            after_jump=0,
+            jump_w=0.0,
+            ident=ident,
+        )
+
+    def _step(self, i: LawInputs, ess: Reading, st: AdaptiveState) -> tuple[float, AdaptiveState]:
+        now = i.now_s
+        cmds = st.cmds
+        if math.isfinite(st.t_s) and st.t_s < now:
+            cmds = (*cmds[-(_CMDS_KEPT - 1) :], (st.t_s, i.prev_cmd_w))
+        readings, ident = st.readings, st.ident
+        if ess.at_s > readings[-1][0]:
+            if cmds:
+                ident = learn(ident, prev=readings[-1], new=(ess.at_s, ess.value), cmds=cmds, noise_w=self.noise_w)
+            readings = (*readings[-(_READINGS_KEPT - 1) :], (ess.at_s, ess.value))
+        plant = ident.plant()
+        # 1. the net load when the meter measured
+        fresh = grid_changed = i.grid.value != st.grid_w
+        seen_s = i.grid.at_s if fresh else st.grid_seen_s
+        if not fresh and i.grid.at_s - st.grid_seen_s > 5.0:
+            fresh, seen_s = True, i.grid.at_s  # a steady meter repeats itself: take it as new after a while
+        nets = tuple(i.grid.value + _ess_at(seen_s - lag, readings, cmds, plant) for lag in LAG_GRID_S)
+        lag_score, lag_best = st.lag_score, st.lag_best
+        if grid_changed and st.after_jump > 0:
+            # right after a real step the inverter moves a lot and the load little: the wrong lags show it
+            k = 0.1
+            j2 = max(st.jump_w * st.jump_w, 1.0)
+            # a heavy-tailed (log) loss: one lag fitting almost exactly is strong evidence; a load
+            # that kept changing after the step (all lags off) says little
+            lag_score = tuple(
+                s + k * (math.log(0.01 + min((a - b) ** 2 / j2, 1e6)) - s) for s, a, b in zip(lag_score, nets, st.lag_net_w, strict=True)
+            )
+            cand = min(range(len(lag_score)), key=lag_score.__getitem__)
+            if lag_score[cand] < lag_score[lag_best] - 0.3:
+                lag_best = cand
+        net_w = nets[lag_best]
+        # 2. the level filter
+        level, gain, innov_w2, prev_innov = st.level_w, st.gain, st.innov_w2, st.prev_innov_w
+        after_jump = max(0, st.after_jump - 1) if grid_changed else st.after_jump
+        jump_w = st.jump_w
+        if fresh:
+            nu = net_w - level
+            if nu * nu > self.jump_sigmas**2 * innov_w2:
+                level, prev_innov = net_w, 0.0
+                if abs(nu) > max(_LAG_EVIDENCE_W, 5.0 * math.sqrt(innov_w2)):
+                    after_jump, jump_w = 3, nu
+            else:
+                innov_w2 += 0.02 * (nu * nu - innov_w2)
+                gain = min(1.0, max(self.gain_min, gain + 0.05 * nu * prev_innov / max(innov_w2, 1.0)))
+                level += gain * nu
+                prev_innov = nu
+        goal_w = level - i.target_grid_w
+        # 3. drive the inverter model to the goal
+        x_act = _ess_at(now + plant.dead_s, readings, cmds, plant) if cmds else ess.value
+        move = goal_w - x_act
+        conf = _confidence(ident)
+        reach = 1.0 - math.exp(-self.period_s / plant.tau_s)
+        boost = max(0.0, self.aim / reach - 1.0) * conf
+        if math.isfinite(plant.ramp_w_per_s):
+            # the ramp finishes what it can within a period; overdrive only within the lag's share
+            room_w = max(0.0, plant.ramp_w_per_s * plant.tau_s - abs(move)) if abs(move) < plant.ramp_w_per_s * self.period_s else 0.0
+            over = min(boost * abs(move), room_w)
+        else:
+            over = boost * abs(move)
+        cmd_w = goal_w + math.copysign(over, move)
+        # 4. hold small changes
+        if abs(cmd_w - i.prev_cmd_w) < self.hold_w and abs(move) < 2.0 * self.hold_w:
+            cmd_w = i.prev_cmd_w
+        nxt = AdaptiveState(
+            t_s=now,
+            cmds=cmds,
+            readings=readings,
+            grid_w=i.grid.value,
+            grid_seen_s=seen_s,
+            level_w=level,
+            gain=gain,
+            innov_w2=innov_w2,
+            prev_innov_w=prev_innov,
+            lag_score=lag_score,
+            lag_net_w=nets if grid_changed else st.lag_net_w,
+            lag_best=lag_best,
+            after_jump=after_jump,
+            jump_w=jump_w,
+            ident=ident,
+        )
+        return cmd_w, nxt
+
+
+def _confidence(ident: IdState) -> float:
+    """0 (no lag compensation) .. 1: grows with informative readings and how well the model predicts."""
+    fit = ident.fit()
+    return min(1.0, max(0.0, (0.6 - fit) / 0.4)) * min(1.0, ident.updates / 30.0)
