@@ -332,7 +332,7 @@ class AdaptiveLaw:
             # a heavy-tailed (log) loss: one lag fitting almost exactly is strong evidence; a load
             # that kept changing after the step (all lags off) says little
             lag_score = tuple(
-                s + k * (math.log(0.01 + min((a - b) ** 2 / j2, 1e6)) - s) for s, a, b in zip(lag_score, nets, st.lag_net_w, strict=True)
+                s + k * (math.log(0.001 + min((a - b) ** 2 / j2, 1e6)) - s) for s, a, b in zip(lag_score, nets, st.lag_net_w, strict=True)
             )
             cand = min(range(len(lag_score)), key=lag_score.__getitem__)
             if lag_score[cand] < lag_score[lag_best] - 0.3:
@@ -359,7 +359,10 @@ class AdaptiveLaw:
         move = goal_w - x_act
         conf = _confidence(ident)
         reach = 1.0 - math.exp(-self.period_s / plant.tau_s)
-        boost = max(0.0, self.aim / reach - 1.0) * conf
+        # compensate real moves only: the lag smooths flicker and noise for free (and fewer reversals)
+        sigma_w = math.sqrt(max(innov_w2, 0.0))
+        real = min(1.0, max(0.0, (abs(move) - 2.0 * sigma_w) / (2.0 * sigma_w + 1.0)))
+        boost = max(0.0, self.aim / reach - 1.0) * conf * real
         if math.isfinite(plant.ramp_w_per_s):
             # the ramp finishes what it can within a period; overdrive only within the lag's share
             room_w = max(0.0, plant.ramp_w_per_s * plant.tau_s - abs(move)) if abs(move) < plant.ramp_w_per_s * self.period_s else 0.0

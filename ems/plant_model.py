@@ -44,7 +44,7 @@ RAMP_MIN_W_PER_S = 50.0
 TAU_START_S = 0.3  # a fast plant: the first guess asks for no lag compensation worth speaking of
 _LOG_TAU_MIN = math.log(TAU_MIN_S)
 _LOG_TAU_MAX = math.log(TAU_MAX_S)
-_FORGET = 0.995  # recursive Gauss-Newton forgetting factor (memory ~200 informative readings)
+_FORGET = 0.99  # recursive Gauss-Newton forgetting factor (memory ~100 informative readings)
 _SCORE_K = 0.01  # weight of a new squared error in a dead time's score (memory ~100 readings)
 _SWITCH = 0.85  # another dead time must predict this much better (score ratio) to be chosen
 _P_MAX = 4.0  # cap of the log(tau) covariance (no blow-up while the input is quiet)
@@ -117,7 +117,7 @@ class IdState:
     best: int = 0
     ramp_score: tuple[float, ...] = (0.0,) * len(RAMP_GRID_W_PER_S)  # per ramp on the grid, on big moves only
     ramp_i: int = 0  # the identified ramp (0: none)
-    moves_w2: float = 0.0  # EW mean square of the reading-to-reading moves (the scale of the scores)
+    moves_w2: float = 0.0  # EW mean square error of an instant model (the scale of the scores)
     updates: int = 0  # informative readings so far
 
     def well_formed(self) -> bool:
@@ -140,7 +140,7 @@ class IdState:
         return Plant(dead_s=DEAD_GRID_S[i], tau_s=math.exp(min(max(lt, _LOG_TAU_MIN), _LOG_TAU_MAX)), ramp_w_per_s=r).sane()
 
     def fit(self) -> float:
-        """Relative RMS prediction error of the identified model (0 perfect, >= 1 no better than nothing)."""
+        """RMS prediction error of the identified model relative to an instant model's (0 perfect, 1 no better)."""
         i = self.best if 0 <= self.best < len(self.score) else 0
         if self.moves_w2 <= 0.0 or not math.isfinite(self.score[i]):
             return 1.0
@@ -161,10 +161,20 @@ def learn(st: IdState, *, prev: tuple[float, float], new: tuple[float, float], c
     if span < max(4.0 * noise_w, 5.0):
         return st  # nothing moved: every model predicts the same
     move = x1 - x0
-    ramp = RAMP_GRID_W_PER_S[st.ramp_i] if 0 <= st.ramp_i < len(RAMP_GRID_W_PER_S) else math.inf
     n = len(DEAD_GRID_S)
+    best = st.best
     log_tau, cov, score = list(st.log_tau), list(st.cov), list(st.score)
-    free_move_w: float | None = None
+    # 1. the ramp, with the lag identified so far (only a big move tells a ramp from a lag)
+    ramp_score, ramp_i = st.ramp_score, st.ramp_i
+    pl = Plant(DEAD_GRID_S[best], math.exp(min(max(log_tau[best], _LOG_TAU_MIN), _LOG_TAU_MAX)), math.inf)
+    if st.updates > 300 and abs(propagate(x0, t0, t1, cmds, pl) - x0) > _RAMP_EVIDENCE_W:
+        errs = [x1 - propagate(x0, t0, t1, cmds, replace(pl, ramp_w_per_s=r)) for r in RAMP_GRID_W_PER_S]
+        ramp_score = tuple(s + 0.1 * (min(e * e, 1e12) - s) for s, e in zip(ramp_score, errs, strict=True))
+        c = min(range(len(ramp_score)), key=ramp_score.__getitem__)
+        if ramp_score[c] < 0.6 * ramp_score[ramp_i] or (c == 0 and ramp_score[0] <= ramp_score[ramp_i]):
+            ramp_i = c
+    ramp = RAMP_GRID_W_PER_S[ramp_i]
+    # 2. per dead time: the time constant (recursive Gauss-Newton on log tau) and the score
     for j in range(n):
         lt = min(max(log_tau[j], _LOG_TAU_MIN), _LOG_TAU_MAX)
         pl = Plant(DEAD_GRID_S[j], math.exp(lt), ramp)
@@ -182,20 +192,10 @@ def learn(st: IdState, *, prev: tuple[float, float], new: tuple[float, float], c
             pj = (pj - k * g * pj) / _FORGET
         log_tau[j] = min(max(lt, _LOG_TAU_MIN), _LOG_TAU_MAX)
         cov[j] = min(max(pj, 1e-6), _P_MAX)
-        if j == st.best:
-            free_move_w = propagate(x0, t0, t1, cmds, replace(pl, ramp_w_per_s=math.inf)) - x0
-    best = st.best if 0 <= st.best < n else 0
     cand = min(range(n), key=score.__getitem__)
     if score[cand] < _SWITCH * score[best]:
         best = cand
-    ramp_score, ramp_i = st.ramp_score, st.ramp_i
-    if free_move_w is not None and abs(free_move_w) > _RAMP_EVIDENCE_W and st.updates > 50 and st.fit() < 0.3:
-        # only a big move tells a ramp from a lag: score each ramp on the grid with the chosen lag
-        pl = Plant(DEAD_GRID_S[best], math.exp(log_tau[best]), math.inf)
-        errs = [x1 - propagate(x0, t0, t1, cmds, replace(pl, ramp_w_per_s=r)) for r in RAMP_GRID_W_PER_S]
-        ramp_score = tuple(s + 0.1 * (min(e * e, 1e12) - s) for s, e in zip(ramp_score, errs, strict=True))
-        c = min(range(len(ramp_score)), key=ramp_score.__getitem__)
-        if ramp_score[c] < 0.8 * ramp_score[ramp_i] or (c == 0 and ramp_score[0] <= ramp_score[ramp_i]):
-            ramp_i = c
-    moves = st.moves_w2 + _SCORE_K * (min(move * move, 1e12) - st.moves_w2)
+    # the reference: an inverter that is at its command as soon as the dead time is over
+    ref = x1 - propagate(x0, t0, t1, cmds, Plant(DEAD_GRID_S[best], TAU_MIN_S, ramp))
+    moves = st.moves_w2 + _SCORE_K * (min(ref * ref, 1e12) - st.moves_w2)
     return IdState(tuple(log_tau), tuple(cov), tuple(score), best, ramp_score, ramp_i, moves, st.updates + 1)
