@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from ems.clock import Clock
 from ems.context import CommandChannel, EventLog, Health, Readings, Requests
 from ems.core import CoreConfig, CoreState, Decision, step
 from ems.inputs import Inputs
+from ems.law import plant_changed
 from ems.model import Command, ControlStatus, DeviceHealth, Quantity, Reading, State, ThreadHealth
 
 __all__ = ["Controller", "ControllerConfig", "CycleReport", "Supervised", "supervise"]
@@ -110,6 +111,7 @@ class Controller:
         self._last_causes: tuple[str, ...] = ()
         self._last_degraded: tuple[str, ...] = ()
         self._next_summary_s = self._started_at_s + cfg.summary_interval_s
+        self._last_law: Mapping[str, float | str] = {}
 
     def _split(
         self, devices: tuple[DeviceHealth, ...], threads: tuple[ThreadHealth, ...]
@@ -153,6 +155,7 @@ class Controller:
         self._seq += 1
         if decision.state is not prev_state:
             self._state_since_s = now_s
+        law = self._cfg.core.law.describe(decision.core.law_state)
         self._commands.publish(
             ControlStatus(
                 command=Command(self._seq, decision.setpoint_w, decision.written_w, now_s),
@@ -163,11 +166,20 @@ class Controller:
                 gate=decision.gate,
                 fault_causes=decision.fault_causes,
                 overruns=self._overruns,
+                law=law,
             )
         )
+        self._log_law(law)
         self._log_edges(decision, inputs, prev_state)
         self._check_auxiliary(supervise(auxiliary, beats, **stall))
         return decision
+
+    def _log_law(self, law: Mapping[str, float | str]) -> None:
+        """What the law believes about the inverter and meter, logged when it changes meaningfully."""
+        if not self._last_law or plant_changed(self._last_law, law):
+            if len(law) > 1:  # more than its name: a law that identifies something
+                log.info("law_plant_identified", **dict(law))
+            self._last_law = law
 
     def _check_auxiliary(self, degraded: tuple[str, ...]) -> None:
         if degraded == self._last_degraded:

@@ -2,7 +2,8 @@
 
 A law is chosen once at start (`make_law`), owns its config and its state, and is pure: `command(
 inputs, state) -> (raw command, next state)`. The core calls it in SELF_CONSUMPTION with the mode
-SELF_CONSUMPTION and a fresh meter value; its state is reset whenever a cycle did not call it.
+SELF_CONSUMPTION and a fresh meter value; a cycle that does not call it keeps only `resume(state)`
+(what the law learnt about the plant, nothing dynamic).
 The state is a frozen value kept in `ems.core.CoreState`, so a step stays replayable.
 """
 
@@ -18,6 +19,7 @@ from ems.model import Reading
 from ems.plant_model import Commands, IdState, Plant, learn, propagate
 
 __all__ = [
+    "LAG_GRID_S",
     "AdaptiveLaw",
     "AdaptiveState",
     "FeedForwardLaw",
@@ -27,6 +29,7 @@ __all__ = [
     "LawName",
     "PredictiveLaw",
     "PredictiveState",
+    "plant_changed",
 ]
 
 
@@ -47,14 +50,35 @@ class LawInputs:
 
 
 class Law(Protocol):
-    """What the core needs of a law. `initial()` is the state of a law that has not run yet."""
+    """What the core needs of a law. `initial()` is the state of a law that has not run yet;
+    `resume(state)` is what survives cycles that did not call the law (the core keeps it through
+    them: an identified plant, never a dynamic memory); `describe(state)` is what the law reports
+    of itself (ControlStatus.law: the API, /metrics, the log)."""
 
     @property
     def name(self) -> str: ...
 
     def initial(self) -> object: ...
 
+    def resume(self, state: object) -> object: ...
+
+    def describe(self, state: object) -> Mapping[str, float | str]: ...
+
     def command(self, i: LawInputs, state: object) -> tuple[float, object]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Stateless:
+    """resume/describe of a law whose memory is only dynamic (nothing survives a pause)."""
+
+    def initial(self) -> object:
+        return None
+
+    def resume(self, state: object) -> object:
+        return None
+
+    def describe(self, state: object) -> Mapping[str, float | str]:
+        return {"law": str(getattr(self, "name", "law"))}
 
 
 def _integrate(*, base_w: float, error_w: float, gain: float, deadband_w: float) -> float:
@@ -64,22 +88,19 @@ def _integrate(*, base_w: float, error_w: float, gain: float, deadband_w: float)
 
 
 @dataclass(frozen=True, slots=True)
-class IntegratingLaw:
+class IntegratingLaw(_Stateless):
     """cmd = prev_cmd + gain * (grid - target), with deadband. A clamp is the new integrator state."""
 
     gain: float = 0.6
     deadband_w: float = 10.0
     name: str = LawName.INTEGRATING.value
 
-    def initial(self) -> object:
-        return None
-
     def command(self, i: LawInputs, state: object) -> tuple[float, object]:
         return _integrate(base_w=i.prev_cmd_w, error_w=i.grid.value - i.target_grid_w, gain=self.gain, deadband_w=self.deadband_w), None
 
 
 @dataclass(frozen=True, slots=True)
-class FeedForwardLaw:
+class FeedForwardLaw(_Stateless):
     """cmd = ess + grid - target: the set-point that would balance the grid now.
 
     The law of a process that does not drive the inverter (an opt-in missing): with 0 W written,
@@ -88,9 +109,6 @@ class FeedForwardLaw:
 
     deadband_w: float = 10.0
     name: str = "feed_forward"
-
-    def initial(self) -> object:
-        return None
 
     def command(self, i: LawInputs, state: object) -> tuple[float, object]:
         base_w = i.ess.value if i.ess is not None else 0.0
@@ -103,7 +121,7 @@ class PredictiveState:
 
 
 @dataclass(frozen=True, slots=True)
-class PredictiveLaw:
+class PredictiveLaw(_Stateless):
     """Feed-forward of the measured inverter power, lag compensated (docs/benchmarks.md).
 
     goal = the inverter power that would have balanced the grid when the meter measured: the
@@ -128,9 +146,6 @@ class PredictiveLaw:
     deadband_w: float = 10.0
     gain: float = 0.6
     name: str = LawName.PREDICTIVE.value
-
-    def initial(self) -> object:
-        return None
 
     def lag_gain(self) -> float:
         """Multiplier that makes a first-order inverter (tau) reach a new goal within one period."""
@@ -278,14 +293,19 @@ class AdaptiveLaw:
 
     def command(self, i: LawInputs, state: object) -> tuple[float, object]:
         grid, ess = i.grid, i.ess
-        if ess is None or not math.isfinite(ess.value) or not math.isfinite(grid.value) or not math.isfinite(i.prev_cmd_w):
+        plain = (i.now_s, grid.value, grid.at_s, i.prev_cmd_w, i.target_grid_w)
+        if ess is None or not all(map(math.isfinite, (*plain, ess.value, ess.at_s))):
+            # nothing to model with: plain feed-forward, the identified plant kept
             base_w = ess.value if ess is not None and math.isfinite(ess.value) else 0.0
             return base_w + grid.value - i.target_grid_w, self.resume(state)
-        st = state if isinstance(state, AdaptiveState) else self._fresh(i, state)
-        return self._step(i, ess, st)
+        st = state if isinstance(state, AdaptiveState) and _well_formed(state) else self._fresh(i, self.resume(state))
+        cmd_w, nxt = self._step(i, ess, st)
+        if not math.isfinite(cmd_w):  # cannot happen with a well-formed state; never let it stick
+            return ess.value + grid.value - i.target_grid_w, self.resume(nxt)
+        return cmd_w, nxt
 
     def _fresh(self, i: LawInputs, state: object) -> AdaptiveState:
-        ident = state if isinstance(state, IdState) else IdState()
+        ident = state if isinstance(state, IdState) and state.well_formed() else IdState()
         assert i.ess is not None
         net_w = i.grid.value + i.ess.value
         n = len(LAG_GRID_S)
@@ -323,9 +343,14 @@ class AdaptiveLaw:
         seen_s = i.grid.at_s if fresh else st.grid_seen_s
         if not fresh and i.grid.at_s - st.grid_seen_s > 5.0:
             fresh, seen_s = True, i.grid.at_s  # a steady meter repeats itself: take it as new after a while
-        nets = tuple(i.grid.value + _ess_at(seen_s - lag, readings, cmds, plant) for lag in LAG_GRID_S)
+
+        def all_nets() -> tuple[float, ...]:
+            return tuple(i.grid.value + _ess_at(seen_s - lag, readings, cmds, plant) for lag in LAG_GRID_S)
+
         lag_score, lag_best = st.lag_score, st.lag_best
+        nets: tuple[float, ...] | None = None  # every lag's estimate: only needed around steps
         if grid_changed and st.after_jump > 0:
+            nets = all_nets()
             # right after a real step the inverter moves a lot and the load little: the wrong lags show it
             k = 0.1
             j2 = max(st.jump_w * st.jump_w, 1.0)
@@ -335,9 +360,9 @@ class AdaptiveLaw:
                 s + k * (math.log(0.001 + min((a - b) ** 2 / j2, 1e6)) - s) for s, a, b in zip(lag_score, nets, st.lag_net_w, strict=True)
             )
             cand = min(range(len(lag_score)), key=lag_score.__getitem__)
-            if lag_score[cand] < lag_score[lag_best] - 0.3:
+            if lag_score[cand] < lag_score[lag_best] - 1.0:
                 lag_best = cand
-        net_w = nets[lag_best]
+        net_w = nets[lag_best] if nets is not None else i.grid.value + _ess_at(seen_s - LAG_GRID_S[lag_best], readings, cmds, plant)
         # 2. the level filter
         level, gain, innov_w2, prev_innov = st.level_w, st.gain, st.innov_w2, st.prev_innov_w
         after_jump = max(0, st.after_jump - 1) if grid_changed else st.after_jump
@@ -353,6 +378,9 @@ class AdaptiveLaw:
                 gain = min(1.0, max(self.gain_min, gain + 0.05 * nu * prev_innov / max(innov_w2, 1.0)))
                 level += gain * nu
                 prev_innov = nu
+        lag_net_w = st.lag_net_w
+        if grid_changed and after_jump > 0:  # the next fresh value scores the lags against these
+            lag_net_w = nets if nets is not None else all_nets()
         goal_w = level - i.target_grid_w
         # 3. drive the inverter model to the goal
         x_act = _ess_at(now + plant.dead_s, readings, cmds, plant) if cmds else ess.value
@@ -384,7 +412,7 @@ class AdaptiveLaw:
             innov_w2=innov_w2,
             prev_innov_w=prev_innov,
             lag_score=lag_score,
-            lag_net_w=nets if grid_changed else st.lag_net_w,
+            lag_net_w=lag_net_w,
             lag_best=lag_best,
             after_jump=after_jump,
             jump_w=jump_w,
@@ -393,7 +421,55 @@ class AdaptiveLaw:
         return cmd_w, nxt
 
 
+def _finite_pairs(pairs: tuple[tuple[float, float], ...]) -> bool:
+    try:
+        return all(len(p) == 2 for p in pairs) and math.isfinite(sum(a + b for a, b in pairs))
+    except TypeError:
+        return False
+
+
+def _well_formed(st: AdaptiveState) -> bool:
+    """A state the adaptive law can step from (anything else starts afresh, keeping a sound identification).
+    Cheap: a sum is finite only if every term is (an overflow counts as malformed too)."""
+    n = len(LAG_GRID_S)
+    return (
+        len(st.readings) >= 1
+        and len(st.lag_score) == n
+        and len(st.lag_net_w) == n
+        and 0 <= st.lag_best < n
+        and st.after_jump >= 0
+        and 0.0 <= st.gain <= 1.0
+        and st.innov_w2 >= 0.0
+        and (math.isnan(st.t_s) or math.isfinite(st.t_s))
+        and math.isfinite(st.grid_w + st.grid_seen_s + st.level_w + st.innov_w2 + st.prev_innov_w + st.jump_w)
+        and math.isfinite(sum(st.lag_score) + sum(st.lag_net_w))
+        and _finite_pairs(st.cmds)
+        and _finite_pairs(st.readings)
+        and isinstance(st.ident, IdState)
+        and st.ident.well_formed()
+    )
+
+
 def _confidence(ident: IdState) -> float:
     """0 (no lag compensation) .. 1: grows with informative readings and how well the model predicts."""
     fit = ident.fit()
-    return min(1.0, max(0.0, (0.6 - fit) / 0.4)) * min(1.0, ident.updates / 30.0)
+    return min(1.0, max(0.0, (0.8 - fit) / 0.4)) * min(1.0, ident.updates / 30.0)
+
+
+_PLANT_KEYS = ("inverter_dead_time_s", "inverter_ramp_w_per_s", "meter_lag_s")
+
+
+def plant_changed(before: Mapping[str, object], after: Mapping[str, object]) -> bool:
+    """A change of what the law believes about the plant worth a log line: another dead time, ramp
+    or meter lag, a time constant 20 % off, or the confidence crossing one half."""
+    if any(before.get(k) != after.get(k) for k in _PLANT_KEYS):
+        return True
+    t0, t1 = before.get("inverter_tau_s"), after.get("inverter_tau_s")
+    if isinstance(t0, float | int) != isinstance(t1, float | int):
+        return True
+    if isinstance(t0, float | int) and isinstance(t1, float | int) and t0 > 0 and t1 > 0 and max(t0 / t1, t1 / t0) > 1.2:
+        return True
+    c0, c1 = before.get("confidence"), after.get("confidence")
+    if isinstance(c0, float | int) and isinstance(c1, float | int):
+        return (c0 >= 0.5) != (c1 >= 0.5)
+    return (c0 is None) != (c1 is None)

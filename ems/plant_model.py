@@ -23,7 +23,7 @@ absurd state yields a bounded model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 __all__ = [
     "DEAD_GRID_S",
@@ -90,9 +90,12 @@ def _segment(x: float, u: float, dt_s: float, tau_s: float, ramp_w_per_s: float)
 
 def propagate(x_w: float, t0_s: float, t1_s: float, cmds: Commands, plant: Plant) -> float:
     """The inverter power at t1 given its power x at t0 and the commands it was given (t1 >= t0)."""
+    return _prop(x_w, t0_s, t1_s, cmds, plant.dead_s, plant.tau_s, plant.ramp_w_per_s)
+
+
+def _prop(x_w: float, t0_s: float, t1_s: float, cmds: Commands, dead: float, tau: float, ramp: float) -> float:
     if t1_s <= t0_s or not cmds:
         return x_w
-    dead, tau, ramp = plant.dead_s, plant.tau_s, plant.ramp_w_per_s
     u = cmds[0][1]
     t = t0_s
     for at_s, w in cmds:
@@ -119,6 +122,8 @@ class IdState:
     ramp_i: int = 0  # the identified ramp (0: none)
     moves_w2: float = 0.0  # EW mean square error of an instant model (the scale of the scores)
     updates: int = 0  # informative readings so far
+    log_tau_small: float = math.log(TAU_START_S)  # the lag small moves show (what a ramp is told apart with)
+    cov_small: float = 1.0
 
     def well_formed(self) -> bool:
         """Shapes and indices the identifier can work with (anything else is restarted from scratch)."""
@@ -131,18 +136,24 @@ class IdState:
             and 0 <= self.best < n
             and 0 <= self.ramp_i < len(RAMP_GRID_W_PER_S)
             and all(map(math.isfinite, (*self.log_tau, *self.cov, *self.score, *self.ramp_score, self.moves_w2)))
+            and math.isfinite(self.log_tau_small)
+            and math.isfinite(self.cov_small)
         )
 
     def plant(self) -> Plant:
-        i = self.best if 0 <= self.best < len(DEAD_GRID_S) else 0
+        if not self.well_formed():
+            return Plant()
+        i = self.best
         lt = self.log_tau[i] if i < len(self.log_tau) else math.log(TAU_START_S)
         r = RAMP_GRID_W_PER_S[self.ramp_i] if 0 <= self.ramp_i < len(RAMP_GRID_W_PER_S) else math.inf
         return Plant(dead_s=DEAD_GRID_S[i], tau_s=math.exp(min(max(lt, _LOG_TAU_MIN), _LOG_TAU_MAX)), ramp_w_per_s=r).sane()
 
     def fit(self) -> float:
         """RMS prediction error of the identified model relative to an instant model's (0 perfect, 1 no better)."""
-        i = self.best if 0 <= self.best < len(self.score) else 0
-        if self.moves_w2 <= 0.0 or not math.isfinite(self.score[i]):
+        if not self.well_formed() or self.moves_w2 <= 0.0:
+            return 1.0
+        i = self.best
+        if not math.isfinite(self.score[i]):
             return 1.0
         return min(1.0, math.sqrt(max(self.score[i], 0.0) / self.moves_w2))
 
@@ -160,42 +171,52 @@ def learn(st: IdState, *, prev: tuple[float, float], new: tuple[float, float], c
     span = max(span, abs(cmds[-1][1] - x0) if cmds[-1][0] < lo else 0.0)
     if span < max(4.0 * noise_w, 5.0):
         return st  # nothing moved: every model predicts the same
-    move = x1 - x0
     n = len(DEAD_GRID_S)
     best = st.best
     log_tau, cov, score = list(st.log_tau), list(st.cov), list(st.score)
-    # 1. the ramp, with the lag identified so far (only a big move tells a ramp from a lag)
+    # 1. the ramp: a big move scored against each ramp on the grid, with the lag the small moves show
+    #    (a lag fitted to big ramp-limited moves would be too slow to tell them apart)
     ramp_score, ramp_i = st.ramp_score, st.ramp_i
-    pl = Plant(DEAD_GRID_S[best], math.exp(min(max(log_tau[best], _LOG_TAU_MIN), _LOG_TAU_MAX)), math.inf)
-    if st.updates > 300 and abs(propagate(x0, t0, t1, cmds, pl) - x0) > _RAMP_EVIDENCE_W:
-        errs = [x1 - propagate(x0, t0, t1, cmds, replace(pl, ramp_w_per_s=r)) for r in RAMP_GRID_W_PER_S]
-        ramp_score = tuple(s + 0.1 * (min(e * e, 1e12) - s) for s, e in zip(ramp_score, errs, strict=True))
-        c = min(range(len(ramp_score)), key=ramp_score.__getitem__)
-        if ramp_score[c] < 0.6 * ramp_score[ramp_i] or (c == 0 and ramp_score[0] <= ramp_score[ramp_i]):
-            ramp_i = c
+    dead = DEAD_GRID_S[best]
+    lt_small, cov_small, _ = _fit_step(st.log_tau_small, st.cov_small, x0, x1, t0, t1, cmds, dead, RAMP_GRID_W_PER_S[ramp_i])
+    free = _prop(x0, t0, t1, cmds, dead, math.exp(lt_small), math.inf) - x0
+    if abs(free) < 0.5 * _RAMP_EVIDENCE_W:
+        pass  # a small move: keep the small-move lag fit
+    else:
+        lt_small, cov_small = st.log_tau_small, st.cov_small
+        if st.updates > 300:
+            tau_small = math.exp(lt_small)
+            errs = [x1 - _prop(x0, t0, t1, cmds, dead, tau_small, r) for r in RAMP_GRID_W_PER_S]
+            ramp_score = tuple(s + 0.1 * (min(e * e, 1e12) - s) for s, e in zip(ramp_score, errs, strict=True))
+            c = min(range(len(ramp_score)), key=ramp_score.__getitem__)
+            if ramp_score[c] < 0.6 * ramp_score[ramp_i] or (c == 0 and ramp_score[0] <= ramp_score[ramp_i]):
+                ramp_i = c
     ramp = RAMP_GRID_W_PER_S[ramp_i]
     # 2. per dead time: the time constant (recursive Gauss-Newton on log tau) and the score
     for j in range(n):
-        lt = min(max(log_tau[j], _LOG_TAU_MIN), _LOG_TAU_MAX)
-        pl = Plant(DEAD_GRID_S[j], math.exp(lt), ramp)
-        p = propagate(x0, t0, t1, cmds, pl)
-        p2 = propagate(x0, t0, t1, cmds, replace(pl, tau_s=math.exp(lt + _DTAU)))
-        err = x1 - p
+        log_tau[j], cov[j], err = _fit_step(log_tau[j], cov[j], x0, x1, t0, t1, cmds, DEAD_GRID_S[j], ramp)
         score[j] += _SCORE_K * (min(err * err, 1e12) - score[j])
-        g = (p2 - p) / _DTAU
-        pj = cov[j]
-        den = _FORGET + g * g * pj
-        if g != 0.0 and math.isfinite(den) and den > 0.0:
-            k = pj * g / den
-            # a step in log(tau) of at most 0.5 per reading: one outlier cannot throw the fit far
-            lt += max(-0.5, min(0.5, k * err))
-            pj = (pj - k * g * pj) / _FORGET
-        log_tau[j] = min(max(lt, _LOG_TAU_MIN), _LOG_TAU_MAX)
-        cov[j] = min(max(pj, 1e-6), _P_MAX)
     cand = min(range(n), key=score.__getitem__)
     if score[cand] < _SWITCH * score[best]:
         best = cand
     # the reference: an inverter that is at its command as soon as the dead time is over
-    ref = x1 - propagate(x0, t0, t1, cmds, Plant(DEAD_GRID_S[best], TAU_MIN_S, ramp))
+    ref = x1 - _prop(x0, t0, t1, cmds, DEAD_GRID_S[best], TAU_MIN_S, ramp)
     moves = st.moves_w2 + _SCORE_K * (min(ref * ref, 1e12) - st.moves_w2)
-    return IdState(tuple(log_tau), tuple(cov), tuple(score), best, ramp_score, ramp_i, moves, st.updates + 1)
+    return IdState(tuple(log_tau), tuple(cov), tuple(score), best, ramp_score, ramp_i, moves, st.updates + 1, lt_small, cov_small)
+
+
+def _fit_step(
+    log_tau: float, cov: float, x0: float, x1: float, t0: float, t1: float, cmds: Commands, dead: float, ramp: float
+) -> tuple[float, float, float]:
+    """One recursive Gauss-Newton step of log(tau) on the reading x1: (log tau, its covariance, prediction error before)."""
+    lt = min(max(log_tau, _LOG_TAU_MIN), _LOG_TAU_MAX)
+    p = _prop(x0, t0, t1, cmds, dead, math.exp(lt), ramp)
+    p2 = _prop(x0, t0, t1, cmds, dead, math.exp(lt + _DTAU), ramp)
+    err = x1 - p
+    g = (p2 - p) / _DTAU
+    den = _FORGET + g * g * cov
+    if g != 0.0 and math.isfinite(den) and den > 0.0:
+        k = cov * g / den
+        lt += max(-0.5, min(0.5, k * err))  # at most 0.5 per reading: one outlier cannot throw the fit far
+        cov = (cov - k * g * cov) / _FORGET
+    return min(max(lt, _LOG_TAU_MIN), _LOG_TAU_MAX), min(max(cov, 1e-6), _P_MAX), err

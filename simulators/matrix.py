@@ -34,7 +34,7 @@ __all__ = ["CELLS", "PROFILES", "WINDOW", "Cell", "goals", "main", "run_matrix",
 PROFILES = ("spring-mixed", "summer-sunny", "winter")
 HELD_OUT = ("heldout-7",)  # generated (simulators/synth.py); never tuned on
 WINDOW = (8 * 3600.0, 3 * 3600.0)  # 08:00-11:00: morning load, PV rising through cloud edges
-WARMUP_S = 600  # the step test follows 10 min of the first profile from the window start
+WARMUP_S = 1800  # the step test follows 30 min of the first profile from the window start
 BASELINES = ("bound_1hz", "naive")
 DAY_S = 86_400.0
 
@@ -236,7 +236,7 @@ def table(matrix: Mapping[str, Any], ems: Sequence[str]) -> str:
             row += f" | {p['reversals_per_day'].get('naive', '-'):>13}"
             lines.append(row)
     lines.append(
-        "STEP RESPONSE per cell (after a 10 min warm-up; cold start in brackets)  overshoot % / cycles to +/-1 % / reversals (after settling)"
+        "STEP RESPONSE per cell (after a 30 min warm-up; cold start in brackets)  overshoot % / cycles to +/-1 % / reversals (after settling)"
     )
     for cell, c in matrix["cells"].items():
         parts = []
