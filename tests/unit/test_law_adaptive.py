@@ -55,7 +55,7 @@ states = st.builds(
 def test_propagate_is_exact_for_a_first_order_lag_with_dead_time() -> None:
     cmds = ((10.0, 1000.0),)
     pl = Plant(dead_s=0.5, tau_s=2.0)
-    assert propagate(0.0, 10.0, 10.5, cmds[:0] + ((9.0, 0.0), *cmds), pl) == 0.0  # still in the dead time
+    assert propagate(0.0, 10.0, 10.5, ((9.0, 0.0), *cmds), pl) == 0.0  # still in the dead time
     x = propagate(0.0, 10.0, 12.5, ((9.0, 0.0), *cmds), pl)
     assert x == pytest.approx(1000.0 * (1.0 - math.exp(-2.0 / 2.0)))
 
