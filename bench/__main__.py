@@ -21,9 +21,9 @@ from typing import Any
 from bench.common import REPO_ROOT
 from bench.goals import evaluate, table
 
-BUDGET_S = 500.0  # + venv set-up on a fresh clone stays under 10 minutes
+BUDGET_S = 560.0  # the whole bench stays under 10 minutes (about 8 in practice)
 FIRST = ("bench_regulation", "bench_latency", "bench_loop")
-TIMEOUT_S = {"bench_regulation": 240.0, "bench_latency": 90.0, "bench_loop": 380.0}
+TIMEOUT_S = {"bench_regulation": 330.0, "bench_latency": 90.0, "bench_loop": 380.0}
 DEFAULT_TIMEOUT_S = 120.0
 MIN_USEFUL_S = 20.0
 

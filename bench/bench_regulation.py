@@ -1,10 +1,15 @@
-"""Benchmarks 1-2: regulation KPIs per day profile and controller, step response, replay speed.
+"""Benchmarks 1-2: regulation KPIs per day profile and controller, step response, replay speed, dynamics matrix.
 
 Runs `simulators.replay` (the real `ems.core.step` against the plant model) for the three shipped
 day profiles and the controllers ideal, naive, pid, ems:integrating (DESIGN §4 law) and
 ems:predictive, side by side with the same realism knobs, plus `bound_1hz` (perfect tracking with the
 EMS's information: exact net power as of the meter reading, instant inverter, once per cycle). `BENCH_QUICK=1` replays 2 h instead
 of 24 h per profile.
+
+The dynamics matrix (`simulators/matrix.py`): every law against inverter time constants x dead
+times, a ramp, 50 W steps, a 2 s meter and a late meter, on the representative window of each
+shared profile (`BENCH_MATRIX_FULL=1`: whole days), plus the default law alone on the generated
+held-out day (`simulators/synth.py`), which nothing is tuned on.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from dataclasses import asdict, replace
 
 from bench.common import emit
 from config.control import LawName
+from simulators.matrix import HELD_OUT, PROFILES, WINDOW, run_matrix
 from simulators.profile import available_profiles, load_profile
 from simulators.replay import ReplayOptions, compare, live_config, step_response
 
-CONTROLLERS = ("ideal", "bound_1hz", "naive", "pid", "ems:integrating", "ems:predictive")
+LAWS = ("ems:adaptive", "ems:integrating", "ems:predictive")
+CONTROLLERS = ("ideal", "bound_1hz", "naive", "pid", *LAWS)
 
 
 def main() -> None:
@@ -37,16 +44,21 @@ def main() -> None:
         law.value: step_response(cfg.model_copy(update={"law": law}), delayed, controllers=("naive", "pid", "ems")) for law in LawName
     }
     speed = {}
-    for ctl in ("ems:integrating", "ems:predictive"):
+    for ctl in LAWS:
         per_profile = [p["controllers"][ctl] for p in profiles.values()]  # type: ignore[index]
         speed[ctl] = {
             "cycles_per_s_min": min(int(r["cycles_per_s"]) for r in per_profile),
             "x_real_time_min": min(int(r["x_real_time"]) for r in per_profile),
             "day_wall_s_max": max(float(r["wall_s"]) for r in per_profile),
         }
+    window = None if os.environ.get("BENCH_MATRIX_FULL") == "1" else WINDOW
+    matrix = run_matrix(controllers=LAWS, profiles=PROFILES, window=window)
+    held_out = run_matrix(controllers=LAWS[:1], profiles=HELD_OUT, window=window)
     emit(
         {
             "options": asdict(opts),
+            "matrix": matrix,
+            "matrix_held_out": held_out,
             "quick": quick,
             "profiles": profiles,
             "step_response": steps,

@@ -33,7 +33,9 @@ class ControlConfig(Section):
     worker_stall_s: float = Field(10.0, gt=0, le=600, description="a worker with no heartbeat for this long is stalled -> FAULT, s")
     target_grid_w: float = Field(0.0, ge=-1e6, le=1e6, description="self-consumption target grid power (+ import), W")
     law: LawName = Field(
-        LawName.INTEGRATING, description="self-consumption control law: integrating (DESIGN §4) or predictive (docs/benchmarks.md)"
+        LawName.ADAPTIVE,
+        description="self-consumption control law: adaptive (needs no plant constant: identifies the inverter online), "
+        "integrating (DESIGN §4 reference law) or predictive (needs inverter_tau_s); docs/benchmarks.md",
     )
     gain: float = Field(0.6, gt=0, le=2, description="integrating law gain: cmd = prev_cmd + gain * (grid - target)")
     deadband_w: float = Field(10.0, ge=0, le=10000, description="no correction while |grid - target| is below this, W")

@@ -210,7 +210,7 @@ def _f(v: Any, nd: int = 2) -> str:
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
-def table(matrix: Mapping[str, Any], ems: Sequence[str]) -> str:
+def table(matrix: Mapping[str, Any], ems: Sequence[str], *, goals_for: Sequence[str] | None = None) -> str:
     """One row per cell x profile: excess W of ems laws / bound_1hz / naive, ratios, reversals/day; step per cell."""
     lines = []
     win = matrix.get("window_s")
@@ -248,7 +248,7 @@ def table(matrix: Mapping[str, Any], ems: Sequence[str]) -> str:
                 + (f" [{_f(c.get('overshoot_pct_max'), 1)}/{_f(c.get('settle_cycles_max'))}]" if c and name.startswith("ems") else "")
             )
         lines.append(f"  {cell:28}" + ", ".join(parts))
-    for e in ems:
+    for e in ems if goals_for is None else goals_for:
         lines.append(f"GOALS {e}")
         for g in goals(matrix, e):
             mark = {True: "met    ", False: "NOT MET", None: "n/a    "}[g["met"]]
