@@ -9,13 +9,15 @@ of 24 h per profile.
 The dynamics matrix (`simulators/matrix.py`): every law against inverter time constants x dead
 times, a ramp, 50 W steps, a 2 s meter and a late meter, on the representative window of each
 shared profile (`BENCH_MATRIX_FULL=1`: whole days), plus the default law alone on the generated
-held-out day (`simulators/synth.py`), which nothing is tuned on.
+held-out day (`simulators/synth.py`), which nothing is tuned on. The matrix runs the default law;
+`BENCH_MATRIX_ALL_LAWS=1` adds integrating and predictive (the comparison behind the default).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 
 from bench.common import emit
@@ -28,14 +30,19 @@ LAWS = ("ems:adaptive", "ems:integrating", "ems:predictive")
 CONTROLLERS = ("ideal", "bound_1hz", "naive", "pid", *LAWS)
 
 
+def _day(name: str) -> dict[str, object]:
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    opts = ReplayOptions(start_s=36_000.0 if quick else 0.0, duration_s=7_200.0 if quick else None)
+    return compare(load_profile(name), live_config(), opts, CONTROLLERS)
+
+
 def main() -> None:
     quick = os.environ.get("BENCH_QUICK") == "1"
     cfg = live_config()
     opts = ReplayOptions(start_s=36_000.0 if quick else 0.0, duration_s=7_200.0 if quick else None)
     t0 = time.perf_counter()
-    profiles = {}
-    for name in available_profiles():
-        profiles[name] = compare(load_profile(name), cfg, opts, CONTROLLERS)
+    with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:  # one day per process
+        profiles = dict(zip(available_profiles(), pool.map(_day, available_profiles()), strict=True))
     steps = {
         law.value: step_response(cfg.model_copy(update={"law": law}), opts, controllers=("ideal", "naive", "pid", "ems")) for law in LawName
     }
@@ -52,7 +59,8 @@ def main() -> None:
             "day_wall_s_max": max(float(r["wall_s"]) for r in per_profile),
         }
     window = None if os.environ.get("BENCH_MATRIX_FULL") == "1" else WINDOW
-    matrix = run_matrix(controllers=LAWS, profiles=PROFILES, window=window)
+    matrix_laws = LAWS if os.environ.get("BENCH_MATRIX_ALL_LAWS") == "1" else LAWS[:1]
+    matrix = run_matrix(controllers=matrix_laws, profiles=PROFILES, window=window)
     held_out = run_matrix(controllers=LAWS[:1], profiles=HELD_OUT, window=window)
     emit(
         {

@@ -95,7 +95,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         m = reg.get(key)
         if not m:
             continue
-        for law in EMS_VARIANTS if key == "matrix" else (DEFAULT_LAW,):
+        for law in [c for c in m.get("controllers", ()) if c.startswith("ems")]:
             for g in dyn.goals(m, law):
                 goals.append(
                     {
@@ -171,7 +171,7 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(f"  law {law}: {row}")
     for key in ("matrix", "matrix_held_out"):
         if reg.get(key):
-            laws = EMS_VARIANTS if key == "matrix" else (DEFAULT_LAW,)
+            laws = [c for c in reg[key].get("controllers", ()) if c.startswith("ems")]
             lines.append(("" if key == "matrix" else "HELD-OUT DAY ") + dyn.table(reg[key], laws, goals_for=(DEFAULT_LAW,)))
     rt = _get(res, "bench_loop", "realtime_regulation") or {}
     if rt:
