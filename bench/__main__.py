@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,9 +22,9 @@ from typing import Any
 from bench.common import REPO_ROOT
 from bench.goals import evaluate, table
 
-BUDGET_S = 500.0  # + venv set-up on a fresh clone stays under 10 minutes
+BUDGET_S = 570.0  # the whole bench stays under 10 minutes (about 8 in practice)
 FIRST = ("bench_regulation", "bench_latency", "bench_loop")
-TIMEOUT_S = {"bench_regulation": 240.0, "bench_latency": 90.0, "bench_loop": 380.0}
+TIMEOUT_S = {"bench_regulation": 360.0, "bench_latency": 90.0, "bench_loop": 380.0}
 DEFAULT_TIMEOUT_S = 120.0
 MIN_USEFUL_S = 20.0
 
@@ -35,20 +36,26 @@ def discover() -> list[str]:
 
 def run_one(name: str, timeout_s: float) -> dict[str, Any]:
     t0 = time.monotonic()
+    # its own process group, so a timeout also ends the worker processes a benchmark started
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"bench.{name}"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", f"bench.{name}"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
+        stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return {"error": f"timed out after {timeout_s:.0f} s", "wall_s": round(time.monotonic() - t0, 1)}
+    proc_out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     wall_s = round(time.monotonic() - t0, 1)
     result = None
-    for line in reversed(proc.stdout.splitlines()):
+    for line in reversed(proc_out.stdout.splitlines()):
         line = line.strip()
         if line.startswith("{"):
             try:
@@ -56,10 +63,10 @@ def run_one(name: str, timeout_s: float) -> dict[str, Any]:
                 break
             except ValueError:
                 continue
-    if proc.returncode != 0 or not isinstance(result, dict):
-        tail = (proc.stderr or proc.stdout)[-800:]
+    if proc_out.returncode != 0 or not isinstance(result, dict):
+        tail = (proc_out.stderr or proc_out.stdout)[-800:]
         return {
-            "error": f"exit {proc.returncode}" + ("" if isinstance(result, dict) else ", no JSON object on stdout"),
+            "error": f"exit {proc_out.returncode}" + ("" if isinstance(result, dict) else ", no JSON object on stdout"),
             "stderr_tail": tail,
             "wall_s": wall_s,
             **({"partial": result} if isinstance(result, dict) else {}),

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from simulators import matrix as dyn
+
 __all__ = ["EMS_VARIANTS", "evaluate", "table"]
 
-EMS_VARIANTS = ("ems:integrating", "ems:predictive")
+EMS_VARIANTS = ("ems:adaptive", "ems:integrating", "ems:predictive")
+DEFAULT_LAW = "ems:adaptive"
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -83,6 +86,21 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"replay speed {ems} (x real time, slowest profile)", _get(reg, "replay_speed", ems, "x_real_time_min"), 5000, at_most=False
             )
         )
+    for key, label in (("matrix", ""), ("matrix_held_out", " [held-out day]")):
+        m = reg.get(key)
+        if not m:
+            continue
+        for law in [c for c in m.get("controllers", ()) if c.startswith("ems")]:
+            for g in dyn.goals(m, law):
+                goals.append(
+                    {
+                        "goal": f"matrix {law} {g['cell']}{label}: excess <= 1.05 x bound_1hz, <= 0.95 x naive, reversals <= 0.5 x naive, step",
+                        "value": None,
+                        "limit": "all",
+                        "met": g["met"],
+                        "note": "; ".join(g["misses"]),
+                    }
+                )
     lat = results.get("bench_latency", {})
     goals.append(
         _goal(
@@ -206,6 +224,10 @@ def table(doc: dict[str, Any]) -> str:
                 for n, m in s["controllers"].items()
             )
             lines.append(f"  law {law}: {row}")
+    for key in ("matrix", "matrix_held_out"):
+        if reg.get(key):
+            laws = [c for c in reg[key].get("controllers", ()) if c.startswith("ems")]
+            lines.append(("" if key == "matrix" else "HELD-OUT DAY ") + dyn.table(reg[key], laws, goals_for=(DEFAULT_LAW,)))
     rt = _get(res, "bench_loop", "realtime_regulation") or {}
     if rt:
         rt_cells = ", ".join(f"{law} {_f(_get(v, 'mean_abs_grid_w'))} W over {_f(_get(v, 'window_s'), 0)} s" for law, v in rt.items())

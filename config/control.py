@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 from config.common import Section
 from ems.controller import ControllerConfig
 from ems.core import CoreConfig
-from ems.law import FeedForwardLaw, IntegratingLaw, Law, LawName, PredictiveLaw
+from ems.law import AdaptiveLaw, FeedForwardLaw, IntegratingLaw, Law, LawName, PredictiveLaw
 from ems.limits import BmsCurrent, ForceCharge, GridLimits, LimitsConfig, Ramp, Rating, SocWindow
 from ems.model import Mode, Quantity, State
 from ems.statemachine import MachineConfig
@@ -33,7 +33,9 @@ class ControlConfig(Section):
     worker_stall_s: float = Field(10.0, gt=0, le=600, description="a worker with no heartbeat for this long is stalled -> FAULT, s")
     target_grid_w: float = Field(0.0, ge=-1e6, le=1e6, description="self-consumption target grid power (+ import), W")
     law: LawName = Field(
-        LawName.INTEGRATING, description="self-consumption control law: integrating (DESIGN §4) or predictive (docs/benchmarks.md)"
+        LawName.ADAPTIVE,
+        description="self-consumption control law: adaptive (needs no plant constant: identifies the inverter online), "
+        "integrating (DESIGN §4 reference law) or predictive (needs inverter_tau_s); docs/benchmarks.md",
     )
     gain: float = Field(0.6, gt=0, le=2, description="integrating law gain: cmd = prev_cmd + gain * (grid - target)")
     deadband_w: float = Field(10.0, ge=0, le=10000, description="no correction while |grid - target| is below this, W")
@@ -109,6 +111,8 @@ class ControlConfig(Section):
         feed-forward law shows the set-point that would balance the grid now (an integrator would wind up)."""
         if not self.live:
             return FeedForwardLaw(deadband_w=self.deadband_w)
+        if self.law is LawName.ADAPTIVE:
+            return AdaptiveLaw(period_s=self.period_s)
         if self.law is LawName.PREDICTIVE:
             return PredictiveLaw(
                 period_s=self.period_s,

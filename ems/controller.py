@@ -22,6 +22,7 @@ from ems.clock import Clock
 from ems.context import CommandChannel, EMSContext, EventLog, Health, PlanBoard, Readings, Requests
 from ems.core import CoreConfig, CoreState, Decision, step
 from ems.inputs import Inputs
+from ems.law import plant_changed
 from ems.model import Command, ControlStatus, DeviceHealth, Quantity, Reading, State, ThreadHealth
 from ems.plan import DEFAULT_MAX_AGE_S, PlanBounds, active_bounds, slot_guidance
 
@@ -115,6 +116,7 @@ class Controller:
         self._last_causes: tuple[str, ...] = ()
         self._last_degraded: tuple[str, ...] = ()
         self._next_summary_s = self._started_at_s + cfg.summary_interval_s
+        self._last_law: Mapping[str, float | str] = {}
 
     @classmethod
     def on(
@@ -187,6 +189,7 @@ class Controller:
         self._seq += 1
         if decision.state is not prev_state:
             self._state_since_s = now_s
+        law = self._cfg.core.law.describe(decision.core.law_state)
         self._commands.publish(
             ControlStatus(
                 command=Command(self._seq, decision.setpoint_w, decision.written_w, now_s),
@@ -198,8 +201,10 @@ class Controller:
                 fault_causes=decision.fault_causes,
                 overruns=self._overruns,
                 plan=decision.plan,
+                law=law,
             )
         )
+        self._log_law(law)
         self._log_edges(decision, inputs, prev_state)
         self._check_auxiliary(supervise(auxiliary, beats, **stall))
         return decision
@@ -215,6 +220,13 @@ class Controller:
         soc = measurements.get(Quantity.SOC_PCT)
         fresh = soc is not None and soc.fresh(now_s=self._clock.monotonic(), max_age_s=self._cfg.core.fresh_s)
         return active_bounds(guidance, soc.value if fresh and soc is not None else None)
+
+    def _log_law(self, law: Mapping[str, float | str]) -> None:
+        """What the law believes about the inverter and meter, logged when it changes meaningfully."""
+        if not self._last_law or plant_changed(self._last_law, law):
+            if len(law) > 1:  # more than its name: a law that identifies something
+                log.info("law_plant_identified", **dict(law))
+            self._last_law = law
 
     def _check_auxiliary(self, degraded: tuple[str, ...]) -> None:
         if degraded == self._last_degraded:

@@ -55,7 +55,7 @@ class CoreState:
     discharge_blocked: bool = False  # SOC window latches
     charge_blocked: bool = False
     ess: Reading | None = None  # the last fresh inverter reading
-    law_state: object = None  # the law's own memory; reset when a cycle does not call the law
+    law_state: object = None  # the law's own memory; a cycle that does not call the law keeps only law.resume(it)
     law_ran: bool = False
     suspects: tuple[tuple[str, float], ...] = ()  # cross-checks violated now, with the time each started
 
@@ -134,7 +134,7 @@ def _raw_command(state: State, inputs: Inputs, li: LimitInputs, core: CoreState,
         prev_cmd_w=li.prev_cmd_w,
         target_grid_w=inputs.plan.grid_target_w if _follows_plan(state, inputs) and inputs.plan is not None else cfg.target_grid_w,
     )
-    raw_w, law_state = cfg.law.command(law_in, core.law_state if core.law_ran else cfg.law.initial())
+    raw_w, law_state = cfg.law.command(law_in, core.law_state if core.law_ran else cfg.law.resume(core.law_state))
     return raw_w, None, law_state, True
 
 
@@ -157,6 +157,8 @@ def step(core: CoreState, inputs: Inputs, cfg: CoreConfig) -> Decision:
     state = tr.machine.state
     li = _limit_inputs(inputs, core, cfg, plan=_follows_plan(state, inputs))
     raw_w, hold, law_state, law_ran = _raw_command(state, inputs, li, core, cfg)
+    if not law_ran:
+        law_state = cfg.law.resume(core.law_state)  # what the law keeps through a pause (an identified plant)
     limits: tuple[str, ...] = ()
     if state not in _DRIVING:
         setpoint_w = 0.0

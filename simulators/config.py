@@ -55,6 +55,10 @@ class PlantConfig(Section):
     inverter_max_discharge_w: float = Field(5000.0, ge=0, description="inverter discharge rating, W")
     inverter_tau_s: float = Field(1.0, ge=0, description="inverter first-order response time constant (simulated s)")
     quantisation_w: float = Field(0.0, ge=0, description="inverter set-point resolution (0 = none), W")
+    dead_time_s: float = Field(
+        0.0, ge=0, le=30, description="from a written set-point to the inverter's first response (simulated s); 0 = none"
+    )
+    ramp_w_per_s: float = Field(0.0, ge=0, description="fastest change of the inverter's power reference (0 = no ramp limit), W/s")
     meter_period_s: float = Field(1.0, gt=0, description="meter refresh period (simulated s)")
     meter_noise_w: float = Field(5.0, ge=0, description="meter noise standard deviation, W")
     watchdog_s: float = Field(10.0, ge=0, description="inverter heartbeat timeout (simulated s); 0 = no watchdog")

@@ -8,9 +8,12 @@ and replay. `step()` does only float arithmetic (no allocation beyond floats), s
 thousands of times faster than real time.
 
 Physics, per step of `dt_s`:
-- inverter: the target is the set-point clamped to the inverter rating, the BMS-like current limits
-  x battery voltage, and the SOC ends (no discharge when empty, no charge when full); optional
-  quantisation; the AC power follows the target with a first-order lag `inverter_tau_s`;
+- inverter: a written set-point takes effect `dead_time_s` later (a FIFO of set-points; the plant
+  splits its step at the instant one takes effect); the target is the active set-point clamped to
+  the inverter rating, the BMS-like current limits x battery voltage, and the SOC ends (no
+  discharge when empty, no charge when full); optional quantisation (`quantisation_w`); an optional
+  ramp (`ramp_w_per_s`) moves the inverter's internal reference toward the target at most that
+  fast; the AC power follows the reference with a first-order lag `inverter_tau_s`;
 - watchdog: if `watchdog_s` > 0 and nobody calls `feed_watchdog()` for longer than that, the inverter
   trips: it forgets its set-point and ramps to 0 W by itself; the next feed clears the trip;
 - battery: SOC integrates DC energy (charge: AC x charge_efficiency; discharge: AC / discharge_efficiency),
@@ -25,6 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 from simulators.profile import Profile
@@ -65,6 +69,8 @@ class PlantParams:
     inverter_max_discharge_w: float = 5_000.0
     inverter_tau_s: float = 1.0  # first-order response time constant; 0 = instant
     quantisation_w: float = 0.0  # inverter set-point resolution; 0 = none
+    dead_time_s: float = 0.0  # from a written set-point to the inverter's first response; 0 = none
+    ramp_w_per_s: float = 0.0  # fastest change of the inverter's reference, W/s; 0 = no ramp limit
     meter_period_s: float = 1.0  # meter refresh period
     meter_noise_w: float = 0.0  # standard deviation of the meter's Gaussian noise
     watchdog_s: float = 0.0  # heartbeat timeout; 0 = no watchdog
@@ -86,6 +92,8 @@ class PlantParams:
             (self.max_charge_current_a >= 0 and self.max_discharge_current_a >= 0, "current limits must be >= 0"),
             (self.inverter_tau_s >= 0, "inverter_tau_s must be >= 0"),
             (self.quantisation_w >= 0, "quantisation_w must be >= 0"),
+            (self.dead_time_s >= 0, "dead_time_s must be >= 0"),
+            (self.ramp_w_per_s >= 0, "ramp_w_per_s must be >= 0"),
             (self.meter_period_s > 0, "meter_period_s must be > 0"),
             (self.meter_noise_w >= 0, "meter_noise_w must be >= 0"),
             (self.watchdog_s >= 0, "watchdog_s must be >= 0"),
@@ -128,7 +136,10 @@ class Plant:
         self.load_offset_w = 0.0  # added to the profile's load (a load step for tests/rehearsals), W
         self._t_s = 0.0
         self._soc_pct = params.soc_start_pct
-        self._setpoint_w = 0.0
+        self._setpoint_w = 0.0  # as last written
+        self._active_w = 0.0  # the set-point the inverter acts on (written dead_time_s ago)
+        self._pending: deque[tuple[float, float]] = deque()  # (takes effect at t_s, set-point W), oldest first
+        self._ref_w = 0.0  # the inverter's ramped internal reference
         self._ess_w = 0.0
         self._last_feed_t_s = 0.0
         self._tripped = False
@@ -149,8 +160,14 @@ class Plant:
 
     # ---- inputs -------------------------------------------------------------------------------
     def set_setpoint(self, w: float) -> None:
-        """New inverter set-point (W, + discharge). Clamped by the physics, stored as written."""
-        self._setpoint_w = float(w)
+        """New inverter set-point (W, + discharge). Clamped by the physics, stored as written;
+        the inverter acts on it `dead_time_s` from now."""
+        w = float(w)
+        self._setpoint_w = w
+        if self.params.dead_time_s > 0.0:
+            self._pending.append((self._t_s + self.params.dead_time_s, w))
+        else:
+            self._active_w = w
 
     def feed_watchdog(self) -> None:
         """Heartbeat from the EMS: restarts the watchdog timer and clears a trip."""
@@ -161,7 +178,8 @@ class Plant:
     def step(self, dt_s: float) -> None:
         """Advance the plant by `dt_s` seconds (> 0)."""
         p = self.params
-        t = self._t_s + dt_s
+        t0 = self._t_s
+        t = t0 + dt_s
         self._t_s = t
         pt = self._start_t_s + t
         i = int(pt) % self._prof_n
@@ -172,33 +190,22 @@ class Plant:
         if p.watchdog_s > 0.0 and not self._tripped and t - self._last_feed_t_s > p.watchdog_s:
             self._tripped = True
             self._setpoint_w = 0.0
+            self._active_w = 0.0
+            self._pending.clear()
 
-        # Inverter target: set-point inside rating, BMS-like current limits and the SOC ends.
-        target = 0.0 if self._tripped else self._setpoint_w
-        soc = self._soc_pct
-        v = self._voltage_v
-        if target > 0.0:
-            limit = min(p.inverter_max_discharge_w, self._dcl_a * v * p.discharge_efficiency)
-            if soc <= 0.0:
-                limit = 0.0
-            if target > limit:
-                target = limit
-        elif target < 0.0:
-            limit = min(p.inverter_max_charge_w, self._ccl_a * v / p.charge_efficiency)
-            if soc >= 100.0:
-                limit = 0.0
-            if target < -limit:
-                target = -limit
-        q = p.quantisation_w
-        if q > 0.0:
-            target = round(target / q) * q
-        if p.inverter_tau_s > 0.0:
-            if dt_s != self._lag_dt_s:
-                self._lag_dt_s = dt_s
-                self._lag_k = 1.0 - math.exp(-dt_s / p.inverter_tau_s)
-            ess = self._ess_w + (target - self._ess_w) * self._lag_k
+        pending = self._pending
+        if pending:  # dead time: set-points that take effect inside this step split it
+            while pending and pending[0][0] <= t0 + 1e-9:
+                self._active_w = pending.popleft()[1]
+            while pending and pending[0][0] < t - 1e-9:
+                at_s, w = pending.popleft()
+                self._inverter(at_s - t0)
+                t0 = at_s
+                self._active_w = w
+            ess = self._inverter(t - t0)
         else:
-            ess = target
+            ess = self._inverter(dt_s)
+        soc = self._soc_pct
 
         # Battery: DC energy this step, SOC ends stop the flow.
         if ess > 0.0:
@@ -247,6 +254,43 @@ class Plant:
             self._meter_w = self._meter_sample()
             nxt = self._next_meter_t_s + p.meter_period_s
             self._next_meter_t_s = nxt if nxt > t else t + p.meter_period_s
+
+    def _inverter(self, dt_s: float) -> float:
+        """Move the inverter's AC power on by `dt_s` toward its active set-point; returns (and keeps) it."""
+        p = self.params
+        target = 0.0 if self._tripped else self._active_w
+        soc = self._soc_pct
+        v = self._voltage_v
+        if target > 0.0:
+            limit = min(p.inverter_max_discharge_w, self._dcl_a * v * p.discharge_efficiency)
+            if soc <= 0.0:
+                limit = 0.0
+            if target > limit:
+                target = limit
+        elif target < 0.0:
+            limit = min(p.inverter_max_charge_w, self._ccl_a * v / p.charge_efficiency)
+            if soc >= 100.0:
+                limit = 0.0
+            if target < -limit:
+                target = -limit
+        q = p.quantisation_w
+        if q > 0.0:
+            target = round(target / q) * q
+        r = p.ramp_w_per_s
+        if r > 0.0:
+            move = r * dt_s
+            ref = self._ref_w
+            target = target if abs(target - ref) <= move else (ref + move if target > ref else ref - move)
+            self._ref_w = target
+        if p.inverter_tau_s > 0.0:
+            if dt_s != self._lag_dt_s:
+                self._lag_dt_s = dt_s
+                self._lag_k = 1.0 - math.exp(-dt_s / p.inverter_tau_s)
+            ess = self._ess_w + (target - self._ess_w) * self._lag_k
+        else:
+            ess = target
+        self._ess_w = ess
+        return ess
 
     def _meter_sample(self) -> float:
         true_w = self._load_w - self._pv_w - self._ess_w

@@ -1,8 +1,11 @@
 """Replay: the real control core against the plant model on a day profile, faster than real time.
 
-    python -m simulators.replay --profile CSV|NAME [--config FILE] [--controller ideal|bound_1hz|naive|pid|ems|ems:LAW|all]
-        [--law LAW] [--step [W]] [--inverter-tau S] [--meter-period S] [--meter-phase S] [--meter-delay S]
-        [--ess-delay S] [--meter-noise W] [--quantisation W] [--load-phase S] [--soc-start PCT] [--hours H] [--json]
+    python -m simulators.replay --profile CSV|NAME [--config FILE] [--controller LIST|all] [--law LAW] [--step [W]]
+        [--device NAME] [--inverter-tau S] [--dead-time S] [--ramp-w-per-s W] [--quantisation W]
+        [--meter-period S] [--meter-phase S] [--meter-delay S] [--ess-delay S] [--meter-noise W]
+        [--load-phase S] [--soc-start PCT] [--start S] [--hours H] [--json]
+
+`--controller` takes a comma list of ideal, bound_1hz, naive, pid, ems, ems:<law> (or `all`).
 
 No threads, no sleeps: simulated time advances one control period per cycle, the plant in
 `--substeps` slices of it so the KPIs see the inverter's transient inside a cycle. Every run of a
@@ -26,9 +29,11 @@ from dataclasses import asdict, dataclass, replace
 from config import ConfigError, load_config, parse_config
 from config.control import ControlConfig, LawName
 from simulators.baselines import CONTROLLERS, Controller, Observation, make_controller
+from simulators.dynamics import DYNAMICS, dynamics
 from simulators.kpi import KpiAccumulator, Kpis
 from simulators.plant import Plant, PlantParams
-from simulators.profile import Profile, load_profile
+from simulators.profile import Profile
+from simulators.synth import load_named
 
 __all__ = ["ReplayOptions", "RunResult", "compare", "live_config", "main", "run", "step_profile", "step_response"]
 
@@ -41,6 +46,8 @@ class ReplayOptions:
     """Realism knobs. The defaults are the honest setting the benchmark uses."""
 
     inverter_tau_s: float = 1.0  # first-order inverter response
+    dead_time_s: float = 0.0  # from a written set-point to the inverter's first response
+    ramp_w_per_s: float = 0.0  # the inverter's ramp limit (0 = none)
     meter_period_s: float = 1.0  # meter refresh
     meter_phase_s: float = 0.5  # control cycles run this long after a meter refresh
     meter_delay_s: float = 0.25  # age of the meter poll the EMS uses (Modbus poll phase)
@@ -78,6 +85,8 @@ def _plant_params(cfg: ControlConfig, opts: ReplayOptions, *, oracle: bool) -> P
         inverter_max_charge_w=cfg.max_charge_w,
         inverter_max_discharge_w=cfg.max_discharge_w,
         inverter_tau_s=0.0 if oracle else opts.inverter_tau_s,
+        dead_time_s=0.0 if oracle else opts.dead_time_s,
+        ramp_w_per_s=0.0 if oracle else opts.ramp_w_per_s,
         quantisation_w=0.0 if oracle else opts.quantisation_w,
         meter_period_s=opts.meter_period_s,
         meter_noise_w=0.0 if oracle else opts.meter_noise_w,
@@ -208,17 +217,29 @@ def _div(a: float, b: float) -> float | None:
 STEP_HOLD_S = 60
 
 
-def step_profile(step_w: float, *, base_load_w: float = 500.0) -> tuple[Profile, list[tuple[int, float]]]:
-    """Net power 500 W, then +step, back, -step (PV), back; each held STEP_HOLD_S. Returns (profile, steps)."""
+def step_profile(step_w: float, *, base_load_w: float = 500.0, warmup: Profile | None = None) -> tuple[Profile, list[tuple[int, float]]]:
+    """Net power 500 W, then +step, back, -step (PV), back; each held STEP_HOLD_S. Returns (profile, steps).
+
+    `warmup` (a piece of a day) is played first, so a law that learns its plant has seen a normal
+    day before the steps; the steps' times count from the start of the whole profile."""
     levels = [(base_load_w, 0.0), (base_load_w + step_w, 0.0), (base_load_w, 0.0), (base_load_w, step_w), (base_load_w, 0.0)]
-    load = [lv for lv, _ in levels for _ in range(STEP_HOLD_S)]
-    pv = [p for _, p in levels for _ in range(STEP_HOLD_S)]
-    steps = [(STEP_HOLD_S * (i + 1), (levels[i + 1][0] - levels[i + 1][1]) - (levels[i][0] - levels[i][1])) for i in range(len(levels) - 1)]
+    wl, wp = warmup.series() if warmup is not None else ([], [])
+    load = [*wl, *(lv for lv, _ in levels for _ in range(STEP_HOLD_S))]
+    pv = [*wp, *(p for _, p in levels for _ in range(STEP_HOLD_S))]
+    steps = [
+        (len(wl) + STEP_HOLD_S * (i + 1), (levels[i + 1][0] - levels[i + 1][1]) - (levels[i][0] - levels[i][1]))
+        for i in range(len(levels) - 1)
+    ]
     return Profile(load, pv, name=f"step-{step_w:g}W"), steps
 
 
 def step_response(
-    cfg: ControlConfig, opts: ReplayOptions, *, step_w: float | None = None, controllers: Sequence[str] = CONTROLLERS
+    cfg: ControlConfig,
+    opts: ReplayOptions,
+    *,
+    step_w: float | None = None,
+    controllers: Sequence[str] = CONTROLLERS,
+    warmup: Profile | None = None,
 ) -> dict[str, object]:
     """Overshoot (% of the step), cycles to settle within +/-1 % and command reversals, per controller.
 
@@ -227,12 +248,19 @@ def step_response(
 
     Noise-free (meter noise and quantisation 0) so the +/-1 % band measures the law, not the noise;
     the steps land at the start of a cycle period (load phase 0) so cycles are counted from the
-    first cycle that can see the step.
+    first cycle that can see the step. `warmup`: see `step_profile` (None: the steps from a cold start).
     """
     size_w = step_w if step_w is not None else 0.5 * min(cfg.max_charge_w, cfg.max_discharge_w)
-    profile, steps = step_profile(size_w)
+    profile, steps = step_profile(size_w, warmup=warmup)
     clean = replace(opts, meter_noise_w=0.0, quantisation_w=0.0, load_phase_s=0.0, start_s=0.0, duration_s=float(profile.duration_s))
-    out: dict[str, object] = {"step_w": size_w, "inverter_tau_s": opts.inverter_tau_s, "controllers": {}}
+    out: dict[str, object] = {
+        "step_w": size_w,
+        "inverter_tau_s": opts.inverter_tau_s,
+        "dead_time_s": opts.dead_time_s,
+        "ramp_w_per_s": opts.ramp_w_per_s,
+        "warmup_s": 0 if warmup is None else warmup.duration_s,
+        "controllers": {},
+    }
     for name in controllers:
         trace: list[tuple[float, float, float]] = []
         run(profile, name, cfg, clean, trace=trace)
@@ -293,9 +321,13 @@ def _reversals(cmds: Sequence[float], min_move_w: float) -> int:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     d = ReplayOptions()
     p = argparse.ArgumentParser(prog="python -m simulators.replay", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="summer-sunny", help="profile CSV path or shipped name (default summer-sunny)")
+    p.add_argument(
+        "--profile",
+        default="summer-sunny",
+        help="profile CSV path, shipped name or heldout-<seed> (generated, simulators/synth.py; default summer-sunny)",
+    )
     p.add_argument("--config", help="EMS YAML config (its control: section is used, made live)")
-    p.add_argument("--controller", default="all", help="ideal | bound_1hz | naive | pid | ems | ems:<law> | all (default all)")
+    p.add_argument("--controller", default="all", help="comma list of ideal, bound_1hz, naive, pid, ems, ems:<law>; or all (default all)")
     p.add_argument("--law", choices=[lw.value for lw in LawName], help="override control.law for the ems controller")
     p.add_argument(
         "--step",
@@ -306,13 +338,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="W",
         help="step response instead of the profile (default W: half the rating)",
     )
-    p.add_argument("--inverter-tau", type=float, default=d.inverter_tau_s, metavar="S")
+    p.add_argument("--device", metavar="NAME", help=f"inverter dynamics preset ({', '.join(sorted(DYNAMICS))}); explicit options override")
+    p.add_argument("--inverter-tau", type=float, metavar="S", help=f"first-order inverter response (default {d.inverter_tau_s:g})")
+    p.add_argument("--dead-time", type=float, metavar="S", help="from a written set-point to the first response (default 0)")
+    p.add_argument("--ramp-w-per-s", type=float, metavar="W", help="inverter ramp limit, W/s (default 0 = none)")
     p.add_argument("--meter-period", type=float, default=d.meter_period_s, metavar="S")
     p.add_argument("--meter-phase", type=float, default=d.meter_phase_s, metavar="S", help="cycles run this long after a meter refresh")
     p.add_argument("--meter-delay", type=float, default=d.meter_delay_s, metavar="S", help="age of the meter poll the EMS uses")
     p.add_argument("--ess-delay", type=float, default=d.ess_delay_s, metavar="S", help="age of the inverter power poll the EMS uses")
     p.add_argument("--meter-noise", type=float, default=d.meter_noise_w, metavar="W")
-    p.add_argument("--quantisation", type=float, default=d.quantisation_w, metavar="W")
+    p.add_argument("--quantisation", type=float, metavar="W", help=f"set-point resolution (default {d.quantisation_w:g})")
     p.add_argument("--load-phase", type=float, default=d.load_phase_s, metavar="S", help="load changes this far into a cycle")
     p.add_argument("--soc-start", type=float, default=d.soc_start_pct, metavar="PCT")
     p.add_argument("--capacity", type=float, default=d.capacity_wh, metavar="WH")
@@ -333,14 +368,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return 2
+    try:
+        dyn = dynamics(a.device) if a.device else None
+        controllers = _controllers(a.controller)
+    except ValueError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    d = ReplayOptions()
+
+    def knob(given: float | None, preset: float | None, default: float) -> float:
+        return given if given is not None else preset if preset is not None else default
+
     opts = ReplayOptions(
-        inverter_tau_s=a.inverter_tau,
+        inverter_tau_s=knob(a.inverter_tau, dyn and dyn.inverter_tau_s, d.inverter_tau_s),
+        dead_time_s=knob(a.dead_time, dyn and dyn.dead_time_s, d.dead_time_s),
+        ramp_w_per_s=knob(a.ramp_w_per_s, dyn and dyn.ramp_w_per_s, d.ramp_w_per_s),
+        quantisation_w=knob(a.quantisation, dyn and dyn.quantisation_w, d.quantisation_w),
         meter_period_s=a.meter_period,
         meter_phase_s=a.meter_phase,
         meter_delay_s=a.meter_delay,
         ess_delay_s=a.ess_delay,
         meter_noise_w=a.meter_noise,
-        quantisation_w=a.quantisation,
         load_phase_s=a.load_phase,
         soc_start_pct=a.soc_start,
         capacity_wh=a.capacity,
@@ -348,13 +396,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_s=a.start,
         duration_s=None if a.hours is None else a.hours * 3600.0,
     )
-    controllers = ("ideal", "bound_1hz", "naive", "pid", "ems") if a.controller == "all" else (a.controller,)
     if a.step is not None:
         res = step_response(cfg, opts, step_w=None if a.step < 0 else a.step, controllers=controllers)
         print(json.dumps(res, indent=2) if a.json else _step_table(res))
         return 0
     try:
-        profile = load_profile(a.profile)
+        profile = load_named(a.profile)
     except (OSError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
@@ -362,6 +409,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["options"] = asdict(opts)
     print(json.dumps(res, indent=2) if a.json else _kpi_table(res))
     return 0
+
+
+def _controllers(spec: str) -> tuple[str, ...]:
+    """`all` or a comma list; each name is checked (ValueError names the bad one)."""
+    if spec.strip() == "all":
+        return ("ideal", "bound_1hz", "naive", "pid", "ems")
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    if not names:
+        raise ValueError("--controller: give at least one controller")
+    probe = live_config()
+    for n in names:
+        make_controller(n, probe, started_at_s=START_MONOTONIC_S)
+    return names
 
 
 _ROWS = (
@@ -394,9 +454,10 @@ def _fmt(v: object, nd: int) -> str:
 def _kpi_table(res: dict[str, object]) -> str:
     ctls: dict[str, dict[str, object]] = res["controllers"]  # type: ignore[assignment]
     names = list(ctls)
-    lines = [f"profile {res['profile']}", f"{'':28}" + "".join(f"{n:>12}" for n in names)]
+    width = max(12, *(len(n) + 2 for n in names))
+    lines = [f"profile {res['profile']}", f"{'':28}" + "".join(f"{n:>{width}}" for n in names)]
     for key, label, nd in _ROWS:
-        lines.append(f"{label:28}" + "".join(f"{_fmt(ctls[n].get(key), nd):>12}" for n in names))
+        lines.append(f"{label:28}" + "".join(f"{_fmt(ctls[n].get(key), nd):>{width}}" for n in names))
     for n in names:
         share = ", ".join(f"{s} {v:.1%}" for s, v in ctls[n]["state_share"].items())  # type: ignore[attr-defined]
         limits = ", ".join(f"{k} {v}" for k, v in ctls[n]["limit_cycles"].items()) or "none"  # type: ignore[attr-defined]
@@ -408,7 +469,8 @@ def _kpi_table(res: dict[str, object]) -> str:
 
 def _step_table(res: dict[str, object]) -> str:
     lines = [
-        f"step response, step {res['step_w']:g} W, inverter tau {res['inverter_tau_s']:g} s",
+        f"step response, step {res['step_w']:g} W, inverter tau {res['inverter_tau_s']:g} s, dead time {res['dead_time_s']:g} s,"
+        f" ramp {res['ramp_w_per_s']:g} W/s",
         f"{'controller':12}{'overshoot %':>14}{'settle cycles':>15}{'reversals':>11}",
     ]
     for n, m in res["controllers"].items():  # type: ignore[attr-defined]

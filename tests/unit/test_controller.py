@@ -167,3 +167,25 @@ def test_a_dead_auxiliary_service_degrades_but_does_not_fault(ctx: EMSContext, s
     assert [e["cause"] for e in logs if e["event"] == "service_degraded"] == ["worker_dead:modbus-pv", "worker_dead:uplink"]
     (service,) = [e for e in ctx.events.since(0) if e.kind == "service"]  # logged and recorded once, on the edge
     assert service.data["degraded"] == ("worker_dead:uplink", "worker_dead:modbus-pv")
+
+
+def test_the_identified_plant_is_published_and_logged_only_when_it_changes(ctx: EMSContext, sim_clock: SimClock) -> None:
+    from config import parse_config
+
+    cfg = parse_config({"control": {"enabled": True, "dry_run": False, "law": "adaptive"}}, {})
+    c = make_controller(ctx, cfg, sim_clock)
+    ess_w, tau_s = 0.0, 2.0  # a slow inverter the law is not told about
+    with capture_logs() as logs:
+        for n in range(400):
+            load_w = 500.0 + (1500.0 if (n // 20) % 2 else 0.0) + 30.0 * ((n * 7919) % 13 - 6)
+            feed_readings(ctx, {Q.GRID_POWER_W: load_w - ess_w, Q.ESS_POWER_W: ess_w, Q.SOC_PCT: 50.0}, at_s=sim_clock.monotonic())
+            c.cycle()
+            sim_clock.advance(1.0)
+            ess_w += (ctx.snapshot().command.written_w - ess_w) * (1.0 - 2.718281828 ** (-1.0 / tau_s))  # type: ignore[union-attr]
+    law = ctx.snapshot().control.law  # type: ignore[union-attr]
+    assert law["law"] == "adaptive"
+    assert law["inverter_tau_s"] == __import__("pytest").approx(tau_s, rel=0.2)
+    assert law["confidence"] > 0.5
+    lines = [e for e in logs if e["event"] == "law_plant_identified"]
+    assert 2 <= len(lines) <= 16  # the first belief and its meaningful changes, not every cycle
+    assert lines[-1]["inverter_tau_s"] == __import__("pytest").approx(tau_s, rel=0.2)

@@ -79,7 +79,7 @@ def test_dry_run_computes_but_writes_zero() -> None:
 
 def test_both_opt_ins_let_the_command_through() -> None:
     core = CoreState(machine=MachineState(State.SELF_CONSUMPTION))
-    d = step(core, make_inputs(grid_w=800.0), control_cfg(**LIVE, gain=0.5))
+    d = step(core, make_inputs(grid_w=800.0), control_cfg(**LIVE, law="integrating", gain=0.5))
     assert d.written_w == d.setpoint_w == 400.0
 
 

@@ -207,3 +207,75 @@ def test_load_offset_steps_the_load() -> None:
     plant.load_offset_w = -5000.0
     plant.step(1.0)
     assert plant.load_w == 0.0
+
+
+def test_dead_time_delays_the_first_response_by_exactly_that_long() -> None:
+    plant = Plant(replace(BASE, dead_time_s=1.0), FLAT)
+    plant.set_setpoint(2000.0)
+    run(plant, 1.0, dt_s=0.125)  # a step acts on what is in force at its start: the interval (t0, t]
+    assert plant.ess_power_w == 0.0
+    assert plant.setpoint_w == 2000.0  # as written
+    run(plant, 0.125, dt_s=0.125)
+    assert plant.ess_power_w == pytest.approx(2000.0)
+
+
+def test_dead_time_is_a_fifo_each_set_point_acts_for_as_long_as_it_was_written() -> None:
+    plant = Plant(replace(BASE, dead_time_s=1.5), FLAT)
+    seen = []
+    for w in (1000.0, 2000.0, -500.0, 0.0, 0.0, 0.0):
+        plant.set_setpoint(w)
+        for _ in range(2):
+            plant.step(0.5)
+            seen.append(plant.ess_power_w)
+    # written at 0, 1, 2, 3 s; in force from 1.5, 2.5, 3.5, 4.5 s (samples at the end of each 0.5 s step)
+    assert seen == [0.0, 0.0, 0.0, 1000.0, 1000.0, 2000.0, 2000.0, -500.0, -500.0, 0.0, 0.0, 0.0]
+
+
+def test_dead_time_inside_a_step_splits_it() -> None:
+    plant = Plant(replace(BASE, dead_time_s=0.3, inverter_tau_s=1.0), FLAT)
+    plant.set_setpoint(1000.0)
+    plant.step(1.0)  # the set-point acts for the last 0.7 s of this step
+    assert plant.ess_power_w == pytest.approx(1000.0 * (1.0 - math.exp(-0.7)), rel=1e-9)
+
+
+def test_ramp_limits_the_rate_of_change_both_ways() -> None:
+    plant = Plant(replace(BASE, ramp_w_per_s=1000.0), FLAT)
+    plant.set_setpoint(2500.0)
+    run(plant, 1.0, dt_s=0.25)
+    assert plant.ess_power_w == pytest.approx(1000.0)
+    run(plant, 2.0, dt_s=0.25)
+    assert plant.ess_power_w == pytest.approx(2500.0)  # reached, no overshoot
+    plant.set_setpoint(-1000.0)
+    run(plant, 0.5, dt_s=0.25)
+    assert plant.ess_power_w == pytest.approx(2000.0)
+
+
+def test_ramp_then_lag_the_lag_follows_the_ramped_reference() -> None:
+    plant = Plant(replace(BASE, ramp_w_per_s=1000.0, inverter_tau_s=0.5), FLAT)
+    plant.set_setpoint(5000.0)
+    run(plant, 1.0, dt_s=0.001)
+    # reference 1000 t; a first-order lag of a ramp lags it by tau: 1000 * (t - tau * (1 - exp(-t / tau)))
+    assert plant.ess_power_w == pytest.approx(1000.0 * (1.0 - 0.5 * (1.0 - math.exp(-2.0))), rel=2e-3)
+
+
+def test_quantisation_applies_to_the_set_point_before_the_ramp() -> None:
+    plant = Plant(replace(BASE, quantisation_w=50.0, ramp_w_per_s=100.0), FLAT)
+    plant.set_setpoint(74.0)
+    run(plant, 5.0, dt_s=0.25)
+    assert plant.ess_power_w == pytest.approx(50.0)
+
+
+def test_watchdog_trip_clears_set_points_still_in_the_dead_time() -> None:
+    plant = Plant(replace(BASE, watchdog_s=2.0, dead_time_s=1.0), FLAT)
+    plant.set_setpoint(1000.0)
+    run(plant, 2.5, dt_s=0.5)  # tripped at 2.5 s
+    assert plant.watchdog_tripped and plant.ess_power_w == 0.0
+    plant.feed_watchdog()
+    run(plant, 2.0, dt_s=0.5)
+    assert plant.ess_power_w == 0.0  # the forgotten set-point does not come back
+
+
+def test_new_plant_knobs_are_refused_when_negative() -> None:
+    for bad in ({"dead_time_s": -1.0}, {"ramp_w_per_s": -1.0}):
+        with pytest.raises(ValueError):
+            PlantParams(**bad)  # type: ignore[arg-type]
