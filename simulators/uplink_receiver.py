@@ -2,7 +2,9 @@
 
 It checks, in order: bearer token (401), signature over timestamp + body (401), timestamp window
 (401), gzip + JSON + batch id (400/415); then stores the batch once by its batch id and answers
-200 {"status": "stored"} or 200 {"status": "duplicate"}. Storage is SQLite (a file or memory).
+200 {"status": "stored"}, 200 {"status": "duplicate"} (the same id with the same content), or
+409 {"status": "conflict"} (the same id with other content: never dropped silently; the sender
+keeps such a batch). Content is compared as canonical JSON. Storage is SQLite (a file or memory).
 
     python -m simulators.uplink_receiver --port 8443 (--cert server.pem [--key server.key] | --tls-dir var/uplink-tls) \
         [--db var/uplink-received.db] [--token-env EMS_UPLINK_TOKEN] [--hmac-key-env EMS_UPLINK_HMAC_KEY]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import hmac
 import json
 import os
@@ -175,8 +178,12 @@ class UplinkReceiver:
                 self._db.commit()
                 outcome = "stored"
             except sqlite3.IntegrityError:
-                outcome = "duplicate"
+                (stored,) = self._db.execute("SELECT body FROM received WHERE batch_id = ?", (bid,)).fetchone()
+                outcome = "duplicate" if _canonical(json.loads(stored)) == _canonical(batch) else "conflict"
             self.counts[outcome] += 1
+        if outcome == "conflict":
+            log.warning("batch_conflict", batch_id=bid, hint="the same id with other content: kept the first, refused this one")
+            return 409, {"status": outcome, "batch_id": bid, "error": "same batch id, different content"}, {}
         log.debug("batch_received", batch_id=bid, outcome=outcome)
         return 200, {"status": outcome, "batch_id": bid}, {}
 
@@ -185,6 +192,10 @@ class UplinkReceiver:
             self.counts[f"rejected:{why}"] += 1
         log.info("batch_rejected", http_status=status, reason=why)
         return status, {"error": why}, {}
+
+
+def _canonical(batch: object) -> str:
+    return hashlib.sha256(json.dumps(batch, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _same(a: str, b: str) -> bool:

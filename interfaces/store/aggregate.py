@@ -5,6 +5,8 @@ No I/O, no clock: the caller passes wall times. Used by the writer thread and te
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ __all__ = [
     "Sample",
     "batch_id",
     "batch_payload",
+    "content_digest",
     "iso_utc",
     "minute_aggregate",
     "sample_from_snapshot",
@@ -29,7 +32,7 @@ __all__ = [
 # Numeric fields of a sample: every measured quantity plus the command the controller computed/wrote.
 FIELDS: tuple[str, ...] = (*(q.value for q in Quantity), "setpoint_w", "written_w")
 WINDOW_S = 300  # uplink batch window (wall-clock aligned), s
-BATCH_SCHEMA = "ems.batch/1"
+BATCH_SCHEMA = "ems.batch/2"  # /2: installation_id and content_sha256 in the batch and its id
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +97,26 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def batch_id(site_id: str, start_ts: int) -> str:
-    """Stable across restarts and retries: the receiver drops duplicates by it."""
-    return f"{site_id}:{iso_utc(start_ts)}"
+def batch_id(site_id: str, start_ts: int, *, installation_id: str, content_sha256: str) -> str:
+    """Stable across restarts and retries (the outbox keeps the row): the receiver drops duplicates by it.
+    The installation (kept in the database) and the content digest make a replaced or restored
+    database's batch for the same window a different id, not a silent duplicate."""
+    return f"{site_id}:{installation_id}:{iso_utc(start_ts)}:{content_sha256[:16]}"
+
+
+def content_digest(payload: Mapping[str, object]) -> str:
+    """SHA-256 of a batch's canonical JSON (sorted keys, compact), without its id and digest fields."""
+    body = {k: v for k, v in payload.items() if k not in ("batch_id", "content_sha256")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _r(v: float) -> float:
     return round(v, 3)
 
 
-def batch_payload(*, site_id: str, start_ts: int, minutes: Sequence[MinuteAgg], events_by_kind: Mapping[str, int]) -> dict[str, object]:
+def batch_payload(
+    *, site_id: str, installation_id: str, start_ts: int, minutes: Sequence[MinuteAgg], events_by_kind: Mapping[str, int]
+) -> dict[str, object]:
     """One 5-minute batch (JSON-ready) from the minute rows of its window, in time order."""
     fields: dict[str, dict[str, float | int]] = {}
     for f in FIELDS:
@@ -122,10 +135,10 @@ def batch_payload(*, site_id: str, start_ts: int, minutes: Sequence[MinuteAgg], 
     for m in minutes:
         states.update(m.states)
     total = sum(states.values())
-    return {
+    payload: dict[str, object] = {
         "schema": BATCH_SCHEMA,
-        "batch_id": batch_id(site_id, start_ts),
         "site_id": site_id,
+        "installation_id": installation_id,
         "window_start": iso_utc(start_ts),
         "window_end": iso_utc(start_ts + WINDOW_S),
         "window_start_ts": start_ts,
@@ -137,3 +150,6 @@ def batch_payload(*, site_id: str, start_ts: int, minutes: Sequence[MinuteAgg], 
         "events": sum(events_by_kind.values()),
         "events_by_kind": dict(sorted(events_by_kind.items())),
     }
+    digest = content_digest(payload)
+    bid = batch_id(site_id, start_ts, installation_id=installation_id, content_sha256=digest)
+    return {"schema": BATCH_SCHEMA, "batch_id": bid, "content_sha256": digest, **payload}

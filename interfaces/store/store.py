@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import secrets
 import sqlite3
 import threading
 from collections import deque
@@ -58,6 +59,20 @@ _DAY_S = 86400.0
 def _stats_json(agg: MinuteAgg) -> str:
     """Minute stats as compact JSON; values rounded to 4 decimals (well below any meter's resolution)."""
     return json.dumps({f: [round(v, 4) for v in st[:4]] + [st[4]] for f, st in agg.stats.items()}, separators=(",", ":"))
+
+
+def _installation_id(conn: sqlite3.Connection) -> str:
+    """This database's identity (random, made once, kept in `meta`): in every batch id, so a replaced
+    database never re-creates another's ids. A copy or a restored backup keeps it (its content digests differ)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('installation_id', ?)", (secrets.randbits(62),))
+        value = int(conn.execute("SELECT value FROM meta WHERE key = 'installation_id'").fetchone()[0])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return f"{value:016x}"
 
 
 class SampleQueue:
@@ -161,6 +176,7 @@ class Store:
         self._durable_seq = 0  # every event up to this seq is committed
         self._failed_flushes = 0
         self._closed = False
+        self.installation_id = _installation_id(self._conn)
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         self._minute_cursor: int | None = meta.get("minute_cursor")
         self._window_cursor: int | None = meta.get("window_cursor")
@@ -169,7 +185,12 @@ class Store:
         self._insert_sample = f"INSERT OR REPLACE INTO samples (ts_ms, state, mode, {cols}) VALUES ({marks})"
         self._select_minute = f"SELECT state, {cols} FROM samples WHERE ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms"
         log.info(
-            "store_opened", path=str(cfg.path), outbox=outbox_enabled, minute_cursor=self._minute_cursor, window_cursor=self._window_cursor
+            "store_opened",
+            path=str(cfg.path),
+            installation_id=self.installation_id,
+            outbox=outbox_enabled,
+            minute_cursor=self._minute_cursor,
+            window_cursor=self._window_cursor,
         )
 
     # ---- producers (any thread) ------------------------------------------------------------
@@ -386,7 +407,9 @@ class Store:
                         "SELECT kind, count(*) FROM events WHERE ts_ms >= ? AND ts_ms < ? GROUP BY kind", (w * 1000, (w + WINDOW_S) * 1000)
                     ).fetchall()
                 )
-                payload = batch_payload(site_id=self._site_id, start_ts=w, minutes=mins, events_by_kind=kinds)
+                payload = batch_payload(
+                    site_id=self._site_id, installation_id=self.installation_id, start_ts=w, minutes=mins, events_by_kind=kinds
+                )
                 body = gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
                 cur = c.execute(
                     "INSERT OR IGNORE INTO outbox (batch_id, window_start, created_ms, body) VALUES (?, ?, ?, ?)",

@@ -4,7 +4,8 @@ One row at a time, in id order: gzip JSON (stored ready in the outbox), TLS veri
 `ca_file`), `Authorization: Bearer`, an HMAC signature over timestamp + body. A 2xx marks the row
 delivered; a network error, 5xx, 408 or 429 retries the SAME row after a tenacity backoff
 (exponential with jitter, or the receiver's Retry-After); any other status parks the row (an event
-is recorded) and the sender goes on. Delivery marks go to the store's writer thread, which is the
+is recorded) and the sender goes on. 409 is a conflict (the receiver holds other content under
+this batch id): the row is parked too, so it is kept, never marked delivered, and logged as such. Delivery marks go to the store's writer thread, which is the
 only writer; until they are committed the sender remembers the last id it finished, and after a
 crash a re-sent batch is dropped by the receiver by its batch id.
 
@@ -196,7 +197,11 @@ class Sender(Worker):
         self._store.mark_parked(row_id, attempts=self._attempts, error=error)
         self._counters.count("uplink_parked")
         self._events.record("uplink_parked", batch_id=batch_id, http_status=status, message=text[:200])
-        self.log.warning("uplink_batch_parked", batch_id=batch_id, http_status=status, message=text[:200])
+        if status == 409:  # the receiver has other content under this id: keep ours (parked) for an operator
+            self._counters.count("uplink_conflicts")
+            self.log.error("uplink_batch_conflict", batch_id=batch_id, message=text[:200], kept="outbox row parked")
+        else:
+            self.log.warning("uplink_batch_parked", batch_id=batch_id, http_status=status, message=text[:200])
         self._finish_row(row_id)
         return "parked"
 

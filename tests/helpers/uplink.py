@@ -105,12 +105,15 @@ class FastWallClock:
 class SimSite:
     """A store and a sender driven step by step in simulated time (no threads of their own)."""
 
-    def __init__(self, db: Path, *, site_id: str = "site-t", uplink: UplinkConfig | None = None, **store_kw: Any) -> None:
+    def __init__(
+        self, db: Path, *, site_id: str = "site-t", uplink: UplinkConfig | None = None, grid_offset_w: float = 0.0, **store_kw: Any
+    ) -> None:
         self.clock = SimClock(start_wall=START_WALL)
         self.ctx = EMSContext(clock=self.clock, start_mode=Mode.SELF_CONSUMPTION)
         self.store = make_store(store_cfg(db, **store_kw), self.ctx, site_id=site_id, outbox_enabled=True)
         self.sender = make_sender(uplink, self.store, self.ctx) if uplink is not None else None
         self.meter = self.ctx.readings.claim("test", [Quantity.GRID_POWER_W, Quantity.SOC_PCT])  # what `run` feeds (as `feed` would)
+        self.grid_offset_w = grid_offset_w  # another site's data in the same windows
         self._next_flush_s = self.clock.monotonic()
         self.outcomes: list[str] = []
 
@@ -123,7 +126,7 @@ class SimSite:
         while self.clock.monotonic() < end:
             now = self.clock.monotonic()
             minute = int(self.clock.wall().timestamp() // 60)
-            self.meter.update({Quantity.GRID_POWER_W: float(minute % 1000), Quantity.SOC_PCT: 50.0}, at_s=now)
+            self.meter.update({Quantity.GRID_POWER_W: float(minute % 1000) + self.grid_offset_w, Quantity.SOC_PCT: 50.0}, at_s=now)
             self.store.sample_once()
             if now >= self._next_flush_s:
                 self.store.flush()

@@ -86,7 +86,8 @@ def test_samples_minutes_and_batches_hold_what_the_context_had(site: SimSite) ->
         measurements(store.path, fields=["nope_w"])
     body = store._conn.execute("SELECT body FROM outbox ORDER BY id LIMIT 1").fetchone()[0]
     batch = json.loads(gzip.decompress(body))
-    assert batch["batch_id"] == "site-t:2026-03-01T00:00:00Z" and batch["samples"] == 300 and batch["minutes"] == 5
+    assert batch["batch_id"] == f"site-t:{store.installation_id}:2026-03-01T00:00:00Z:{batch['content_sha256'][:16]}"
+    assert batch["samples"] == 300 and batch["minutes"] == 5
     assert batch["fields"]["grid_power_w"]["mean"] == 29.5 and batch["state_share"] == {"STOP": 1.0}
     assert outbox_status(store.path, now_ts=c.wall().timestamp()).depth == 1
 
@@ -123,7 +124,7 @@ def test_the_outbox_bound_drops_the_oldest_batches_counted(tmp_path: Path) -> No
     site.store.flush()  # records the drop event
     ev = events(site.store.path, kinds=["uplink_outbox_dropped"])
     site.store.close()
-    assert len(ids) == 3 and ids[-1] == "site-t:2026-03-01T00:50:00Z"  # the newest three of eleven
+    assert len(ids) == 3 and ":2026-03-01T00:50:00Z:" in ids[-1]  # the newest three of eleven
     assert site.ctx.snapshot().counters["outbox_dropped"] == 8
     assert ev and sum(int(e["data"]["rows"]) for e in ev) == 8  # type: ignore[index, call-overload]
 

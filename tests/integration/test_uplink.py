@@ -99,7 +99,9 @@ def test_batches_arrive_signed_compressed_in_order_once_with_real_threads(tmp_pa
     assert rx.counts["stored"] == len(batches) and rx.counts["duplicate"] == 0
     assert not [k for k in rx.counts if k.startswith("rejected")], rx.counts  # every signature and timestamp verified
     assert _windows(batches) == sorted(set(_windows(batches)))  # in order, each once
-    assert all(b["site_id"] == "site-a" and b["batch_id"] == f"site-a:{b['window_start']}" for b in batches)
+    assert all(
+        b["site_id"] == "site-a" and b["batch_id"].startswith(f"site-a:{store.installation_id}:{b['window_start']}:") for b in batches
+    )
     full = [b for b in batches if b["samples"] and b["minutes"] == 5]
     assert full and all(b["fields"]["grid_power_w"]["mean"] == 1200.0 for b in full)  # type: ignore[index]
     uplink = ctx.snapshot().device("uplink")

@@ -22,6 +22,7 @@ from interfaces.store.aggregate import (
     Sample,
     batch_id,
     batch_payload,
+    content_digest,
     minute_aggregate,
     sample_from_snapshot,
     window_start,
@@ -66,8 +67,9 @@ def test_a_batch_weights_means_by_samples_and_shares_state_time() -> None:
         MinuteAgg(300, 60, {"grid_power_w": (0.0, 10.0, 20.0, 5.0, 60)}, {"STANDBY": 60}),
         MinuteAgg(360, 20, {"grid_power_w": (-5.0, 50.0, 90.0, 7.0, 20)}, {"FAULT": 20}),
     ]
-    b = batch_payload(site_id="s1", start_ts=300, minutes=minutes, events_by_kind={"state": 2, "audit": 1})
-    assert b["batch_id"] == "s1:1970-01-01T00:05:00Z" and b["window_end"] == "1970-01-01T00:10:00Z"
+    b = batch_payload(site_id="s1", installation_id="00ab", start_ts=300, minutes=minutes, events_by_kind={"state": 2, "audit": 1})
+    assert b["batch_id"] == f"s1:00ab:1970-01-01T00:05:00Z:{str(b['content_sha256'])[:16]}" and b["window_end"] == "1970-01-01T00:10:00Z"
+    assert b["content_sha256"] == content_digest(b) and b["installation_id"] == "00ab"
     assert b["fields"] == {"grid_power_w": {"min": -5.0, "mean": 20.0, "max": 90.0, "last": 7.0, "n": 80}}
     assert b["state_share"] == {"FAULT": 0.25, "STANDBY": 0.75}
     assert (b["minutes"], b["samples"], b["events"]) == (2, 80, 3)
@@ -76,7 +78,20 @@ def test_a_batch_weights_means_by_samples_and_shares_state_time() -> None:
 def test_batch_ids_are_stable_and_windows_are_wall_clock_aligned() -> None:
     t = datetime(2026, 5, 1, 12, 7, 31, tzinfo=UTC).timestamp()
     assert window_start(t) == datetime(2026, 5, 1, 12, 5, tzinfo=UTC).timestamp()
-    assert batch_id("site-1", window_start(t)) == batch_id("site-1", window_start(t + 100)) == "site-1:2026-05-01T12:05:00Z"
+    ident = {"installation_id": "0f", "content_sha256": "ab" * 32}
+    assert batch_id("site-1", window_start(t), **ident) == batch_id("site-1", window_start(t + 100), **ident)
+    assert batch_id("site-1", window_start(t), **ident) == "site-1:0f:2026-05-01T12:05:00Z:" + "ab" * 8
+
+
+def test_a_batch_id_changes_with_the_installation_and_the_content() -> None:
+    minutes = [MinuteAgg(300, 60, {"grid_power_w": (0.0, 10.0, 20.0, 5.0, 60)}, {"STANDBY": 60})]
+    other = [MinuteAgg(300, 60, {"grid_power_w": (0.0, 10.5, 20.0, 5.0, 60)}, {"STANDBY": 60})]
+    a, b, c, d = (
+        batch_payload(site_id="s", installation_id=i, start_ts=300, minutes=m, events_by_kind={})
+        for i, m in (("01", minutes), ("02", minutes), ("01", other), ("01", minutes))
+    )
+    assert a["batch_id"] == d["batch_id"]  # same database, same content: the same id (retries, re-sends)
+    assert len({a["batch_id"], b["batch_id"], c["batch_id"]}) == 3  # a replaced database; other content
 
 
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
