@@ -197,6 +197,7 @@ class _SnapshotCollector(Collector):
                 if reason:
                     held.add_metric([reason], 1.0)
         yield held
+        yield from _law_metrics(snap)
         faults = GaugeMetricFamily(
             "ems_fault_active", "1 for each active FAULT cause; 0 for the ones seen since start or always possible", labels=["cause"]
         )
@@ -267,3 +268,21 @@ class ApiMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = RequestStats()
         self.registry.register(_SnapshotCollector(snapshot, counters, control, clock, outbox, self.requests))
+
+
+_LAW_GAUGES = (
+    ("inverter_dead_time_s", "ems_law_inverter_dead_time_seconds", "the inverter's dead time the control law identified"),
+    ("inverter_tau_s", "ems_law_inverter_time_constant_seconds", "the inverter's time constant the control law identified"),
+    ("inverter_ramp_w_per_s", "ems_law_inverter_ramp_watts_per_second", "the inverter's ramp limit the control law identified (absent: none)"),
+    ("meter_lag_s", "ems_law_meter_lag_seconds", "the meter's lag the control law identified"),
+    ("confidence", "ems_law_confidence_ratio", "how far the law trusts its identified plant (0: plain feed-forward, 1: full)"),
+)
+
+
+def _law_metrics(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
+    """What the control law believes about the plant (adaptive law: ems/law.py describe)."""
+    law = {} if snap.control is None else snap.control.law
+    for key, name, doc in _LAW_GAUGES:
+        value = law.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            yield GaugeMetricFamily(name, doc, value=float(value))

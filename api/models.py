@@ -196,6 +196,10 @@ class StatusResponse(_Out):
     overruns: int
     uptime_s: float
     process_death: ProcessDeathInfo | None = Field(None, description="what an EMS crash or hang leads to at the inverter (null: no ESS)")
+    law: dict[str, float | str] = Field(
+        default_factory=dict,
+        description="the control law and what it believes about the plant: inverter_dead_time_s, inverter_tau_s, inverter_ramp_w_per_s, meter_lag_s, confidence (0..1)",
+    )
     planner: PlannerInfo | None = Field(None, description="the planner's state (GET /api/v1/plan for the plan itself)")
     plan_followed: str | None = Field(None, description="the plan slot rule the loop followed in its last cycle (null: none)")
 

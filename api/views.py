@@ -221,6 +221,7 @@ def status(snap: Snapshot, cfg: EMSConfig, *, wall_now_ts: float) -> StatusRespo
         overruns=snap.overruns,
         uptime_s=snap.at_s - snap.started_at_s,
         process_death=process_death(snap),
+        law={} if snap.control is None else {k: v for k, v in snap.control.law.items() if isinstance(v, float | int | str)},
         planner=planner_info(snap, cfg) if cfg.planner.enabled else None,
         plan_followed=None if ctl is None else ctl.plan,
     )

@@ -130,6 +130,15 @@ def status_text(s: Mapping[str, Any]) -> str:
     lines.append("faults    " + (", ".join(s.get("fault_causes") or []) or "none"))
     prot, warn = s.get("bms_protections") or [], s.get("bms_warnings") or []
     lines.append(f"BMS       protections {', '.join(prot) or 'none'}; warnings {', '.join(warn) or 'none'}")
+    law = s.get("law") or {}
+    if len(law) > 1:
+        tau, dead, ramp = law.get("inverter_tau_s"), law.get("inverter_dead_time_s"), law.get("inverter_ramp_w_per_s")
+        lines.append(
+            f"law       {law.get('law')}: inverter dead time {dead} s, tau {tau} s, ramp {ramp} W/s,"
+            f" meter lag {law.get('meter_lag_s', '-')} s, confidence {law.get('confidence', '-')}"
+        )
+    elif law:
+        lines.append(f"law       {law.get('law')}")
     lines.append(f"devices   {_devices(s.get('devices') or [])}")
     pd = s.get("process_death")
     if pd:
