@@ -35,7 +35,9 @@ def _revert(pmap: PointMap) -> str:
     r = c.revert
     if r.point is not None:
         span = f"{r.min_s:g}-{r.max_s:g} s" if r.max_s is not None else f">= {r.min_s:g} s"
-        return f"settable ({r.point}, {r.unit}, {span}): written = control.fault_timeout_s and read back; then {r.reverts_to}"
+        floor = f" (at least {r.min_s:g} s: a process death takes that long)" if r.min_s > 5 else ""
+        again = ", rewritten before every command" if r.rewrite else ""
+        return f"settable ({r.point}, {r.unit}, {span}): written = control.fault_timeout_s{floor} and read back{again}; then {r.reverts_to}"
     if r.fixed_s is not None:
         return f"fixed by the device, about {r.fixed_s:g} s; then {r.reverts_to}"
     return f"none known: the last command stays until {r.reverts_to}"
