@@ -24,7 +24,7 @@ import structlog
 
 from config.mqtt import MqttConfig
 
-__all__ = ["BrokerError", "BrokerTls", "LocalBroker", "demo_broker", "find_mosquitto", "start_broker_for", "start_local_broker"]
+__all__ = ["BrokerError", "BrokerTls", "LocalBroker", "demo_acl", "demo_broker", "find_mosquitto", "start_broker_for", "start_local_broker"]
 
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin")
 
@@ -165,28 +165,42 @@ def start_local_broker(
     return broker
 
 
-def start_broker_for(cfg: MqttConfig, *, workdir: Path, extra_users: Mapping[str, str] | None = None) -> LocalBroker:
-    """The `make run` demo broker, on 127.0.0.1:`cfg.port`, letting the EMS user (from `cfg`, password
-    resolved) and any `extra_users` (e.g. the simulators' publisher) use every topic. With no
-    `cfg.username`, anonymous clients are let in instead. Raises BrokerError (mosquitto missing, port busy)."""
-    users = dict(extra_users or {})
-    if cfg.username is not None:
-        users[cfg.username] = "" if cfg.password is None or cfg.password.value is None else cfg.password.value
-    acl = "topic readwrite #\n\n" + "".join(f"user {u}\ntopic readwrite #\n\n" for u in users)
-    return start_local_broker(workdir=workdir, users=users, acl=acl, port=cfg.port, allow_anonymous=cfg.username is None)
+def demo_acl(cfg: MqttConfig, *, ems_user: str, base_topic: str, operator: str | None) -> str:
+    """Least privilege, as the tests' broker has: the EMS owns its topics and discovery and reads its
+    ingest topics; the operator may command and read the EMS; nobody else (no anonymous clients)."""
+    ems = [f"topic readwrite {base_topic}/#", f"topic readwrite {cfg.discovery.prefix}/#"]
+    ems += [f"topic read {t}" for t in dict.fromkeys(i.topic for i in cfg.ingest)]
+    out = f"user {ems_user}\n" + "\n".join(ems) + "\n"
+    if operator is not None:
+        out += f"\nuser {operator}\ntopic write {base_topic}/cmd/#\ntopic read {base_topic}/#\n"
+    return out
+
+
+def start_broker_for(cfg: MqttConfig, *, workdir: Path, base_topic: str, operator_password: str | None = None) -> LocalBroker:
+    """The `make run` demo broker on 127.0.0.1:`cfg.port`: the EMS user (from `cfg`, password resolved)
+    and, with `operator_password`, a user `operator`, each with the ACL of `demo_acl`; anonymous
+    clients are refused. Raises BrokerError (no user or password in `cfg`, mosquitto missing, port busy)."""
+    if cfg.username is None or cfg.password is None or not cfg.password.value:
+        raise BrokerError("mqtt.username and mqtt.password are needed: the demo broker lets no anonymous client in")
+    users = {cfg.username: cfg.password.value}
+    if operator_password:
+        users["operator"] = operator_password
+    acl = demo_acl(cfg, ems_user=cfg.username, base_topic=base_topic, operator="operator" if operator_password else None)
+    return start_local_broker(workdir=workdir, users=users, acl=acl, port=cfg.port)
 
 
 @contextmanager
-def demo_broker(cfg: MqttConfig, *, extra_users: Mapping[str, str] | None = None) -> Iterator[LocalBroker | None]:
+def demo_broker(cfg: MqttConfig, *, base_topic: str, operator_password: str | None = None) -> Iterator[LocalBroker | None]:
     """For `make run`: a local mosquitto for the EMS config while the block runs, in a temporary
-    directory. Yields None (and logs why) when MQTT is off, the broker is not on loopback, or
-    mosquitto cannot start, so the demo goes on without it."""
+    directory (`start_broker_for`). Yields None (and logs why) when MQTT is off, the broker is not
+    on loopback, the config has no user and password, or mosquitto cannot start, so the demo goes on
+    without it."""
     if not cfg.enabled or cfg.host not in ("127.0.0.1", "localhost"):
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="ems-mosquitto-") as tmp:
         try:
-            broker = start_broker_for(cfg, workdir=Path(tmp), extra_users=extra_users)
+            broker = start_broker_for(cfg, workdir=Path(tmp), base_topic=base_topic, operator_password=operator_password)
         except (BrokerError, OSError, subprocess.SubprocessError) as exc:
             log.warning("mqtt_demo_broker_unavailable", reason=str(exc)[:300], hint="apt-get install mosquitto")
             yield None

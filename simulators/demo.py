@@ -82,13 +82,14 @@ class Proc:
     on_event: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
 
-def helper_contexts(cfg: EMSConfig) -> list[AbstractContextManager[object]]:
+def helper_contexts(cfg: EMSConfig, *, mqtt_operator_password: str | None = None) -> list[AbstractContextManager[object]]:
     """Helpers the EMS config needs that are not our processes (each yields or skips itself)."""
     helpers: list[AbstractContextManager[object]] = []
     if cfg.mqtt.enabled:
         from simulators.broker import demo_broker
 
-        helpers.append(demo_broker(cfg.mqtt))
+        base = (cfg.mqtt.base_topic or f"ems/{cfg.site.id}").rstrip("/")
+        helpers.append(demo_broker(cfg.mqtt, base_topic=base, operator_password=mqtt_operator_password))
     return helpers
 
 
@@ -215,6 +216,17 @@ def _running(procs: Sequence[Proc], run_dir: Path, term: Terminal) -> Iterator[N
 
 
 DEMO_TOKEN_ENV = "EMS_DEMO_OPERATOR_TOKEN"
+MQTT_PASSWORD_ENV = "EMS_DEMO_MQTT_PASSWORD"  # the EMS's broker password config/sim.yaml names
+MQTT_OPERATOR_PASSWORD_ENV = "EMS_DEMO_MQTT_OPERATOR_PASSWORD"  # user `operator` on the demo broker
+
+
+def demo_mqtt_credentials() -> dict[str, str]:
+    """Broker passwords for the EMS (user `ems`) and an operator: fresh ones per run unless set."""
+    out = {}
+    for user, var in (("ems", MQTT_PASSWORD_ENV), ("operator", MQTT_OPERATOR_PASSWORD_ENV)):
+        out[user] = os.environ.get(var) or secrets.token_urlsafe(12)
+        os.environ[var] = out[user]  # the EMS process inherits it; config/sim.yaml reads it
+    return out
 
 
 def _demo_operator_token() -> str:
@@ -234,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         demo_token = _demo_operator_token()
+        mqtt_creds = demo_mqtt_credentials()
         cfg = load_config(args.config)
         sim_cfg = load_sim_config(args.sim_config)
     except ConfigError as exc:
@@ -261,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ems.on_event.append(_watch_state)
     with ExitStack() as stack:
-        for helper in helper_contexts(cfg):
+        for helper in helper_contexts(cfg, mqtt_operator_password=mqtt_creds["operator"]):
             stack.enter_context(helper)
         try:
             stack.enter_context(_running(procs, run_dir, term))
@@ -275,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = f"http://{cfg.api.host}:{cfg.api.port}"
             term.line(
                 f"[demo] dashboard: {base}/ui/  operator token: {demo_token}  (emsctl: EMSCTL_URL={base} EMSCTL_TOKEN={demo_token} .venv/bin/emsctl status)"
+            )
+        if cfg.mqtt.enabled:
+            base = (cfg.mqtt.base_topic or f"ems/{cfg.site.id}").rstrip("/")
+            term.line(
+                f"[demo] MQTT 127.0.0.1:{cfg.mqtt.port} (no anonymous clients): user operator password {mqtt_creds['operator']}"
+                f" may command {base}/cmd/# (MQTT 5; a retained command is refused)"
             )
         if sim_cfg.control.enabled:
             term.line(

@@ -2,7 +2,7 @@
 
 Payloads (JSON objects; unknown keys are errors):
 - `<base>/cmd/mode`     {"mode": "SELF_CONSUMPTION", "seq": 7?, "source": "ha"?}
-- `<base>/cmd/setpoint` {"power_w": 1500, "ttl_s": 300, "reason": "dr-event", "seq": 42, "source": "agg"?}
+- `<base>/cmd/setpoint` {"power_w": 1500, "ttl_s": 300, "reason": "dr-event"?, "seq": 42, "source": "agg"?}
 - `<base>/cmd/release`  {"seq": 43, "mode": "SELF_CONSUMPTION"?, "source": "agg"?}
 - `<base>/cmd/prices`   spot prices for the planner, as REST `PUT /api/v1/prices`: {"points": [{"start", "end",
   "price_eur_per_kwh"}, ...]} or {"start": ISO, "resolution_s": 3600, "prices_eur_per_kwh": [...]}, plus "seq"?, "source"?
@@ -56,7 +56,7 @@ class ModeCommand(_Command):
 class SetpointCommand(_Command):
     power_w: float = Field(..., ge=-_MAX_POWER_W, le=_MAX_POWER_W, allow_inf_nan=False, description="set-point, + discharge, W")
     ttl_s: float = Field(..., gt=0, allow_inf_nan=False, description="the set-point lapses after this, s")
-    reason: str = Field(..., min_length=1, max_length=200, description="why (audit trail)")
+    reason: str = Field("", max_length=200, description="why (audit trail); optional, as in REST")
     seq: int = Field(..., ge=0, description="ordering number; duplicates and older ones are ignored")
 
 

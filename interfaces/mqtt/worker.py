@@ -1,4 +1,9 @@
-"""The MQTT worker thread (paho-mqtt 2.x, v2 callback API) driving its own network loop.
+"""The MQTT worker thread (paho-mqtt 2.x, v2 callback API, MQTT 5) driving its own network loop.
+
+MQTT 5, because MQTT 3.1.1 clears the retain flag of a message delivered to a live subscriber: a
+retained command published while the EMS is connected would look live. The command topics are
+subscribed with retain-as-published, so a retained command is refused whenever it arrives; ingest
+topics keep the usual semantics (only the replay at subscribe time is flagged retained).
 
 One thread owns the client: it connects (with backoff), runs `client.loop()`, and paho calls the
 callbacks from this same thread, so nothing here is shared. Each pass also publishes the retained
@@ -15,6 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from config.control import ControlConfig
 from config.mqtt import MqttConfig
@@ -38,7 +44,7 @@ _LOOP_S = 0.2  # longest block in client.loop(): bounds stop latency and the hea
 
 def make_client(cfg: MqttConfig, *, client_id: str, will_topic: str) -> mqtt.Client:
     """A configured (not yet connected) client: credentials, TLS, last will `offline` retained."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.connect_timeout = cfg.connect_timeout_s
     client.max_queued_messages_set(200)
     if cfg.username is not None:
@@ -115,7 +121,7 @@ class MqttWorker(Worker):
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)  # reconnect() does the I/O
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)  # reconnect() does the I/O
         self._broker = f"{cfg.host}:{cfg.port}"
         self._socket_open = False  # TCP (+TLS) up; CONNACK may still be pending
         self._link_up = False  # CONNACK accepted
@@ -185,9 +191,10 @@ class MqttWorker(Worker):
         self._link_up = True
         self._backoff.reset()
         self._connects += 1
-        subs = [(t, 1) for t in self._kinds] + [(t, 0) for t in self._rules]
+        subs = [(t, SubscribeOptions(qos=1, retainAsPublished=True)) for t in self._kinds]  # a retained command stays flagged
+        subs += [(t, SubscribeOptions(qos=0)) for t in self._rules]
         if self._cfg.discovery.enabled:
-            subs.append((self.topics.ha_status, 1))
+            subs.append((self.topics.ha_status, SubscribeOptions(qos=1)))
         client.subscribe(subs)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
         self._publish_discovery()

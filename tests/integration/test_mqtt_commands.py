@@ -139,7 +139,7 @@ def test_invalid_payloads_get_a_result_naming_the_field_are_counted_and_logged_o
             bad = [
                 ("setpoint", b"{not json", "payload"),
                 ("setpoint", {"power_w": 100, "ttl_s": -1, "reason": "x", "seq": 1}, "ttl_s"),
-                ("setpoint", {"power_w": 100, "ttl_s": 10, "seq": 2}, "reason"),
+                ("setpoint", {"power_w": 100, "ttl_s": 10, "reason": "x" * 201, "seq": 2}, "reason"),  # optional, at most 200
                 ("setpoint", {"power_w": "lots", "ttl_s": 10, "reason": "x", "seq": 3}, "power_w"),
                 ("setpoint", {"power_w": 100, "ttl_s": 1e6, "reason": "x", "seq": 4}, "ttl_s"),
                 ("mode", {"mode": "TURBO"}, "mode"),

@@ -220,7 +220,11 @@ def test_demo_broker_started_from_the_ems_config_lets_the_worker_in(with_user: b
     if with_user:
         raw |= {"username": "ems", "password": {"env": "T_MQTT_PW"}}
     cfg = parse_config({"site": {"id": SITE}, "mqtt": raw}, {"T_MQTT_PW": "demo-pw"})
-    with demo_broker(cfg.mqtt, extra_users={"sim": "sim-pw"}) as broker:
+    if not with_user:  # no anonymous clients: without a user and password there is no demo broker
+        with demo_broker(cfg.mqtt, base_topic=f"ems/{SITE}") as none:
+            assert none is None
+        return
+    with demo_broker(cfg.mqtt, base_topic=f"ems/{SITE}") as broker:
         assert broker is not None and broker.port == port
         e = Ems(cfg)
         try:
@@ -228,7 +232,7 @@ def test_demo_broker_started_from_the_ems_config_lets_the_worker_in(with_user: b
         finally:
             e.worker.stop(timeout_s=3)
     assert not broker.running
-    with demo_broker(cfg.mqtt.model_copy(update={"enabled": False})) as none:
+    with demo_broker(cfg.mqtt.model_copy(update={"enabled": False}), base_topic=f"ems/{SITE}") as none:
         assert none is None
 
 

@@ -33,7 +33,7 @@ def sp(**kw: object) -> bytes:
         (sp(power_w=2e7), "power_w"),
         (sp(ttl_s=0), "ttl_s"),
         (sp(ttl_s=7200), "ttl_s"),  # above the configured maximum
-        (sp(reason=""), "reason"),
+        (sp(reason="x" * 201), "reason"),
         (sp(seq=-1), "seq"),
         (sp(seq=1.5), "seq"),
         (sp(source="a b"), "source"),
