@@ -28,6 +28,8 @@ from api.metrics import ApiMetrics
 from api.models import ApiError, FieldError
 from api.routes import PREFIX, error_response, read_blueprint, register
 from api.sources import ContextSource, ReadSource, SourceUnavailable
+from api.stream import EXTENSION as STREAM_EXTENSION
+from api.stream import StreamHub, get_stream
 from api.ui import ui_blueprint
 from api.writes import WRITES, write_blueprint
 from config import EMSConfig
@@ -81,6 +83,10 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
     register(app, roles, "get", "/metrics", metrics_text, role=read_role, summary="Prometheus metrics",
              answers={200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
                       **({401: ApiError, 403: ApiError} if read_role else {})})  # fmt: skip
+    register(app, roles, "get", f"{PREFIX}/stream", get_stream, role=read_role, summary="Live push: Server-Sent Events of status changes and events",
+             answers={200: {"description": "text/event-stream: `status` and `event` events, heartbeat comments", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      503: ApiError, **({401: ApiError, 403: ApiError} if read_role else {})})  # fmt: skip
+    app.extensions[STREAM_EXTENSION] = StreamHub(cfg, ctx.events)
     app.get(f"{PREFIX}/openapi.json", doc_ui=False)(openapi_json)
     roles["openapi_json"] = None
     app.before_request(_before)

@@ -70,6 +70,24 @@ class ApiConfig(Section):
         description="a device with this many consecutive failed units of work is failing: a required one (the inverter, the owner of a required reading) makes /health return 503, any other is named degraded (200)",
     )
     controller_stale_s: float = Field(5.0, gt=0, le=600, description="no control cycle for this long makes /health return 503, s")
+    stream_max_clients: int = Field(
+        2,
+        ge=0,
+        le=63,
+        description="live streams (GET /api/v1/stream) served at once; each holds a waitress worker thread while open, so at most threads - 1 (at least one thread stays for other requests); more get 503 with Retry-After",
+    )
+    stream_max_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="a stream ends after this long and the client reconnects (Last-Event-ID resumes it): no thread is held for ever, s",
+    )
+    stream_heartbeat_s: float = Field(
+        15.0,
+        gt=0,
+        le=60,
+        description="a comment line is sent when nothing else was for this long: keep it well below waitress's channel timeout, s",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ApiConfig:
