@@ -69,6 +69,12 @@ class CanConfig(Section):
     malformed_log_interval_s: float = Field(
         60.0, gt=0, le=3600, description="a malformed frame is logged at most once per this interval per frame id, s"
     )
+    alarm_log_interval_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="a 0x359 protection/warning edge (raised or cleared) is logged and recorded as an event at most once per this per flag; the flags themselves (and FAULT) follow every frame, s",
+    )
     required_sources: tuple[Quantity, ...] = Field(
         (Quantity.SOC_PCT, Quantity.BMS_VOLTAGE_V, Quantity.BMS_CCL_A, Quantity.BMS_DCL_A),
         description="when enabled, each of these must also be in control.required_sources, so a silent BMS means FAULT",

@@ -4,8 +4,10 @@ One daemon thread. It blocks in `bus.recv(timeout)` so it sees its stop flag at 
 `can.receive_timeout_s`. Each good frame lands in the context with its monotonic receive time:
 SOC/SOH, pack voltage/current/temperature, CCL/DCL/CVL/DVL, the 0x35C request flags (1.0/0.0)
 and the 0x359 protection/warning flags. Protections become FAULT causes in the core
-(`bms_protection:<name>`); warnings are logged once when raised and exposed in the flags and in
-the `bms` status. Malformed frames are counted (`can_frames_<kind>`, `can_frames_malformed`),
+(`bms_protection:<name>`); warnings are exposed in the flags and in the `bms` status. Every edge
+reaches the context at once (a protection is a FAULT cause in the next cycle), but its log line
+and alarm event are rate-limited per flag and edge (`can.alarm_log_interval_s`, the next line says
+how many were held back; counted `can_alarm_edges`): a BMS that flips random bits cannot flood the log. Malformed frames are counted (`can_frames_<kind>`, `can_frames_malformed`),
 logged at most once per `malformed_log_interval_s` per frame id, and skipped. A bus error closes
 the bus; it is reopened after `reopen_s`.
 """
@@ -29,6 +31,7 @@ __all__ = ["CORE_FRAME_IDS", "DEVICE", "MAX_MALFORMED_LOGS", "SILENT_FLAG", "Can
 CORE_FRAME_IDS = frozenset({0x351, 0x356})  # the BMS is "heard" while these arrive (PROTOCOLS.md advice)
 SILENT_FLAG = "bms_silent"  # protection flag raised by the worker itself: FAULT cause bms_protection:bms_silent
 MAX_MALFORMED_LOGS = 100  # malformed-frame log lines per interval over all ids (a busy foreign bus must not flood the log)
+MAX_ALARM_LOGS = 40  # alarm edge lines per interval over all flags
 DEVICE = "bms"
 
 
@@ -73,6 +76,7 @@ class CanWorker(Worker):
         self._warnings: frozenset[str] = frozenset()
         self._info: dict[str, object] = {}
         self._malformed_logs = LogGate(cfg.malformed_log_interval_s, max_lines=MAX_MALFORMED_LOGS)
+        self._alarm_logs = LogGate(cfg.alarm_log_interval_s, max_lines=MAX_ALARM_LOGS)
 
     # ---- loop ----------------------------------------------------------------------------
     def wait_next(self) -> bool:
@@ -177,17 +181,22 @@ class CanWorker(Worker):
     def _update_flags(self, protections: frozenset[str], warnings: frozenset[str], now: float) -> bool:
         changed = False
         for level, old, new in (("protection", self._protections, protections), ("warning", self._warnings, warnings)):
-            for flag in sorted(new - old):
+            for flag, raised in [(f, True) for f in sorted(new - old)] + [(f, False) for f in sorted(old - new)]:
                 changed = True
-                (self.log.error if level == "protection" else self.log.warning)(f"bms_{level}_raised", flag=flag)
-                self._events.record("alarm", source="bms", level=level, flag=flag, raised=True)
-            for flag in sorted(old - new):
-                changed = True
-                self.log.info(f"bms_{level}_cleared", flag=flag)
-                self._events.record("alarm", source="bms", level=level, flag=flag, raised=False)
+                self._alarm_edge(level, flag, raised=raised, now=now)
         self._protections, self._warnings = protections, warnings
-        self._publish_flags(now)
+        self._publish_flags(now)  # every edge reaches the context at once, logged or not
         return changed
+
+    def _alarm_edge(self, level: str, flag: str, *, raised: bool, now: float) -> None:
+        self._counters.count("can_alarm_edges")
+        edge = "raised" if raised else "cleared"
+        held = self._alarm_logs.allow(f"{level}:{flag}:{edge}", now)
+        if held is None:
+            return
+        log = (self.log.error if level == "protection" else self.log.warning) if raised else self.log.info
+        log(f"bms_{level}_{edge}", flag=flag, suppressed=held)
+        self._events.record("alarm", source="bms", level=level, flag=flag, raised=raised, suppressed=held)
 
     def _update_info(self, info: Mapping[str, object]) -> bool:
         changed = {k: v for k, v in info.items() if self._info.get(k) != v}
