@@ -265,6 +265,9 @@ class EventsQuery(_In):
 
 class EventInfo(_Out):
     seq: int = Field(description="cursor within the source: the store's row id, or the context's event seq")
+    event_seq: int | None = Field(
+        None, description="the EMS's own event number (a write's `event_seq`, the stream's `id`); it restarts at 1 with the EMS"
+    )
     kind: str
     ts: float = Field(description="unix seconds")
     data: dict[str, Any] = Field(description="event fields, e.g. who/what/old/new/result for audit")

@@ -54,7 +54,7 @@ class ReadSource(Protocol):
 
 
 def event_info(e: EventRecord) -> EventInfo:
-    return EventInfo(seq=e.seq, kind=e.kind, ts=e.wall_ts, data=jsonable(e.data))
+    return EventInfo(seq=e.seq, event_seq=e.seq, kind=e.kind, ts=e.wall_ts, data=jsonable(e.data))
 
 
 class ContextSource:
@@ -165,7 +165,16 @@ class StoreSource:
         for r in rows:
             data = r["data"]
             payload = jsonable(data) if isinstance(data, Mapping) else {"value": jsonable(data)}
-            out.append(EventInfo(seq=int(str(r["id"])), kind=str(r["kind"]), ts=float(str(r["ts"])), data=payload))
+            seq = r.get("seq")
+            out.append(
+                EventInfo(
+                    seq=int(str(r["id"])),
+                    event_seq=int(seq) if isinstance(seq, int) else None,
+                    kind=str(r["kind"]),
+                    ts=float(str(r["ts"])),
+                    data=payload,
+                )
+            )
         return out
 
     def outbox(self) -> OutboxFigures:

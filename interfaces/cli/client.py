@@ -135,6 +135,21 @@ class ApiClient:
         except requests.ConnectionError as exc:
             raise CliError(f"EMS API at {self.url}: cannot connect (is the EMS running with api.enabled: true?)", EXIT_UNREACHABLE) from exc
 
+    def open_stream(self, path: str, *, headers: Mapping[str, str], read_timeout_s: float) -> requests.Response:
+        """GET a Server-Sent Events stream (the caller reads and closes it); non-200 raises CliError."""
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            r = self._session.get(
+                f"{self.url}{PREFIX}{path}", headers={**auth, **headers, "Accept": "text/event-stream"}, stream=True,
+                timeout=(self.timeout_s, read_timeout_s),
+            )  # fmt: skip
+        except requests.RequestException as exc:
+            raise CliError(f"EMS API at {self.url}: stream: {exc}", EXIT_UNREACHABLE) from exc
+        if r.status_code != 200:
+            with r:
+                self._fail("GET", path, r)
+        return r
+
     def _fail(self, method: str, path: str, r: requests.Response) -> None:
         try:
             data = r.json()

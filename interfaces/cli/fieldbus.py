@@ -86,7 +86,12 @@ _IDENTITY = ("manufacturer", "model", "options", "version", "serial_number", "de
 
 
 def parse_host(text: str, default_port: int = 502) -> tuple[str, int]:
-    """HOST[:PORT] for TCP; a path (/dev/ttyUSB0) is returned as is, for RTU."""
+    """HOST[:PORT] (or tcp://HOST:PORT, as the EMS log and /api/v1/devices print it, a trailing
+    ` unit N` ignored) for TCP; a path (/dev/ttyUSB0, rtu:///dev/ttyUSB0) is returned as is, for RTU."""
+    text = text.strip().split(" unit ", 1)[0]
+    for scheme in ("tcp://", "rtu://"):
+        if text.lower().startswith(scheme):
+            text = text[len(scheme) :].split("@", 1)[0].rstrip("/") if scheme == "rtu://" else text[len(scheme) :].rstrip("/")
     if text.startswith("/"):
         return text, 0
     host, sep, port = text.rpartition(":")

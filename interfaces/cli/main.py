@@ -304,11 +304,12 @@ def _events(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.E
             break
     for e in latest:
         io.emit(e, render.event_line(e))
-    while args.follow and not stop.wait(args.interval):
-        page = api.request("GET", "/events", params={**params, "after_seq": after, "limit": 1000}).body
-        for e in page.get("events") or []:
-            io.emit(e, render.event_line(e))
-            after = e["seq"]
+    if args.follow:  # the live stream: each event at once (interfaces/cli/follow.py), polling where there is none
+        from interfaces.cli.follow import follow_events
+
+        shown = [e["event_seq"] for e in latest if e.get("event_seq") is not None]
+        follow_events(api, kinds=args.kind, after_event_seq=shown[-1] if shown else None, after_row=after,
+                      emit=lambda e: io.emit(e, render.event_line(e)), stop=stop, interval_s=args.interval)  # fmt: skip
     return EXIT_OK
 
 

@@ -14,6 +14,17 @@ _LABEL = 10  # width of the label column ("battery   ")
 _UNITS = (("_degc", "°C"), ("_pct", "%"), ("_wh", "Wh"), ("_hz", "Hz"), ("_w", "W"), ("_v", "V"), ("_a", "A"))
 
 
+def plain(v: Any) -> str:
+    """A value for a person: none, not Python's None; lists comma-joined."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list | tuple):
+        return ",".join(plain(x) for x in v) or "none"
+    return str(v)
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "never"
@@ -99,9 +110,11 @@ def status_text(s: Mapping[str, Any]) -> str:
         f"control   {_flags(s.get('control') or {})}",
         f"power     {_row(_POWER_ROW, m)}",
     ]
-    if all(n in m for n in _POWER_ROW):
-        load_w = sum(float(m[n]["value"]) for n in _POWER_ROW)
-        lines[-1] += f"   load {load_w:.0f} W"
+    if "grid_power_w" in m and "ess_power_w" in m:  # load = grid + pv + ess (no PV reading: 0 W of PV)
+        inputs = [m[n] for n in _POWER_ROW if n in m]
+        load_w = sum(float(r["value"]) for r in inputs)
+        stale = [r for r in inputs if r.get("stale")]
+        lines[-1] += f"   load {load_w:.0f} W" + (f" STALE {duration(max(float(r.get('age_s') or 0) for r in stale))}" if stale else "")
     lines.append(f"battery   {_row(_BATTERY_ROW, m)}")
     others = [n for n in sorted(m) if n not in _POWER_ROW and n not in _BATTERY_ROW]
     if others:
@@ -220,10 +233,11 @@ def _ts(ts: float) -> str:
 
 def event_line(e: Mapping[str, Any]) -> str:
     data = e.get("data") or {}
-    fields = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items())
-    return f"{_ts(float(e['ts']))}  #{e['seq']:<6} {e['kind']:<6} {fields}"
+    fields = " ".join(f"{k}={plain(v)}" for k, v in data.items())
+    number = e.get("event_seq") if e.get("event_seq") is not None else e["seq"]
+    return f"{_ts(float(e['ts']))}  #{number:<6} {e['kind']:<6} {fields}"
 
 
 def write_text(r: Mapping[str, Any]) -> str:
     verdict = "accepted" if r.get("accepted") else "REFUSED"
-    return f"{r.get('what')} {verdict}: {r.get('old')} -> {r.get('new')} (audit #{r.get('event_seq')})\n{r.get('note', '')}".rstrip()
+    return f"{r.get('what')} {verdict}: {plain(r.get('old'))} -> {plain(r.get('new'))} (audit #{r.get('event_seq')})\n{r.get('note', '')}".rstrip()
