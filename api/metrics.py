@@ -24,6 +24,7 @@ from api.views import LIMIT_WHY
 from config.control import ControlConfig
 from ems.clock import Clock
 from ems.context import Counters
+from ems.energy import site_energy_wh
 from ems.model import Mode, Quantity, Snapshot, State
 
 __all__ = ["ENERGY_METRICS", "QUANTITY_METRICS", "ApiMetrics", "RequestStats", "energy_wh"]
@@ -67,7 +68,6 @@ ENERGY_METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
         ),
     }
 )
-_METER_ENERGY = {"grid_import_wh": Q.GRID_IMPORT_WH, "grid_export_wh": Q.GRID_EXPORT_WH}
 _BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -76,13 +76,7 @@ def _finite(v: float) -> bool:
 
 
 def energy_wh(snap: Snapshot) -> dict[str, float]:
-    """Energy totals, Wh: the meter's import/export registers when it has them, else what the EMS integrated."""
-    out = {k: float(v) for k, v in snap.energy.items()}
-    for key, q in _METER_ENERGY.items():
-        r = snap.reading(q)
-        if r is not None and _finite(r.value):
-            out[key] = r.value
-    return out
+    return site_energy_wh(snap)
 
 
 class RequestStats:
@@ -273,7 +267,11 @@ class ApiMetrics:
 _LAW_GAUGES = (
     ("inverter_dead_time_s", "ems_law_inverter_dead_time_seconds", "the inverter's dead time the control law identified"),
     ("inverter_tau_s", "ems_law_inverter_time_constant_seconds", "the inverter's time constant the control law identified"),
-    ("inverter_ramp_w_per_s", "ems_law_inverter_ramp_watts_per_second", "the inverter's ramp limit the control law identified (absent: none)"),
+    (
+        "inverter_ramp_w_per_s",
+        "ems_law_inverter_ramp_watts_per_second",
+        "the inverter's ramp limit the control law identified (absent: none)",
+    ),
     ("meter_lag_s", "ems_law_meter_lag_seconds", "the meter's lag the control law identified"),
     ("confidence", "ems_law_confidence_ratio", "how far the law trusts its identified plant (0: plain feed-forward, 1: full)"),
 )

@@ -100,6 +100,12 @@ class MqttConfig(Section):
     base_topic: str = Field("", max_length=200, description="root of the EMS topics (empty = ems/<site.id>)")
     state_min_interval_s: float = Field(1.0, ge=0.1, le=3600, description="retained state is published on change, at most once per this, s")
     state_stale_s: float = Field(3.0, gt=0, le=3600, description="a measurement older than this is published as null, s")
+    seq_reset_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="a command seq at or below the last accepted one is ignored while that one is younger than this; later a lower seq is accepted (a restarted client, a clock stepped back), s",
+    )
     log_interval_s: float = Field(30.0, ge=0, le=3600, description="at most one log line per kind of bad input per this, s")
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description="Home Assistant discovery")
     ingest: tuple[IngestTopic, ...] = Field((), description="measurement topics that feed context fields")

@@ -10,13 +10,14 @@ Assistant (`total_increasing`) both treat a lower value as a counter reset.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ems.model import Quantity
+from ems.model import Quantity, Snapshot
 
-__all__ = ["ENERGY_FIELDS", "EnergyTotals"]
+__all__ = ["ENERGY_FIELDS", "EnergyTotals", "site_energy_wh"]
 
 _WH_PER_WS = 1.0 / 3600.0
 
@@ -56,3 +57,17 @@ class EnergyTotals:
     def totals(self) -> Mapping[str, float]:
         """Wh per field of ENERGY_FIELDS, each only ever growing."""
         return MappingProxyType(dict(self._wh))
+
+
+_METER_ENERGY = {"grid_import_wh": Quantity.GRID_IMPORT_WH, "grid_export_wh": Quantity.GRID_EXPORT_WH}
+
+
+def site_energy_wh(snap: Snapshot) -> dict[str, float]:
+    """The totals a consumer shows, Wh: the meter's own import/export registers when it has them
+    (they survive restarts), else what the EMS integrated since start."""
+    out = {k: float(v) for k, v in snap.energy.items()}
+    for key, q in _METER_ENERGY.items():
+        r = snap.reading(q)
+        if r is not None and math.isfinite(r.value):
+            out[key] = r.value
+    return out

@@ -16,6 +16,7 @@ another, prices and import_cap one each): a `seq` at or below the last accepted 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,24 +126,37 @@ class SeqGate:
     """Last accepted `seq` per stream. Pure bookkeeping, owned by the MQTT thread."""
 
     last: dict[str, int] = field(default_factory=dict)
+    reset_s: float = math.inf  # a last seq older than this no longer holds a lower one back
+    _at_s: dict[str, float] = field(default_factory=dict)
 
-    def verdict(self, stream: str, seq: int | None) -> str | None:
+    def verdict(self, stream: str, seq: int | None, now_s: float | None = None) -> str | None:
         """None when `seq` may pass, else "duplicate" or "out_of_order"."""
         last = self.last.get(stream)
         if seq is None or last is None or seq > last:
             return None
+        if now_s is not None and now_s - self._at_s.get(stream, now_s) > self.reset_s:
+            return None  # the sender restarted or its clock stepped back: a new stream
         return "duplicate" if seq == last else "out_of_order"
 
-    def accept(self, stream: str, seq: int | None) -> None:
+    def accept(self, stream: str, seq: int | None, now_s: float | None = None) -> None:
         if seq is not None:
             self.last[stream] = seq
+            if now_s is not None:
+                self._at_s[stream] = now_s
 
 
 class CommandHandler:
     """Parse, order and apply commands through the context's audited request methods."""
 
     def __init__(
-        self, *, requests: Requests, counters: Counters, max_ttl_s: float, release_mode: Mode, prices_refused: str | None = None
+        self,
+        *,
+        requests: Requests,
+        counters: Counters,
+        max_ttl_s: float,
+        release_mode: Mode,
+        prices_refused: str | None = None,
+        seq_reset_s: float = math.inf,
     ) -> None:
         """`prices_refused`: why pushed prices are not used (planner off, no dynamic tariff side), None: accepted."""
         self._prices_refused = prices_refused
@@ -150,9 +164,9 @@ class CommandHandler:
         self._counters = counters
         self._max_ttl_s = max_ttl_s
         self._release_mode = release_mode
-        self._gate = SeqGate()
+        self._gate = SeqGate(reset_s=seq_reset_s)
 
-    def handle(self, kind: str, payload: bytes, *, retained: bool = False) -> dict[str, object]:
+    def handle(self, kind: str, payload: bytes, *, retained: bool = False, now_s: float | None = None) -> dict[str, object]:
         """Apply one command; returns the result message (also counted in the context)."""
         if retained:
             self._counters.count("mqtt_cmd_invalid")
@@ -163,7 +177,7 @@ class CommandHandler:
             return {"command": kind, "status": "invalid", "seq": parsed.seq, "field": parsed.field, "error": parsed.message}
         seq: int | None = getattr(parsed, "seq", None)
         stream = f"{_STREAM[kind]}:{parsed.source}"
-        why = self._gate.verdict(stream, seq)
+        why = self._gate.verdict(stream, seq, now_s)
         if why is not None:
             self._counters.count("mqtt_cmd_ignored")
             return {"command": kind, "status": "ignored", "seq": seq, "error": why, "last_seq": self._gate.last[stream]}
@@ -193,7 +207,7 @@ class CommandHandler:
         if not res.accepted:
             self._counters.count("mqtt_cmd_refused")
             return {"command": kind, "status": "refused", "seq": seq, "error": res.message, "event_seq": res.event_seq}
-        self._gate.accept(stream, seq)
+        self._gate.accept(stream, seq, now_s)
         self._counters.count("mqtt_cmd_accepted")
         return {
             "command": kind,

@@ -3,7 +3,9 @@
 Fields (SI units, signs as DESIGN §2; a measurement older than `stale_s` is null):
 `state`, `mode`, `grid_power_w`, `pv_power_w`, `ess_power_w`, `load_power_w` (grid + pv + ess),
 `soc_pct`, `setpoint_w` (computed, every limit applied), `written_w` (sent to the inverter), `external_setpoint_w`,
-`fault_causes`, `limits`, `plan_slot` (the plan rule the loop followed in its last cycle, e.g.
+`fault_causes`, `limits`, the energy totals for Home Assistant's Energy dashboard in kWh
+(`grid_import_kwh`, `grid_export_kwh`, `battery_charge_kwh`, `battery_discharge_kwh`: the meter's
+registers where it has them, else integrated since start; ems/energy.py), `plan_slot` (the plan rule the loop followed in its last cycle, e.g.
 `charge_from_grid`, null: plain self-consumption), `plan_savings_eur` (the plan's expected saving
 over plain self-consumption, null without a plan), `planner_state`. The publish time is not part of the comparison, so an unchanged
 EMS publishes nothing.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ems.energy import site_energy_wh
 from ems.model import Quantity, Snapshot
 
 __all__ = ["StateGate", "state_payload"]
@@ -51,7 +54,7 @@ def state_payload(snap: Snapshot, *, stale_s: float) -> dict[str, object]:
         "plan_slot": _plan_slot(snap),
         "plan_savings_eur": round(snap.plan.savings_eur, 2) if snap.plan is not None and snap.plan.slots else None,
         "planner_state": None if snap.planner is None else snap.planner.state,
-    }
+    } | {key.removesuffix("_wh") + "_kwh": round(wh / 1000.0, 3) for key, wh in sorted(site_energy_wh(snap).items())}
 
 
 def _plan_slot(snap: Snapshot) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from config.mqtt import MqttConfig
 from ems.model import Mode
 
-__all__ = ["Topics", "discovery_messages"]
+__all__ = ["ENERGY_SENSORS", "Topics", "discovery_messages"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,13 @@ _SENSORS: tuple[tuple[str, str, str | None, str | None], ...] = (
     ("written_w", "Battery command written", "power", "W"),
     ("state", "EMS state", None, None),
 )
+# Energy dashboard sensors (state field, name): device_class energy, state_class total_increasing, kWh
+ENERGY_SENSORS: tuple[tuple[str, str], ...] = (
+    ("grid_import_kwh", "Grid import energy"),
+    ("grid_export_kwh", "Grid export energy"),
+    ("battery_charge_kwh", "Battery charge energy"),
+    ("battery_discharge_kwh", "Battery discharge energy"),
+)
 
 
 def discovery_messages(
@@ -91,6 +98,9 @@ def discovery_messages(
         if device_class is not None:
             doc |= {"device_class": device_class, "unit_of_measurement": unit, "state_class": "measurement"}
         add("sensor", key, doc)
+    for key, name in ENERGY_SENSORS:  # a total that goes down (a restart without meter registers) counts as a reset
+        add("sensor", key, {"name": name, "state_topic": topics.state, "value_template": f"{{{{ value_json.{key} }}}}",
+                            "device_class": "energy", "state_class": "total_increasing", "unit_of_measurement": "kWh"})  # fmt: skip
     add(
         "sensor",
         "fault_causes",
@@ -140,7 +150,9 @@ def discovery_messages(
         {
             "name": "External set-point",
             "state_topic": topics.state,
-            "value_template": "{{ value_json.external_setpoint_w if value_json.external_setpoint_w is not none else 0 }}",
+            # no set-point in force: "None" is the number's payload_reset, so Home Assistant shows "unknown", not 0 W
+            "value_template": "{{ value_json.external_setpoint_w if value_json.external_setpoint_w is not none else 'None' }}",
+            "payload_reset": "None",
             "command_topic": topics.cmd_setpoint,
             "command_template": (
                 '{"power_w": {{ value }}, "ttl_s": ' + f"{ttl:g}" + ', "reason": "home_assistant", '

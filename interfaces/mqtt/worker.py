@@ -107,6 +107,7 @@ class MqttWorker(Worker):
             max_ttl_s=control.external_max_ttl_s,
             release_mode=release_mode,
             prices_refused=prices_refused,
+            seq_reset_s=cfg.seq_reset_s,
         )
         self._kinds = self.topics.command_kinds()
         self._rules: dict[str, list[IngestRule]] = {}
@@ -224,7 +225,7 @@ class MqttWorker(Worker):
             self.log.exception("mqtt_message_failed", topic=msg.topic)
 
     def _command(self, client: mqtt.Client, kind: str, msg: mqtt.MQTTMessage) -> None:
-        result = self._commands.handle(kind, bytes(msg.payload), retained=bool(msg.retain))
+        result = self._commands.handle(kind, bytes(msg.payload), retained=bool(msg.retain), now_s=self._clock.monotonic())
         client.publish(self.topics.cmd_result, json.dumps(result), qos=1, retain=False)
         status = result["status"]
         if status == "accepted":
