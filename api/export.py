@@ -243,7 +243,7 @@ def get_export(query: ExportQuery) -> Response:
     if query.format is ExportFormat.CSV:
         body, mimetype, ext = csv_stream(chunks, cols), "text/csv", "csv"
     else:
-        meta = {"ems.site_id": site, "ems.resolution": res, "ems.from_ts": f"{from_ts:g}", "ems.to_ts": f"{to_ts:g}"}
+        meta = {"ems.site_id": site, "ems.resolution": res, "ems.from_ts": f"{from_ts:.3f}", "ems.to_ts": f"{to_ts:.3f}"}
         body, mimetype, ext = parquet_stream(chunks, cols, meta=meta), "application/vnd.apache.parquet", "parquet"
     first = _first(body)  # a store that cannot be read fails here, as a 503, before any byte is sent
     headers = {"Content-Disposition": f'attachment; filename="{site}_{res}_{stamp}.{ext}"', "Cache-Control": "no-store"}

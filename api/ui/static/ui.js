@@ -132,6 +132,46 @@
     }
   }
 
+  // ---- live push ----------------------------------------------------------------------------
+  // GET /api/v1/stream (Server-Sent Events) read with fetch, so the token goes in a header as for every
+  // read; each status change or event refreshes the page at once. Polling (REFRESH_MS) goes on
+  // beside it: when the stream is refused (503: full), missing or cut, the page still updates.
+  const STREAM_RETRY_MS = 5000;
+  async function stream() {
+    const headers = { Accept: "text/event-stream" };
+    const t = token();
+    if (t) headers.Authorization = `Bearer ${t}`;
+    if (st.lastEventId) headers["Last-Event-ID"] = st.lastEventId;
+    try {
+      const resp = await fetch(new URL(`${API}/stream`, document.baseURI), { headers, cache: "no-store", credentials: "omit" });
+      if (!resp.ok || !resp.body) throw new Error(`stream: HTTP ${resp.status}`);
+      st.streaming = true;
+      setAttr(document.body, "data-stream", "open");
+      const reader = resp.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const msg = buf.slice(0, cut); buf = buf.slice(cut + 2);
+          let kind = "message", hasData = false;
+          for (const line of msg.split("\n")) {
+            if (line.startsWith("event:")) kind = line.slice(6).trim();
+            else if (line.startsWith("id:")) st.lastEventId = line.slice(3).trim();
+            else if (line.startsWith("data:")) hasData = true;
+          }
+          if (hasData && (kind === "status" || kind === "event")) { st.pushes = (st.pushes || 0) + 1; tick(); }
+        }
+      }
+    } catch (_) { /* refused or cut: polling carries on */ }
+    st.streaming = false;
+    setAttr(document.body, "data-stream", "closed");
+    setTimeout(stream, STREAM_RETRY_MS);
+  }
+
   // ---- refresh loop -------------------------------------------------------------------------
   async function tick() {
     if (st.busy) { st.again = true; return; }
@@ -330,7 +370,7 @@
   function renderStatus(s) {
     document.title = `${enumText(s.state)} · EMS ${s.site_id}`;
     setText($("site-id"), s.site_id);
-    renderControl(s.control);
+    renderControl(s.control, s.state);
     renderState(s);
     renderPower(s.measurements || {});
     renderSoc(s);
@@ -341,11 +381,14 @@
     setAttr(document.body, "data-cycles", s.cycles); // which status the page shows (tests read it)
   }
 
-  function renderControl(c) {
+  // The badge says what reaches the inverter now: LIVE (green) only while live control is in a state that commands it.
+  function renderControl(c, state) {
     const badge = $("control-badge");
     const [text, cls, title] = !c.enabled ? ["CONTROL OFF", "badge badge-off", "control.enabled is false: the inverter gets 0 W"]
       : c.dry_run ? ["DRY RUN", "badge badge-warn", "control.dry_run is true: commands are computed, the inverter gets 0 W"]
-      : ["LIVE", "badge badge-live", "commands reach the inverter"];
+      : state === "FAULT" ? ["LIVE · FAULT 0 W", "badge badge-fault", "control is live, but the state is FAULT: the inverter gets 0 W until every cause has cleared"]
+      : state === "STOP" || state === "STANDBY" ? [`LIVE · ${state} 0 W`, "badge badge-off", `control is live; in ${state} the inverter gets 0 W`]
+      : ["LIVE", "badge badge-live", "live control: commands reach the inverter"];
     setText(badge, text); setAttr(badge, "class", cls); setAttr(badge, "title", title);
     const dry = $("dry-run-badge");
     setHidden(dry, c.live);
@@ -698,4 +741,5 @@
   wire();
   renderAuth();
   tick();
+  stream();
 })();
