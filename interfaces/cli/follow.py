@@ -55,9 +55,18 @@ def follow_events(
     """Emit events newer than what was shown until `stop` (or Ctrl-C)."""
     wanted = set(kinds) if kinds else None
     last = after_event_seq
+    catch_up: Callable[[], set[int]] | None = None
+    if last is None:  # nothing shown to resume from: once the stream is open, fetch what came since the history
+
+        def catch_up() -> set[int]:
+            nonlocal after_row
+            after_row, shown = _poll_once(api, kinds, after_row, emit)
+            return shown
+
     while not stop.is_set():
         try:
-            last = _stream(api, last, wanted, emit, stop)
+            last = _stream(api, last, wanted, emit, stop, catch_up)
+            catch_up = None
             continue  # the server ended the stream: reconnect where it left off
         except CliError as exc:
             if exc.code not in (EXIT_REFUSED, EXIT_SERVER):  # 404 (no stream) or 503 (full): poll; else fail
@@ -67,9 +76,15 @@ def follow_events(
 
 
 def _stream(
-    api: ApiClient, last: int | None, wanted: set[str] | None, emit: Callable[[dict[str, Any]], None], stop: threading.Event
+    api: ApiClient,
+    last: int | None,
+    wanted: set[str] | None,
+    emit: Callable[[dict[str, Any]], None],
+    stop: threading.Event,
+    catch_up: Callable[[], set[int]] | None = None,
 ) -> int | None:
     r = api.open_stream("/stream", headers={"Last-Event-ID": str(last)} if last is not None else {}, read_timeout_s=_READ_TIMEOUT_S)
+    shown = catch_up() if catch_up is not None else set()
     closer = threading.Thread(target=lambda: (stop.wait(), r.close()), name="emsctl-follow-close", daemon=True)
     closer.start()
     try:
@@ -78,13 +93,25 @@ def _stream(
                 continue
             e = json.loads(data)
             last = int(id_) if id_ and id_.isdigit() else last
-            if wanted is None or e.get("kind") in wanted:
+            if (wanted is None or e.get("kind") in wanted) and e.get("event_seq") not in shown:
                 emit(e)
     except (requests.RequestException, AttributeError, ValueError):  # closed by `stop`, or the link dropped: reconnect
         pass
     finally:
         r.close()
     return last
+
+
+def _poll_once(api: ApiClient, kinds: Sequence[str] | None, after: int, emit: Callable[[dict[str, Any]], None]) -> tuple[int, set[int]]:
+    params: dict[str, Any] = {"kind": list(kinds)} if kinds else {}
+    page = api.request("GET", "/events", params={**params, "after_seq": after, "limit": 1000}).body
+    shown: set[int] = set()
+    for e in page.get("events") or []:
+        emit(e)
+        after = e["seq"]
+        if e.get("event_seq") is not None:
+            shown.add(int(e["event_seq"]))
+    return after, shown
 
 
 def _poll(
