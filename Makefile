@@ -13,10 +13,10 @@ TEST_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd chromium:chromium socat:socat sys
 # Debian packages `make run` uses when it can install them (the demo runs without them)
 RUN_SYSTEM_DEPS ?= mosquitto:mosquitto_passwd
 
-.PHONY: help venv dev run test bench lint typecheck docs clean install
+.PHONY: help venv dev run test bench faults lint typecheck docs clean install
 
 help:
-	@echo "make run | make test | make bench | make lint | make docs | make clean"
+	@echo "make run | make test | make bench | make faults | make lint | make docs | make clean"
 
 $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "EMS needs Python >= 3.11, found " + sys.version.split()[0])'
@@ -45,6 +45,10 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) -m bench
+
+# the fault campaign alone (make bench runs it too): real main.py + simulators, loopback, ~2.5 min (BENCH_QUICK=1: ~1.5)
+faults: $(VENV)/.dev
+	$(PY) -m bench --only bench_faults
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .

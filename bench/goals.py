@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.faults_report import fault_goals, fault_lines
 from simulators import matrix as dyn
 
 __all__ = ["EMS_VARIANTS", "evaluate", "table"]
@@ -191,6 +192,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{rep.get('forecast')} forecasts; all slots {rep.get('within_5pct_all_slots_pct')} %",
             )
         )
+    goals += fault_goals(results.get("bench_faults", {}), _goal)
     return goals
 
 
@@ -279,6 +281,7 @@ def table(doc: dict[str, Any]) -> str:
             f"(during re-plans {_get(rp, 'loop', 'overruns_during_replans')}); 1 s replay {rep.get('days')} days: "
             f"{_f(rep.get('within_5pct_pct'))} % of {rep.get('free_slots')} free slots within 5 % of the planned energy"
         )
+    lines += fault_lines(res.get("bench_faults", {}))
     lines.append("")
     lines.append("GOALS")
     for g in doc.get("goals", []):
@@ -288,7 +291,8 @@ def table(doc: dict[str, Any]) -> str:
     extra = {
         n: r
         for n, r in res.items()
-        if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule", "bench_planner") and "error" not in r
+        if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule", "bench_planner", "bench_faults")
+        and "error" not in r
     }
     for name, r in extra.items():
         flat = ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool))[:300]
