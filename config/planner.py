@@ -124,6 +124,13 @@ class PvForecastConfig(Section):
     recent_decay_h: float = Field(
         8.0, gt=0, le=48, description="local model: the carried ratio decays to the fitted yield with this time constant, h"
     )
+    planning_factor: float = Field(
+        0.85,
+        gt=0,
+        le=1.5,
+        description="the plan uses this share of the PV forecast: below 1 plans as if a little less sun "
+        "(a missed grid charge costs the price spread, an unneeded one stops at its SOC target; docs/scheduling.md)",
+    )
     url: str | None = Field(None, max_length=500, pattern=r"^https?://", description="provider endpoint (null = the public one)")
     api_key: SecretRef | None = Field(
         None, description="forecast_solar: API key of a paid plan ({env: NAME} or {file: PATH}), null = public"

@@ -14,8 +14,10 @@ forecast is absorbed by the slot's rule instead of being ignored:
 | limit_export | minus the feed-in cap | charge only | the battery charges what the cap does not let out |
 
 `slot_guidance(plan, now_utc)` picks the slot for now (None: no plan, stale, or not usable: plain
-self-consumption). `active_bounds(guidance, soc_pct)` applies the two SOC rules the loop checks
-each cycle (stop grid charging at the slot's SOC target, no discharge at or below the backup
+self-consumption). `active_bounds(guidance, soc_pct)` applies the SOC rules the loop checks each
+cycle (stop grid charging at the slot's SOC target; the SOC band: a hold or capped discharge with
+energy beyond the plan's end-of-slot SOC is self-consumption, a capped charge below it takes the
+whole surplus, exporting from the battery stops at it; no discharge at or below the backup
 reserve), and `steady_battery_w(bounds, ...)` is what the law settles at for a constant net load
 (the year simulation uses it). Everything here is pure (STYLE S2).
 """
@@ -98,6 +100,8 @@ class Plan:
     soc_start_pct: float
     solver_s: float  # solver run time reported by HiGHS (model building not included)
     currency: str = "EUR"
+    max_charge_w: float = math.inf  # the planner's battery limits: a slot range narrower than these is a cap
+    max_discharge_w: float = math.inf
 
     @property
     def savings_eur(self) -> float:
@@ -134,6 +138,9 @@ class SlotGuidance:
     slot_start_unix_s: int
     slot_end_unix_s: int
     inputs_digest: str
+    planned_soc_pct: float | None = None  # the plan's SOC at the slot's end (the SOC band rules follow it)
+    max_charge_w: float = math.inf  # the plan's battery limits (a range narrower than these is a cap)
+    max_discharge_w: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,14 +229,22 @@ def slot_guidance(plan: Plan | None, now_utc: datetime, *, max_age_s: float = DE
         slot_start_unix_s=s.start_unix_s,
         slot_end_unix_s=s.end_unix_s,
         inputs_digest=plan.inputs_digest,
+        planned_soc_pct=s.planned_soc_pct,
+        max_charge_w=plan.max_charge_w,
+        max_discharge_w=plan.max_discharge_w,
     )
 
 
-def active_bounds(g: SlotGuidance, soc_pct: float | None) -> PlanBounds:
+SOC_BAND_PCT = 1.0  # the SOC band rules act this far from the planned SOC
+
+
+def active_bounds(g: SlotGuidance, soc_pct: float | None, *, follow_soc: bool = True) -> PlanBounds:
     """The guidance after the per-cycle SOC rules.
 
     - charge_from_grid and SOC at or above the slot's target: stop importing for the battery
       (target back to 0, no discharge; PV surplus may still charge).
+    - `follow_soc` (the default): the SOC band rules of `_soc_band`, which follow the planned SOC
+      where the forecast was off (a hold with energy beyond the plan is self-consumption, ...).
     - SOC at or below the backup reserve: no discharge (the reserve is for outages).
     An unknown SOC changes nothing here: the limit chain refuses to move the battery anyway.
     """
@@ -239,10 +254,38 @@ def active_bounds(g: SlotGuidance, soc_pct: float | None) -> PlanBounds:
         if g.charge_from_grid and g.soc_target_pct is not None and soc_pct >= g.soc_target_pct:
             target_w, hi_w = 0.0, 0.0
             reason += ":soc_target_reached"
+        if follow_soc and g.planned_soc_pct is not None:
+            target_w, lo_w, hi_w, reason = _soc_band(g, soc_pct, target_w, lo_w, hi_w, reason)
         if soc_pct <= g.reserve_soc_pct and hi_w > 0.0:
             hi_w = 0.0
             reason += ":reserve"
     return PlanBounds(grid_target_w=target_w, lo_w=min(lo_w, 0.0), hi_w=max(hi_w, 0.0), reason=reason)
+
+
+def _soc_band(g: SlotGuidance, soc_pct: float, target_w: float, lo_w: float, hi_w: float, reason: str) -> tuple[float, float, float, str]:
+    """Follow the planned SOC rather than the planned power where the forecast was off:
+    - a hold or a capped discharge while the SOC is above the plan's end-of-slot SOC: self-consumption
+      (the energy beyond the plan is not needed later);
+    - a capped charge (part of the surplus exported) while the SOC is below the plan: take the whole surplus;
+    - discharging into the grid stops at the planned SOC (as grid charging stops at its target)."""
+    planned = g.planned_soc_pct
+    assert planned is not None
+    if g.mode is SlotMode.DISCHARGE_TO_GRID:
+        if soc_pct <= planned:
+            return 0.0, lo_w, hi_w, reason + ":soc_target_reached"
+        return target_w, lo_w, hi_w, reason
+    if g.charge_from_grid or g.mode is SlotMode.LIMIT_EXPORT:
+        return target_w, lo_w, hi_w, reason
+    # the cap opens over one band beyond the first (continuous in SOC: no toggling at the edge)
+    if soc_pct > planned + SOC_BAND_PCT and hi_w < g.max_discharge_w:
+        share = min(1.0, (soc_pct - planned - SOC_BAND_PCT) / SOC_BAND_PCT)
+        full = g.max_discharge_w if math.isfinite(g.max_discharge_w) else 1e6
+        return target_w, lo_w, hi_w + share * (full - hi_w), reason + ":above_plan"
+    if soc_pct < planned - SOC_BAND_PCT and lo_w > -g.max_charge_w and not g.hold:
+        share = min(1.0, (planned - SOC_BAND_PCT - soc_pct) / SOC_BAND_PCT)
+        full = g.max_charge_w if math.isfinite(g.max_charge_w) else 1e6
+        return target_w, lo_w - share * (full + lo_w), hi_w, reason + ":below_plan"
+    return target_w, lo_w, hi_w, reason
 
 
 def steady_battery_w(b: PlanBounds, *, load_w: float, pv_w: float) -> float:

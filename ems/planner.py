@@ -374,4 +374,6 @@ def _to_plan(
         reserve_soc_pct=b.reserve_soc_pct,
         soc_start_pct=inputs.soc_pct,
         solver_s=solver_s,
+        max_charge_w=b.max_charge_w,
+        max_discharge_w=b.max_discharge_w,
     )

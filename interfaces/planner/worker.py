@@ -348,7 +348,7 @@ class PlannerWorker(Worker):
         if self._pv_points:  # a provider's forecast where it covers the slot, the local model elsewhere
             provided = slot_means(self._pv_points, start_unix_s=start, n_slots=n, slot_s=slot_s)
             pv = tuple(p if p is not None else q for p, q in zip(provided, pv, strict=True))
-        return load, pv, ""
+        return load, tuple(v * f.pv.planning_factor for v in pv), ""
 
     # ---- publishing -----------------------------------------------------------------------------
     def _withdraw(self, state: str, reason: str, now_s: float, *, soc_pct: float, until: float | None) -> None:

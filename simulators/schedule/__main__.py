@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--end-value", default=None, help="ems: end-of-horizon value rule (zero, median_import, min_import)")
     p.add_argument("--cycle-cost", type=float, default=0.0, help="ems: battery wear cost, EUR/kWh throughput")
     p.add_argument("--solve-samples", type=int, default=40, help="time this many 48 h (192-slot) re-plans")
+    p.add_argument(
+        "--variant", default="shared", help="held-out data: shared (as given), shift7, scaled or months (simulators/schedule/variants.py)"
+    )
+    p.add_argument("--no-perfect-forecast", action="store_true", help="ems: skip the run with perfect load and PV forecasts")
+    p.add_argument(
+        "--pv-factor", type=float, default=None, help="ems: planner.forecast.pv.planning_factor (default 0.85; 1 = plan on the forecast)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p
 
@@ -93,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         end_value=args.end_value,
         cycle_cost_eur_per_kwh=args.cycle_cost,
         solve_samples=args.solve_samples,
+        variant=args.variant,
+        perfect_forecast_run=not args.no_perfect_forecast,
+        planner_over=() if args.pv_factor is None else (("forecast", {"pv": {"planning_factor": args.pv_factor}}),),
     )
+    from interfaces.planner.solver import warm_up
+
+    warm_up()  # HiGHS prints a banner on its first use: keep stdout for the result
     t0 = time.perf_counter()
     try:
         doc = run(args.household, args.prices, planners, opts)

@@ -143,6 +143,8 @@ class EmsPolicy:
             load, pv = self._y.load_w[i : i + n], self._y.pv_w[i : i + n]
         else:
             load, pv = self._fc.forecast(i, n)
+            factor = self._cfg.forecast.pv.planning_factor  # as the planner thread plans (interfaces/planner/worker.py)
+            pv = tuple(v * factor for v in pv)
         inputs = PlanInputs(
             t,
             self._y.slot_s,

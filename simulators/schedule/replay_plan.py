@@ -11,7 +11,7 @@ tapers) on the year's 15-minute load and PV held over each quarter.
 
 Reported per slot: the battery energy the plan planned against what the loop delivered. A slot
 counts as free when no limit bound in it (the plan's own range aside: that is the rule being
-followed) and the SOC rules did not act (`soc_target_reached`, reserve); "within 5 %" means
+followed) and the SOC rules did not act (`soc_target_reached`, reserve, the SOC band); "within 5 %" means
 |delivered - planned| <= 5 % of the planned energy (or <= FLOOR_WH for a near-idle slot).
 With perfect forecasts (the plan knows each quarter's mean load and PV) this measures execution;
 with the site's own forecasts the battery also absorbs the forecast error, as it should.
@@ -47,6 +47,7 @@ Q = Quantity
 START_MONO_S = 1000.0
 TOLERANCE = 0.05
 FLOOR_WH = 25.0  # a slot planned near idle is "within" when it stays within this many Wh
+_SOC_RULES = (":soc_target_reached", ":reserve", ":above_plan", ":below_plan")  # the loop follows the SOC, not the power
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ def replay_plan(
             d = step(core, inputs, core_cfg)
             core = d.core
             limits.update(x for x in d.limits if not x.startswith("plan:"))
-            soc_rule = soc_rule or (d.plan is not None and (":soc_target_reached" in d.plan or ":reserve" in d.plan))
+            soc_rule = soc_rule or (d.plan is not None and any(r in d.plan for r in _SOC_RULES))
             plant.set_setpoint(d.written_w)
             plant.feed_watchdog()
             for _s in range(substeps):

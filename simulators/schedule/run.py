@@ -20,7 +20,7 @@ from simulators.schedule.execute import Battery, RunResult, SelfConsumption, exe
 from simulators.schedule.planners import EmsPolicy, ForecastLog, HeuristicPolicy, PlanFollower
 from simulators.schedule.year import Year, load_year
 
-__all__ = ["ISSUE_TARIFF", "PLANNERS", "Options", "planner_config", "run", "sample_ranges"]
+__all__ = ["ISSUE_TARIFF", "PLANNERS", "Options", "planner_config", "run", "run_year", "sample_ranges"]
 
 PLANNERS = ("none", "self", "heuristic", "ems", "perfect")
 TZ = "Europe/Brussels"
@@ -46,6 +46,9 @@ class Options:
     end_value: str | None = None
     cycle_cost_eur_per_kwh: float = 0.0
     solve_samples: int = 40
+    variant: str = "shared"  # simulators.schedule.variants: shared | shift7 | scaled | months
+    perfect_forecast_run: bool = True  # also run the EMS with perfect load and PV forecasts
+    planner_over: tuple[tuple[str, Any], ...] = ()  # extra planner config keys (experiments)
 
 
 def planner_config(opts: Options, **over: Any) -> PlannerConfig:
@@ -130,16 +133,24 @@ def _solve_192(year: Year, imp: tuple[float, ...], exp: tuple[float, ...], cfg: 
 
 def run(household: Path, prices: Path, planners: Sequence[str], opts: Options) -> dict[str, Any]:
     year = load_year(household, prices)
+    if opts.variant != "shared":
+        from simulators.schedule.variants import variant
+
+        year = variant(year, opts.variant)
+    return run_year(year, planners, opts)
+
+
+def run_year(year: Year, planners: Sequence[str], opts: Options) -> dict[str, Any]:
     tz = ZoneInfo(TZ)
     sp = slot_prices(ISSUE_TARIFF, year.prices, start_unix_s=year.start_unix_s, n_slots=year.n, slot_s=year.slot_s)
     if sp.known_slots < year.n:
-        raise ValueError(f"{prices}: prices end at slot {sp.known_slots} of {year.n}")
+        raise ValueError(f"the prices end at slot {sp.known_slots} of {year.n}")
     imp = tuple(float(p) for p in sp.import_eur_per_kwh if p is not None)
     exp = tuple(float(p) for p in sp.export_eur_per_kwh if p is not None)
     eta = opts.efficiency_pct / 100.0
     battery = Battery(opts.battery_wh, opts.battery_w, opts.battery_w, eta, eta, 0.0, 100.0, opts.soc_start_pct)
-    cfg = planner_config(opts)
-    perfect_cfg = planner_config(opts, end_value="zero")
+    cfg = planner_config(opts, **dict(opts.planner_over))
+    perfect_cfg = planner_config(opts, end_value="zero", solver_time_limit_s=300.0)  # one LP over the whole year
     ranges = sample_ranges(year, opts.weeks)
     totals: dict[str, RunResult | None] = {p: None for p in planners}
     extra: dict[str, Any] = {}
@@ -164,8 +175,9 @@ def run(household: Path, prices: Path, planners: Sequence[str], opts: Options) -
                 solves_wall += pol.solves.wall_s
                 solves_slots += pol.solves.slots
                 failed += pol.solves.failed
-                pf = EmsPolicy(year, imp, exp, cfg, tz=tz, replan_slots=opts.replan_slots, perfect_forecast=True)
-                pf_total = _add(pf_total, execute(*args, pf, slot_s=year.slot_s, first=first, last=last))
+                if opts.perfect_forecast_run:
+                    pf = EmsPolicy(year, imp, exp, cfg, tz=tz, replan_slots=opts.replan_slots, perfect_forecast=True)
+                    pf_total = _add(pf_total, execute(*args, pf, slot_s=year.slot_s, first=first, last=last))
             else:  # perfect: the LP over the whole range with the actual load, PV and prices
                 inputs = PlanInputs(
                     year.t(first),
@@ -225,6 +237,7 @@ def run(household: Path, prices: Path, planners: Sequence[str], opts: Options) -
             "efficiency_pct": opts.efficiency_pct,
             "soc_start_pct": opts.soc_start_pct,
         },
+        "variant": opts.variant,
         "ems": {
             "replan_min": opts.replan_slots * 15,
             "end_value": cfg.end_value.value,

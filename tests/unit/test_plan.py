@@ -215,3 +215,30 @@ def test_the_rule_reproduces_the_plan_under_the_forecast(b_w: float, load_w: flo
     )
     assert -P_W <= r.battery_lo_w <= 0.0 <= r.battery_hi_w <= P_W
     assert abs(steady_battery_w(active_bounds(g, 50.0), load_w=load_w, pv_w=pv_w) - b_w) <= 50.0 + 1e-6
+
+
+def _hold(
+    planned_soc_pct: float, *, mode: SlotMode = SlotMode.HOLD, lo_w: float = -5000.0, hi_w: float = 0.0, target_w: float = 0.0
+) -> SlotGuidance:
+    return SlotGuidance(
+        mode, target_w, lo_w, hi_w, False, mode is SlotMode.HOLD, None, 0.0, 0, 900, "d",
+        planned_soc_pct=planned_soc_pct, max_charge_w=5000.0, max_discharge_w=5000.0,
+    )  # fmt: skip
+
+
+def test_a_hold_with_energy_beyond_the_plan_opens_to_self_consumption_continuously() -> None:
+    g = _hold(50.0)
+    assert active_bounds(g, 50.9).hi_w == 0.0 and active_bounds(g, 50.9).reason == "plan:hold"  # within the band: hold
+    half = active_bounds(g, 51.5)
+    assert (half.hi_w, half.reason) == (2500.0, "plan:hold:above_plan")  # opening over the second band
+    assert active_bounds(g, 53.0).hi_w == 5000.0
+    assert active_bounds(g, 53.0, follow_soc=False).hi_w == 0.0  # the plain slot rule
+
+
+def test_a_capped_charge_below_the_plan_takes_the_whole_surplus_and_export_stops_at_the_planned_soc() -> None:
+    capped = _hold(60.0, mode=SlotMode.SELF_CONSUMPTION, lo_w=-1000.0, hi_w=5000.0)
+    assert active_bounds(capped, 57.0).lo_w == -5000.0 and active_bounds(capped, 59.5).lo_w == -1000.0
+    export = _hold(40.0, mode=SlotMode.DISCHARGE_TO_GRID, lo_w=0.0, hi_w=5000.0, target_w=-2000.0)
+    assert active_bounds(export, 45.0).grid_target_w == -2000.0
+    stop = active_bounds(export, 40.0)
+    assert (stop.grid_target_w, stop.reason) == (0.0, "plan:discharge_to_grid:soc_target_reached")  # down to the plan, no further
