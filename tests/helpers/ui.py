@@ -248,7 +248,10 @@ def assert_page_matches(d: dict[str, Any], s: dict[str, Any]) -> None:
         for dev in s["devices"]
     }
     c = s["control"]
-    assert d["control_badge"] == ("LIVE" if c["live"] else "DRY RUN" if c["enabled"] else "CONTROL OFF")
+    live_badge = {"FAULT": "LIVE · FAULT 0 W", "STOP": "LIVE · STOP 0 W", "STANDBY": "LIVE · STANDBY 0 W"}.get(s["state"], "LIVE")
+    assert d["control_badge"] == (
+        live_badge if c["live"] else "DRY RUN" if c["enabled"] else "CONTROL OFF"
+    )  # green LIVE only when commanding
     assert (d["dry_run_badge"] is None) == c["live"]
 
 
