@@ -72,17 +72,20 @@ def _sim(port: int) -> dict[str, Any]:
 
 
 def _day_ahead() -> dict[str, Any]:
-    """Two days of hourly spot prices from today 00:00 UTC: 0.30 EUR/kWh, but -0.10 in this hour and the next."""
+    """Two days of quarter-hour spot prices from today 00:00 UTC: 0.30 EUR/kWh, but -0.20 in this quarter and
+    -0.10 in the seven after it (cheapest now: the plan charges now, whatever the solver does with ties)."""
     now = datetime.now(UTC)
     day0 = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    prices = [-0.10 if now.hour <= h <= now.hour + 1 else 0.30 for h in range(48)]
-    return {"start": day0.isoformat(), "resolution_s": 3600, "prices_eur_per_kwh": prices}
+    q = int((now - day0).total_seconds() // 900)
+    prices = [-0.20 if k == q else -0.10 if q < k <= q + 7 else 0.30 for k in range(192)]
+    return {"start": day0.isoformat(), "resolution_s": 900, "prices_eur_per_kwh": prices}
 
 
 def test_the_ems_charges_from_the_grid_while_the_plan_says_so(rig: dict[str, Any]) -> None:
     ems: LoggedProcess = rig["ems"]
     api, port = rig["api"], rig["ctl"]
     ems.wait_event(lambda e: e.get("event") == "planner_state_changed" and e.get("to_state") == "no_prices", timeout_s=30, what="no_prices")
+    ems.wait_event(lambda e: e.get("event") == "api_started", timeout_s=30, what="the API")  # it starts after the planner
     plan = requests.get(f"{api}/plan", timeout=5).json()
     assert plan["planner"]["state"] == "no_prices" and plan["planner"]["reason"] == "no prices pushed yet"
     assert plan["followed"] is None  # plain self-consumption: nothing to charge for
