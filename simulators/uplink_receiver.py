@@ -9,6 +9,12 @@ keeps such a batch). Content is compared as canonical JSON. Storage is SQLite (a
     python -m simulators.uplink_receiver --port 8443 (--cert server.pem [--key server.key] | --tls-dir var/uplink-tls) \
         [--db var/uplink-received.db] [--token-env EMS_UPLINK_TOKEN] [--hmac-key-env EMS_UPLINK_HMAC_KEY]
 
+It is also the reference of the cloud's command queue (docs/uplink.md): `queue_command(site, kind,
+body)` (or `POST <dir>/sites/<site>/commands` with the admin token) queues a signed envelope; the site
+gets the queued ones in the answer to each batch POST and from `GET <dir>/sites/<site>/commands`
+(token + signature over an empty body), until a stored batch of that site carries their ack; then
+they are `done` with the site's result.
+
 Tests import `UplinkReceiver`, bind 127.0.0.1 port 0, and may script failures (`fail_next`).
 """
 
@@ -20,6 +26,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -38,7 +46,7 @@ from typing import Any
 
 import structlog
 
-from interfaces.uplink.signing import BATCH_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, timestamp_fresh, verify
+from interfaces.uplink.signing import BATCH_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_command, timestamp_fresh, verify
 
 __all__ = ["Scripted", "UplinkReceiver", "main"]
 
@@ -46,6 +54,7 @@ log = structlog.get_logger("simulators.uplink_receiver")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_JSON_BYTES = 16 * 1024 * 1024
+_COMMANDS_PATH = re.compile(r"^/sites/([A-Za-z0-9_.-]{1,64})/commands$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,7 @@ class UplinkReceiver:
         max_skew_s: float = 300.0,
         clock: Callable[[], float] = time.time,
         path: str = "/api/v1/batches",
+        admin_token: str | None = None,
     ) -> None:
         self._token = token
         self._key = hmac_key
@@ -79,6 +89,8 @@ class UplinkReceiver:
         self.host = host
         self.port = port
         self.path = path
+        self._base = path.rsplit("/", 1)[0]  # commands live under <base>/sites/<site>/commands
+        self._admin_token = admin_token
         self._max_skew_s = max_skew_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -86,7 +98,13 @@ class UplinkReceiver:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS received (seq INTEGER PRIMARY KEY, batch_id TEXT NOT NULL UNIQUE, window_start INTEGER, received_ts REAL NOT NULL, body TEXT NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS commands (seq INTEGER PRIMARY KEY, command_id TEXT NOT NULL, site_id TEXT NOT NULL,"
+            " envelope TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'queued', queued_ts REAL NOT NULL, acked_ts REAL, result TEXT,"
+            " event_seq INTEGER, message TEXT, batch_id TEXT)"
+        )
         self._db.commit()
+        self.acks: list[dict[str, Any]] = []  # every ack seen in a stored batch, in arrival order
         self._script: deque[Scripted] = deque()
         self.counts: Counter[str] = Counter()  # stored, duplicate, scripted, rejected:<why>, tls_error
         self._server: _Server | None = None
@@ -141,6 +159,83 @@ class UplinkReceiver:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT batch_id FROM received ORDER BY seq")]
 
+    # ---- the command queue -----------------------------------------------------------------
+    def queue_command(
+        self,
+        site_id: str,
+        kind: str,
+        body: Mapping[str, Any],
+        *,
+        ttl_s: float = 600.0,
+        issuer: str = "ecowatt",
+        issued_at: int | None = None,
+        key: bytes | None = None,
+    ) -> dict[str, Any]:
+        """Queue a command for `site_id`, signed with the site's key (`key`: another, to test a bad
+        signature); returns the envelope. It is offered to the site until its ack arrives."""
+        now = int(self._clock()) if issued_at is None else issued_at
+        env: dict[str, Any] = {
+            "id": f"c-{secrets.token_hex(8)}",
+            "nonce": secrets.token_hex(16),
+            "issuer": issuer,
+            "issued_at": now,
+            "expires_at": now + int(ttl_s),
+            "kind": kind,
+            "body": dict(body),
+        }
+        env["signature"] = sign_command(self._key if key is None else key, env)
+        self.inject(site_id, env)
+        return env
+
+    def inject(self, site_id: str, envelope: Mapping[str, Any]) -> None:
+        """Queue an envelope as it is (a replay, a forged or tampered one)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO commands (command_id, site_id, envelope, queued_ts) VALUES (?, ?, ?, ?)",
+                (str(envelope.get("id")), site_id, json.dumps(envelope), self._clock()),
+            )
+            self._db.commit()
+
+    def queued(self, site_id: str) -> list[dict[str, Any]]:
+        """The envelopes still waiting for their ack, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT envelope FROM commands WHERE site_id = ? AND status = 'queued' ORDER BY seq", (site_id,))
+            return [json.loads(r[0]) for r in rows]
+
+    def command(self, command_id: str) -> dict[str, Any] | None:
+        """The latest queue entry of `command_id`: status (queued|done) and the acked result."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status, result, event_seq, message, batch_id FROM commands WHERE command_id = ? ORDER BY seq DESC LIMIT 1",
+                (command_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("status", "result", "event_seq", "message", "batch_id"), row, strict=True))
+
+    def _take_acks(self, site_id: str, batch_id: str, acks: object) -> None:
+        if not isinstance(acks, list):
+            return
+        with self._lock:
+            for a in acks:
+                if not isinstance(a, dict) or not isinstance(a.get("command_id"), str):
+                    continue
+                self.acks.append({**a, "batch_id": batch_id})
+                self._db.execute(
+                    "UPDATE commands SET status = 'done', acked_ts = ?, result = ?, event_seq = ?, message = ?, batch_id = ?"
+                    " WHERE site_id = ? AND command_id = ? AND status = 'queued'",
+                    (
+                        self._clock(),
+                        str(a.get("result")),
+                        a.get("event_seq"),
+                        str(a.get("message", ""))[:300],
+                        batch_id,
+                        site_id,
+                        a["command_id"],
+                    ),
+                )
+            self._db.commit()
+
     # ---- the checks (no socket: called by the handler, testable on its own) ----------------
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
@@ -149,7 +244,11 @@ class UplinkReceiver:
             self.counts["scripted"] += 1
             extra = {"Retry-After": scripted.retry_after} if scripted.retry_after is not None else {}
             return scripted.status, {"error": scripted.body}, extra
-        if method != "POST" or path.split("?", 1)[0] != self.path:
+        route = path.split("?", 1)[0]
+        site = _COMMANDS_PATH.match(route.removeprefix(self._base)) if route.startswith(self._base + "/") else None
+        if site is not None and method == "POST":
+            return self._admin_queue(site.group(1), headers, body)
+        if site is None and (method != "POST" or route != self.path):
             return self._reject(404 if method == "POST" else 405, "not_found")
         auth = headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not _same(auth[7:].strip(), self._token):
@@ -159,6 +258,8 @@ class UplinkReceiver:
             return self._reject(401, "bad_signature")
         if not timestamp_fresh(ts, now_s=self._clock(), max_skew_s=self._max_skew_s):
             return self._reject(401, "stale_timestamp")
+        if site is not None:  # GET: the site fetches its queued commands
+            return 200, {"commands": self.queued(site.group(1))}, {}
         if headers.get("Content-Encoding", "").lower() != "gzip":
             return self._reject(415, "not_gzip")
         try:
@@ -185,7 +286,26 @@ class UplinkReceiver:
             log.warning("batch_conflict", batch_id=bid, hint="the same id with other content: kept the first, refused this one")
             return 409, {"status": outcome, "batch_id": bid, "error": "same batch id, different content"}, {}
         log.debug("batch_received", batch_id=bid, outcome=outcome)
-        return 200, {"status": outcome, "batch_id": bid}, {}
+        site_id = batch.get("site_id")
+        if not isinstance(site_id, str):
+            return 200, {"status": outcome, "batch_id": bid}, {}
+        self._take_acks(site_id, bid, batch.get("acks"))
+        return 200, {"status": outcome, "batch_id": bid, "commands": self.queued(site_id)}, {}
+
+    def _admin_queue(self, site_id: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """POST {kind, body, ttl_s?, issuer?} with the admin token: queue a command (answers the envelope)."""
+        auth = headers.get("Authorization", "")
+        if self._admin_token is None or not auth.startswith("Bearer ") or not _same(auth[7:].strip(), self._admin_token):
+            return self._reject(401, "bad_admin_token")
+        try:
+            req = json.loads(body)
+            kind, cbody = req["kind"], req.get("body", {})
+            ttl_s, issuer = float(req.get("ttl_s", 600.0)), str(req.get("issuer", "ecowatt"))
+            if not isinstance(kind, str) or not isinstance(cbody, dict) or not 0 < ttl_s <= 86400:
+                raise ValueError(kind)
+        except (ValueError, KeyError, TypeError):
+            return self._reject(400, "bad_command")
+        return 201, self.queue_command(site_id, kind, cbody, ttl_s=ttl_s, issuer=issuer), {}
 
     def _reject(self, status: int, why: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
@@ -330,6 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hmac-key-env", default="EMS_UPLINK_HMAC_KEY", help="environment variable holding the HMAC key")
     p.add_argument("--hmac-key-file", help="file holding the HMAC key (instead of --hmac-key-env)")
     p.add_argument("--max-skew-s", type=float, default=300.0, help="accepted |timestamp - now|, s")
+    p.add_argument(
+        "--admin-token-env",
+        default="EMS_UPLINK_ADMIN_TOKEN",
+        help="environment variable holding the token that may queue commands (POST <dir>/sites/<site>/commands); unset = no queueing over HTTP",
+    )
     args = p.parse_args(argv)
     if not args.cert:
         if not args.tls_dir:
@@ -352,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         db_path=args.db,
         max_skew_s=args.max_skew_s,
         path=args.path,
+        admin_token=os.environ.get(args.admin_token_env) or None,
     )
     stop = threading.Event()
 

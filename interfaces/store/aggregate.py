@@ -32,7 +32,7 @@ __all__ = [
 # Numeric fields of a sample: every measured quantity plus the command the controller computed/wrote.
 FIELDS: tuple[str, ...] = (*(q.value for q in Quantity), "setpoint_w", "written_w")
 WINDOW_S = 300  # uplink batch window (wall-clock aligned), s
-BATCH_SCHEMA = "ems.batch/2"  # /2: installation_id and content_sha256 in the batch and its id
+BATCH_SCHEMA = "ems.batch/3"  # /2: installation_id and content_sha256 in the batch and its id; /3: acks (cloud command results)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +115,16 @@ def _r(v: float) -> float:
 
 
 def batch_payload(
-    *, site_id: str, installation_id: str, start_ts: int, minutes: Sequence[MinuteAgg], events_by_kind: Mapping[str, int]
+    *,
+    site_id: str,
+    installation_id: str,
+    start_ts: int,
+    minutes: Sequence[MinuteAgg],
+    events_by_kind: Mapping[str, int],
+    acks: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, object]:
-    """One 5-minute batch (JSON-ready) from the minute rows of its window, in time order."""
+    """One 5-minute batch (JSON-ready) from the minute rows of its window, in time order; `acks`: the
+    results of cloud commands not yet reported (docs/uplink.md)."""
     fields: dict[str, dict[str, float | int]] = {}
     for f in FIELDS:
         parts = [m.stats[f] for m in minutes if f in m.stats]
@@ -149,6 +156,7 @@ def batch_payload(
         "state_share": {s: round(c / total, 4) for s, c in sorted(states.items())} if total else {},
         "events": sum(events_by_kind.values()),
         "events_by_kind": dict(sorted(events_by_kind.items())),
+        "acks": [dict(a) for a in acks],
     }
     digest = content_digest(payload)
     bid = batch_id(site_id, start_ts, installation_id=installation_id, content_sha256=digest)

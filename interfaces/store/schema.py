@@ -77,8 +77,31 @@ def _v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """The cloud command log (docs/uplink.md): one row per command received, written before it runs.
+    `nonce` is UNIQUE, so a spent nonce stays spent across restarts; `batch_id` names the batch
+    that carries the result back (the ack), NULL until one does."""
+    conn.execute(
+        """CREATE TABLE cloud_commands (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            command_id TEXT NOT NULL,
+            nonce TEXT UNIQUE,
+            issuer TEXT,
+            kind TEXT,
+            issued_ts INTEGER,
+            expires_ts INTEGER,
+            received_ms INTEGER NOT NULL,
+            result TEXT,
+            message TEXT,
+            event_seq INTEGER,
+            batch_id TEXT)"""
+    )
+    conn.execute("CREATE INDEX cloud_commands_command_id ON cloud_commands (command_id)")
+    conn.execute("CREATE INDEX cloud_commands_unacked ON cloud_commands (id) WHERE batch_id IS NULL")
+
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
 from config import EMSConfig
 from ems.clock import Clock
 from ems.context import EMSContext
+from ems.model import Mode, State
 from interfaces.store.store import Store
 from interfaces.store.workers import StoreSampler, StoreWriter
 from interfaces.worker import Worker
 
-__all__ = ["build_store_services", "open_store"]
+if TYPE_CHECKING:
+    from interfaces.uplink.commands import CloudCommands
+
+__all__ = ["build_store_services", "cloud_commands", "open_store"]
 
 
 def open_store(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> Store:
@@ -48,5 +53,26 @@ def build_store_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock, *, store
     if cfg.uplink.enabled:
         from interfaces.uplink.sender import Sender
 
-        services.append(Sender(cfg=cfg.uplink, store=store, health=ctx.health, events=ctx.events, counters=ctx.counters, clock=clock))
+        commands = cloud_commands(cfg, ctx, clock, store=store) if cfg.uplink.commands.enabled else None
+        services.append(
+            Sender(cfg=cfg.uplink, store=store, health=ctx.health, events=ctx.events, counters=ctx.counters, clock=clock, commands=commands)
+        )
     return services
+
+
+def cloud_commands(cfg: EMSConfig, ctx: EMSContext, clock: Clock, *, store: Store) -> CloudCommands:
+    """The cloud command queue's site side: the same audited requests as REST and MQTT (docs/uplink.md)."""
+    from interfaces.prices.push import push_refused
+    from interfaces.uplink.commands import CloudCommands
+
+    assert cfg.uplink.hmac_key is not None and cfg.uplink.hmac_key.value is not None
+    return CloudCommands(
+        cfg=cfg.uplink.commands,
+        key=cfg.uplink.hmac_key.value.encode(),
+        requests=ctx.requests,
+        store=store,
+        counters=ctx.counters,
+        clock=clock,
+        release_mode=Mode.SELF_CONSUMPTION if cfg.control.external_fallback is State.SELF_CONSUMPTION else Mode.IDLE,
+        prices_refused=push_refused(cfg.planner, cfg.tariff),
+    )

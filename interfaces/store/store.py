@@ -13,6 +13,11 @@ by the request's thread) wakes the writer for a flush at once and waits, bounded
 `store.audit_commit_timeout_s`, for the commit that contains the event; it raises AuditNotDurable
 when that commit fails, the store is closed or the time is up, and the request is then refused
 (ems/context/requests.py). The writer thread stays the only writer.
+
+Cloud commands (docs/uplink.md) go the same way: `record_command` (the sender's thread) waits for
+the commit that holds the command's row, so its nonce is spent before it runs, across restarts;
+`set_command_result` is written with the next flush; each batch the writer builds carries the
+results not yet reported (`acks`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ems.clock import Clock
 from ems.context import AuditNotDurable, Counters, EventLog, Health
 from ems.model import EventRecord, Snapshot
 from ems.prices import PricePoint
+from interfaces.store import commands as cloud
 from interfaces.store.aggregate import (
     FIELDS,
     WINDOW_S,
@@ -45,7 +51,7 @@ from interfaces.store.aggregate import (
 )
 from interfaces.store.schema import open_writer
 
-__all__ = ["DEVICE", "FlushResult", "SampleQueue", "Store"]
+__all__ = ["DEVICE", "CommandNotRecorded", "FlushResult", "SampleQueue", "Store"]
 
 DEVICE = "store"
 
@@ -73,6 +79,10 @@ def _installation_id(conn: sqlite3.Connection) -> str:
         raise
     conn.execute("COMMIT")
     return f"{value:016x}"
+
+
+class CommandNotRecorded(Exception):
+    """The command's row could not be committed in time: it must not run (it comes again)."""
 
 
 class SampleQueue:
@@ -137,6 +147,7 @@ class FlushResult:
     outbox_dropped: int = 0
     outbox_depth: int = 0
     prices: int = 0  # price points written to the cache
+    acks: int = 0  # cloud command results put into the batches added
 
 
 class Store:
@@ -162,12 +173,17 @@ class Store:
         self._health = health
         self._clock = clock
         self._site_id = site_id
+        self.site_id = site_id  # the sender's (uplink topic, command URL)
         self._outbox_enabled = outbox_enabled
         self._conn = open_writer(cfg.path)
         self._queue = SampleQueue(cfg.queue_max)
         self._marks: deque[_Mark] = deque()
         self._marks_lock = threading.Lock()
         self._prices: deque[_PriceBatch] = deque(maxlen=16)  # the planner's price batches (a few per day)
+        self._commands: deque[cloud.CommandRecord] = deque()  # cloud command rows to insert (their thread waits)
+        self._results: deque[cloud.CommandResult] = deque()
+        self._commands_queued = 0  # command rows handed in so far
+        self._commands_durable = 0  # ... of which committed
         self._event_seq = 0
         self._flush_lock = threading.Lock()
         self.outbox_changed = threading.Event()  # set after a commit that added outbox rows (wakes the sender)
@@ -177,6 +193,9 @@ class Store:
         self._failed_flushes = 0
         self._closed = False
         self.installation_id = _installation_id(self._conn)
+        interrupted = cloud.interrupt_running(self._conn)  # autocommit: one statement
+        if interrupted:
+            log.warning("cloud_commands_interrupted", commands=interrupted, hint="they ran when the EMS stopped; acked as interrupted")
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         self._minute_cursor: int | None = meta.get("minute_cursor")
         self._window_cursor: int | None = meta.get("window_cursor")
@@ -249,6 +268,30 @@ class Store:
         log.error("audit_not_durable", event_seq=event.seq, what=event.data.get("what"), reason=why)
         raise AuditNotDurable(why)
 
+    def record_command(self, record: cloud.CommandRecord) -> None:
+        """Write a cloud command's row and return once it is committed (its nonce is then spent);
+        raises CommandNotRecorded when that cannot be confirmed within `audit_commit_timeout_s`."""
+        timeout_s = self.cfg.audit_commit_timeout_s
+        with self._durable:
+            with self._marks_lock:
+                self._commands.append(record)
+                self._commands_queued += 1
+                mine = self._commands_queued
+            failed0 = self._failed_flushes
+            self.flush_wanted.set()
+            self._durable.wait_for(
+                lambda: self._commands_durable >= mine or self._failed_flushes != failed0 or self._closed, timeout=timeout_s
+            )
+            if self._commands_durable >= mine:
+                return
+            why = "the store is closed" if self._closed else "its commit failed" if self._failed_flushes != failed0 else "no commit in time"
+        raise CommandNotRecorded(why)
+
+    def set_command_result(self, result: cloud.CommandResult) -> None:
+        """The result of a command recorded without one; written with the next flush, acked in the next batch."""
+        with self._marks_lock:
+            self._results.append(result)
+
     def _add_mark(self, mark: _Mark) -> None:
         with self._marks_lock:
             self._marks.append(mark)
@@ -272,6 +315,10 @@ class Store:
             self._marks.clear()
             prices = list(self._prices)
             self._prices.clear()
+            commands, results = list(self._commands), list(self._results)
+            self._commands.clear()
+            self._results.clear()
+            commands_taken = self._commands_queued
         c = self._conn
         try:
             c.execute("BEGIN IMMEDIATE")  # inside the try: a busy database must also restore the queue
@@ -291,8 +338,12 @@ class Store:
                     (m.status, m.attempts, m.at_ms, m.error, m.row_id),
                 )
             n_prices = self._write_prices(prices)
+            if commands:
+                cloud.insert_records(c, commands)
+            if results:
+                cloud.apply_results(c, results)
             n_minutes, done_until = self._close_minutes(now_s - self.cfg.finalize_lag_s)
-            batches = self._close_windows(done_until)
+            batches, n_acks = self._close_windows(done_until)
             dropped = self._bound_outbox()
             # Only when a cursor moved (once a minute): one page less per 5-s flush, less SD wear.
             moved = [
@@ -315,9 +366,12 @@ class Store:
             with self._marks_lock:
                 self._marks.extendleft(reversed(marks))
                 self._prices.extendleft(reversed(prices))
+                self._commands.extendleft(reversed(commands))
+                self._results.extendleft(reversed(results))
             raise
         with self._durable:
             self._durable_seq = self._event_seq
+            self._commands_durable = commands_taken
             self._durable.notify_all()
         if dropped:
             self._counters.count("outbox_dropped", dropped)
@@ -327,7 +381,7 @@ class Store:
             self._health.set_info(DEVICE, path=str(self.path), outbox_depth=depth)
         if batches or marks:
             self.outbox_changed.set()
-        return FlushResult(len(samples), len(events), len(marks), n_minutes, tuple(batches), dropped, depth, n_prices)
+        return FlushResult(len(samples), len(events), len(marks), n_minutes, tuple(batches), dropped, depth, n_prices, n_acks)
 
     def _write_prices(self, batches: Sequence[_PriceBatch]) -> int:
         c = self._conn
@@ -383,10 +437,12 @@ class Store:
             done_until = self._minute_cursor + 60
         return closed, done_until
 
-    def _close_windows(self, done_until: float) -> list[tuple[int, str]]:
-        """Every 5-minute window whose minutes are all closed becomes one outbox row."""
+    def _close_windows(self, done_until: float) -> tuple[list[tuple[int, str]], int]:
+        """Every 5-minute window whose minutes are all closed becomes one outbox row, carrying the
+        cloud command results not reported yet. Returns (outbox id, batch id) added and the acks."""
         c = self._conn
         added: list[tuple[int, str]] = []
+        n_acks = 0
         for _ in range(_MAX_WINDOWS_PER_FLUSH):
             start = self._window_cursor + WINDOW_S if self._window_cursor is not None else 0
             row = c.execute("SELECT ts FROM minutes WHERE ts >= ? ORDER BY ts LIMIT 1", (start,)).fetchone()
@@ -407,8 +463,14 @@ class Store:
                         "SELECT kind, count(*) FROM events WHERE ts_ms >= ? AND ts_ms < ? GROUP BY kind", (w * 1000, (w + WINDOW_S) * 1000)
                     ).fetchall()
                 )
+                acks = cloud.pending_acks(c)
                 payload = batch_payload(
-                    site_id=self._site_id, installation_id=self.installation_id, start_ts=w, minutes=mins, events_by_kind=kinds
+                    site_id=self._site_id,
+                    installation_id=self.installation_id,
+                    start_ts=w,
+                    minutes=mins,
+                    events_by_kind=kinds,
+                    acks=[a for _, a in acks],
                 )
                 body = gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
                 cur = c.execute(
@@ -417,8 +479,10 @@ class Store:
                 )
                 if cur.rowcount == 1 and cur.lastrowid is not None:
                     added.append((cur.lastrowid, str(payload["batch_id"])))
+                    cloud.attach_acks(c, [i for i, _ in acks], str(payload["batch_id"]))
+                    n_acks += len(acks)
             self._window_cursor = w
-        return added
+        return added, n_acks
 
     def _bound_outbox(self) -> int:
         c = self._conn
@@ -466,6 +530,12 @@ class Store:
                         "prices",
                         "DELETE FROM prices WHERE start_ts IN (SELECT start_ts FROM prices WHERE end_ts < ? ORDER BY start_ts LIMIT ?)",
                         now - r.events_days * _DAY_S,
+                    ),
+                    (  # a nonce is kept past any command's lifetime; a row whose ack has no batch yet is kept
+                        "cloud_commands",
+                        "DELETE FROM cloud_commands WHERE id IN (SELECT id FROM cloud_commands WHERE received_ms < ?"
+                        " AND batch_id IS NOT NULL ORDER BY id LIMIT ?)",
+                        (now - max(r.events_days * _DAY_S, cloud.NONCE_KEEP_MIN_S)) * 1000,
                     ),
                 )
                 for table, sql, cut in by_age:

@@ -1,13 +1,19 @@
-"""The uplink sender thread (DESIGN.md §6): outbox rows, oldest first, POSTed over HTTPS.
+"""The uplink sender thread (DESIGN.md §6): outbox rows, oldest first, through one transport.
 
-One row at a time, in id order: gzip JSON (stored ready in the outbox), TLS verified (system CAs or
-`ca_file`), `Authorization: Bearer`, an HMAC signature over timestamp + body. A 2xx marks the row
-delivered; a network error, 5xx, 408 or 429 retries the SAME row after a tenacity backoff
-(exponential with jitter, or the receiver's Retry-After); any other status parks the row (an event
-is recorded) and the sender goes on. 409 is a conflict (the receiver holds other content under
-this batch id): the row is parked too, so it is kept, never marked delivered, and logged as such. Delivery marks go to the store's writer thread, which is the
-only writer; until they are committed the sender remembers the last id it finished, and after a
-crash a re-sent batch is dropped by the receiver by its batch id.
+One row at a time, in id order: gzip JSON (stored ready in the outbox), signed (HMAC over timestamp
++ body). The transport (interfaces/uplink/transport.py) is HTTPS (POST, TLS verified, bearer token)
+or MQTT (QoS 1 publish, TLS, per-site credentials; interfaces/uplink/mqtt_transport.py). Delivered
+(2xx, a successful PUBACK) marks the row delivered; a network error, 5xx, 408, 429 (or no PUBACK)
+retries the SAME row after a tenacity backoff (exponential with jitter, or the receiver's
+Retry-After); any other answer parks the row (an event is recorded) and the sender goes on. 409 is
+a conflict (the receiver holds other content under this batch id): the row is parked too, so it is
+kept, never marked delivered, and logged as such. Delivery marks go to the store's writer thread,
+which is the only writer; until they are committed the sender remembers the last id it finished,
+and after a crash a re-sent batch is dropped by the receiver by its batch id.
+
+With `uplink.commands.enabled` the sender also fetches the receiver's signed commands (from each
+POST's answer, and every `commands.poll_s`) and hands them to `CloudCommands` (commands.py), which
+runs them through the audited request path; their results go back in the next batch's `acks`.
 
 The thread never blocks for long: backoff is a deadline on the injected clock, checked at least
 once a second, so heartbeats continue and tests can drive `pump()` in simulated time.
@@ -15,28 +21,29 @@ once a second, so heartbeats continue and tests can drive `pump()` in simulated 
 
 from __future__ import annotations
 
-import email.utils
-import os
+import math
 import sqlite3
-import ssl
 import threading
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import requests
 import tenacity
 from tenacity.wait import wait_base
 
-from config.uplink import UplinkConfig
+from config.uplink import UplinkConfig, UplinkTransport
 from ems.clock import Clock
 from ems.context import Counters, EventLog, Health
 from interfaces.backoff import Backoff
 from interfaces.store.schema import open_readonly
-from interfaces.uplink.signing import BATCH_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from interfaces.uplink.transport import HttpsTransport, Outcome, TransientError, Transport, parse_retry_after, system_cas
 from interfaces.worker import Worker
 
-__all__ = ["DEVICE", "DeliveryLog", "Sender", "TransientError", "parse_retry_after", "system_cas"]
+if TYPE_CHECKING:
+    from interfaces.uplink.commands import CloudCommands
+
+__all__ = ["DEVICE", "DeliveryLog", "Sender", "TransientError", "make_transport", "parse_retry_after", "system_cas"]
 
 DEVICE = "uplink"
 
@@ -48,20 +55,12 @@ class DeliveryLog(Protocol):
     """What the sender needs from the store: where the outbox is, and how to record outcomes."""
 
     path: Path
+    site_id: str
     outbox_changed: threading.Event
 
     def mark_delivered(self, row_id: int, *, attempts: int) -> None: ...
 
     def mark_parked(self, row_id: int, *, attempts: int, error: str) -> None: ...
-
-
-class TransientError(Exception):
-    """A failure worth retrying: network/TLS error, 5xx, 408, 429."""
-
-    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
 
 
 class _WaitRetryAfter(wait_base):
@@ -78,30 +77,12 @@ class _WaitRetryAfter(wait_base):
         return float(self._fallback(retry_state))
 
 
-def system_cas() -> str | bool:
-    """The operating system's CA bundle (what OpenSSL uses), not requests' bundled certifi list;
-    True (certifi) only when the system has none."""
-    paths = ssl.get_default_verify_paths()
-    for f in (paths.cafile, paths.openssl_cafile):
-        if f and os.path.isfile(f):
-            return f
-    if paths.capath and os.path.isdir(paths.capath):
-        return paths.capath
-    return True
+def make_transport(cfg: UplinkConfig, *, site_id: str, clock: Clock, session: requests.Session | None = None) -> Transport:
+    if cfg.transport is UplinkTransport.MQTT:
+        from interfaces.uplink.mqtt_transport import MqttTransport
 
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    v = value.strip()
-    if v.isdigit():
-        return float(v)
-    try:
-        when = email.utils.parsedate_to_datetime(v)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - now).total_seconds())
+        return MqttTransport(cfg, site_id=site_id, clock=clock)
+    return HttpsTransport(cfg, site_id=site_id, clock=clock, session=session)
 
 
 class Sender(Worker):
@@ -118,19 +99,20 @@ class Sender(Worker):
         counters: Counters,
         clock: Clock,
         session: requests.Session | None = None,
+        transport: Transport | None = None,
+        commands: CloudCommands | None = None,
     ) -> None:
+        """`transport`: built from `cfg` when None; `commands`: the cloud command queue (None: off)."""
         super().__init__(name="uplink", health=health, clock=clock, period_s=_MAX_WAIT_CHUNK_S, devices=(DEVICE,))
-        health.register_device(DEVICE, kind="https", where=str(cfg.url), thread=self.name)
+        self.transport = transport or make_transport(cfg, site_id=store.site_id, clock=clock, session=session)
+        health.register_device(DEVICE, kind=self.transport.kind, where=self.transport.where, thread=self.name)
         self._events = events
         self._counters = counters
-        if cfg.token is None or cfg.token.value is None or cfg.hmac_key is None or cfg.hmac_key.value is None:
-            raise ValueError("uplink.token and uplink.hmac_key must be resolved secrets")
         self.cfg = cfg
         self._store = store
-        self._token = cfg.token.value
-        self._key = cfg.hmac_key.value.encode()
-        self._verify: str | bool = str(cfg.ca_file) if cfg.ca_file is not None else system_cas()
-        self._session = session or requests.Session()
+        self._commands = commands
+        self._next_command_poll_s = -math.inf
+        self._poll_failing = False
         self._conn: sqlite3.Connection | None = None
         self._after_id = 0  # every row up to this id is finished (delivered or parked) in this process
         self._attempts = 0  # attempts at the current row
@@ -155,32 +137,42 @@ class Sender(Worker):
             return "idle"
         row_id, batch_id, body = row
         self._attempts += 1
-        try:
-            status, text, retry_after = self._post(batch_id, body)
-        except requests.RequestException as exc:
-            return self._transient(TransientError(type(exc).__name__), batch_id, detail=str(exc))
-        if 200 <= status < 300:
-            return self._delivered(row_id, batch_id)
-        if status in (408, 429) or status >= 500:
-            return self._transient(TransientError(f"http_{status}", retry_after_s=retry_after), batch_id, detail=text[:200])
-        return self._parked(row_id, batch_id, status, text)
+        out = self.transport.send(batch_id, body)
+        if out.kind == "delivered":
+            outcome = self._delivered(row_id, batch_id)
+            self._run_commands(out.commands)
+            return outcome
+        if out.kind == "retry":
+            return self._transient(TransientError(out.reason, retry_after_s=out.retry_after_s), batch_id, detail=out.detail)
+        return self._parked(row_id, batch_id, out)
 
-    def _post(self, batch_id: str, body: bytes) -> tuple[int, str, float | None]:
-        ts = str(int(self._clock.wall().timestamp()))
-        headers = {
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-            "Authorization": f"Bearer {self._token}",
-            TIMESTAMP_HEADER: ts,
-            SIGNATURE_HEADER: sign(self._key, ts, body),
-            BATCH_HEADER: batch_id,
-            "User-Agent": "ems-uplink/1",
-        }
-        resp = self._session.post(
-            self.cfg.url, data=body, headers=headers, timeout=self.cfg.timeout_s, verify=self._verify, allow_redirects=False
-        )
-        with resp:
-            return resp.status_code, resp.text, parse_retry_after(resp.headers.get("Retry-After"), now=self._clock.wall())
+    # ---- cloud commands ----------------------------------------------------------------------
+    def poll_commands(self) -> int:
+        """Fetch the receiver's queued commands once and run them; returns how many were handled."""
+        if self._commands is None:
+            return 0
+        self._next_command_poll_s = self._clock.monotonic() + self._commands.cfg.poll_s
+        try:
+            envelopes = self.transport.fetch_commands()
+        except TransientError as exc:
+            self._counters.count("uplink_command_poll_failures")
+            if not self._poll_failing:
+                self._poll_failing = True
+                self.log.warning("uplink_command_poll_failed", reason=exc.reason, retry_in_s=self._commands.cfg.poll_s)
+            return 0
+        if self._poll_failing:
+            self._poll_failing = False
+            self.log.info("uplink_command_poll_recovered")
+        return self._run_commands(envelopes)
+
+    def _run_commands(self, envelopes: Sequence[object]) -> int:
+        if self._commands is None or not envelopes:
+            return 0
+        n = 0
+        for env in envelopes[: self._commands.cfg.max_per_poll]:
+            self.beat()  # each may wait for its commit
+            n += self._commands.handle(env) is not None
+        return n
 
     def _delivered(self, row_id: int, batch_id: str) -> str:
         self._store.mark_delivered(row_id, attempts=self._attempts)
@@ -192,16 +184,17 @@ class Sender(Worker):
         self.succeeded()
         return "delivered"
 
-    def _parked(self, row_id: int, batch_id: str, status: int, text: str) -> str:
-        error = f"http_{status}: {text[:200]}"
+    def _parked(self, row_id: int, batch_id: str, out: Outcome) -> str:
+        key, text = self.transport.status_key, out.detail[:200]
+        error = f"{key.removesuffix('_status').removesuffix('_reason_code')}_{out.status}: {text}"
         self._store.mark_parked(row_id, attempts=self._attempts, error=error)
         self._counters.count("uplink_parked")
-        self._events.record("uplink_parked", batch_id=batch_id, http_status=status, message=text[:200])
-        if status == 409:  # the receiver has other content under this id: keep ours (parked) for an operator
+        self._events.record("uplink_parked", batch_id=batch_id, **{key: out.status}, message=text)
+        if out.kind == "conflict":  # the receiver has other content under this id: keep ours (parked) for an operator
             self._counters.count("uplink_conflicts")
-            self.log.error("uplink_batch_conflict", batch_id=batch_id, message=text[:200], kept="outbox row parked")
+            self.log.error("uplink_batch_conflict", batch_id=batch_id, message=text, kept="outbox row parked")
         else:
-            self.log.warning("uplink_batch_parked", batch_id=batch_id, http_status=status, message=text[:200])
+            self.log.warning("uplink_batch_parked", batch_id=batch_id, **{key: out.status}, message=text)
         self._finish_row(row_id)
         return "parked"
 
@@ -254,6 +247,9 @@ class Sender(Worker):
                 self._next_poll_s = self._backoff.next_at_s
             if outcome == "idle" and not self._backoff.failures:
                 self.succeeded()  # nothing to send and the link is not failing
+        if self._commands is not None and self._clock.monotonic() >= self._next_command_poll_s and not self._stop_event.is_set():
+            self.poll_commands()
+        self.transport.service()
         self._publish_status()
 
     def _publish_status(self) -> None:
@@ -264,7 +260,8 @@ class Sender(Worker):
             self._published_link = link
 
     def wait_next(self) -> bool:
-        delay_s = min(_MAX_WAIT_CHUNK_S, max(0.0, self._next_poll_s - self._clock.monotonic()))
+        due_s = min(self._next_poll_s, self._next_command_poll_s if self._commands is not None else math.inf)
+        delay_s = min(_MAX_WAIT_CHUNK_S, max(0.0, due_s - self._clock.monotonic()))
         if delay_s > 0:
             self._store.outbox_changed.wait(delay_s)
         return self._stop_event.is_set()
@@ -275,6 +272,8 @@ class Sender(Worker):
         super().stop(timeout_s)
 
     def on_stop(self) -> None:
-        self._session.close()
+        self.transport.close()
+        if self._commands is not None:
+            self._commands.close()
         if self._conn is not None:
             self._conn.close()

@@ -22,6 +22,7 @@ from ems.context import EMSContext
 from ems.model import Mode, Quantity
 from interfaces.store import StoreSampler, StoreWriter, events, outbox_status
 from interfaces.uplink import sign
+from interfaces.uplink.transport import HttpsTransport
 from interfaces.worker import Worker
 from simulators.uplink_receiver import UplinkReceiver
 from tests.helpers.common import PYTHON, REPO_ROOT, wait_for
@@ -55,8 +56,8 @@ def site(tmp_path: Path, tls: Tls) -> Iterator[SimSite]:
 
 
 def _attach(site: SimSite, rx: UplinkReceiver) -> None:
-    assert site.sender is not None
-    site.sender.cfg = site.sender.cfg.model_copy(update={"url": rx.url})
+    assert site.sender is not None and isinstance(site.sender.transport, HttpsTransport)
+    site.sender.cfg = site.sender.transport.cfg = site.sender.cfg.model_copy(update={"url": rx.url})
 
 
 def _windows(batches: list[dict[str, object]]) -> list[int]:

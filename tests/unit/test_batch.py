@@ -130,9 +130,11 @@ def test_a_v1_database_is_migrated_to_the_current_schema_with_the_command_under_
     cols = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
     stats = json.loads(conn.execute("SELECT stats FROM minutes WHERE ts = 60").fetchone()[0])
     price_cols = [r[1] for r in conn.execute("PRAGMA table_info(prices)")]  # v3: the planner's price cache
+    command_cols = [r[1] for r in conn.execute("PRAGMA table_info(cloud_commands)")]  # v4: the cloud command log (nonces, acks)
     conn.close()
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
     assert price_cols == ["start_ts", "end_ts", "price_per_kwh", "source", "stored_ms"]
+    assert {"command_id", "nonce", "result", "event_seq", "batch_id"} <= set(command_cols)
     assert {"setpoint_w", "written_w"} <= cols and not {"cmd_computed_w", "cmd_written_w"} & cols
     assert stats == {
         "grid_power_w": [100.0, 110.0, 120.0, 120.0, 2],
@@ -175,3 +177,25 @@ def test_retry_after_is_seconds_or_an_http_date() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 00:01:30 GMT", now=now) == 90.0
     assert parse_retry_after("Thu, 01 Jan 2026 00:01:30 GMT", now=now + timedelta(hours=1)) == 0.0
     assert parse_retry_after("soon", now=now) is None and parse_retry_after(None, now=now) is None
+
+
+def test_a_command_envelope_signature_covers_every_field_and_is_not_a_batch_signature() -> None:
+    from interfaces.uplink import sign_command, verify_command
+
+    env: dict[str, object] = {"id": "c-1", "nonce": "n" * 32, "issued_at": 100, "expires_at": 700, "kind": "mode", "body": {"mode": "IDLE"}}
+    env["signature"] = sign_command(b"k", env)
+    assert verify_command(b"k", env) and not verify_command(b"other", env)
+    for field, value in (("body", {"mode": "EXTERNAL"}), ("nonce", "m" * 32), ("expires_at", 9999), ("issuer", "x")):
+        assert not verify_command(b"k", {**env, field: value}), field
+    assert not verify_command(b"k", {**env, "signature": None}) and not verify_command(b"k", {**env, "body": {1, 2}})
+    canonical = json.dumps({k: v for k, v in env.items() if k != "signature"}, sort_keys=True, separators=(",", ":"))
+    assert env["signature"] != sign(b"k", "", canonical.encode())  # domain-separated from the batch signature
+
+
+def test_acks_are_part_of_a_batch_and_of_its_digest() -> None:
+    minutes = [MinuteAgg(300, 60, {"grid_power_w": (0.0, 10.0, 20.0, 5.0, 60)}, {"STANDBY": 60})]
+    plain = batch_payload(site_id="s", installation_id="01", start_ts=300, minutes=minutes, events_by_kind={})
+    ack = {"command_id": "c-1", "result": "accepted", "message": "", "event_seq": 7, "received_ms": 1}
+    acked = batch_payload(site_id="s", installation_id="01", start_ts=300, minutes=minutes, events_by_kind={}, acks=[ack])
+    assert plain["schema"] == acked["schema"] == "ems.batch/3" and plain["acks"] == [] and acked["acks"] == [ack]
+    assert plain["batch_id"] != acked["batch_id"] and acked["content_sha256"] == content_digest(acked)

@@ -168,3 +168,19 @@ def test_push_is_a_price_source_for_a_dynamic_tariff() -> None:
     assert cfg.tariff.needs_spot and cfg.tariff.source.kind.value == "push"
     (p,) = problems({"tariff": {"import_price": {"kind": "dynamic"}}})
     assert p.startswith("tariff.source: a dynamic import or export price needs a price source")
+
+
+def test_the_mqtt_uplink_needs_a_broker_its_own_password_and_tls() -> None:
+    env = {"K": "key", "PW": "pw"}
+    store = {"enabled": True}
+    base = {"enabled": True, "transport": "mqtt", "hmac_key": {"env": "K"}}
+    assert problems({"uplink": base, "store": store}, env) == ["uplink.mqtt.host: required with uplink.transport mqtt"]
+    with_host = {**base, "mqtt": {"host": "broker.example", "password": {"env": "PW"}, "tls": {"enabled": False}}}
+    assert problems({"uplink": with_host, "store": store}, env) == [
+        "uplink.mqtt.tls.enabled: must be true with uplink.transport mqtt (batches travel only over verified TLS)"
+    ]
+    ok = parse_config({"uplink": {**base, "mqtt": {"host": "broker.example", "password": {"env": "PW"}}}, "store": store}, env)
+    assert ok.uplink.mqtt.tls.enabled and ok.uplink.mqtt.password is not None and ok.uplink.mqtt.password.value == "pw"
+    assert problems(
+        {"uplink": {**base, "mqtt": {"host": "b", "password": {"env": "PW"}}, "commands": {"enabled": True}}, "store": store}, env
+    ) == ["uplink.commands.enabled: the command queue needs uplink.transport https (not available over mqtt yet)"]
