@@ -37,13 +37,18 @@ WRITES = {
 }
 
 
-def _note(state: State, mode: Mode) -> str:
+def _note(state: State, mode: Mode, *, has_setpoint: bool = True) -> str:
     c = deps().cfg.control
     gate = "control.enabled is false" if not c.enabled else ("control.dry_run is true" if c.dry_run else "")
     if gate:
         return f"recorded; {gate}, so the controller computes with it but the inverter still gets 0 W"
     if state is State.FAULT:
         return "recorded; the state is FAULT, so the inverter gets 0 W until every fault cause has cleared"
+    if mode is Mode.EXTERNAL and not has_setpoint:
+        return (
+            f"recorded; mode EXTERNAL has no set-point (setpoint_missing), so the controller runs the fallback"
+            f" {c.external_fallback.value} until PUT /api/v1/setpoint gives one"
+        )
     return f"recorded; the controller applies mode {mode.value} at its next cycle, inside every limit"
 
 
@@ -74,7 +79,7 @@ def _written(what: str, r: RequestResult, detail: dict[str, Any], note: str | No
             event_seq=r.event_seq,
             requested_mode=snap.requested_mode,
             control=views.control_flags(d.cfg),
-            note=note or _note(snap.state, snap.requested_mode),
+            note=note or _note(snap.state, snap.requested_mode, has_setpoint=snap.external_setpoint is not None),
         )
     )
 

@@ -25,8 +25,8 @@ class Event(StrEnum):
     MODE_IDLE = "MODE_IDLE"  # requested mode IDLE
     MODE_LOCAL = "MODE_LOCAL"  # SELF_CONSUMPTION, CHARGE_ONLY or DISCHARGE_ONLY requested
     SETPOINT_ACTIVE = "SETPOINT_ACTIVE"  # mode EXTERNAL with a set-point inside its TTL
-    SETPOINT_LAPSED_TO_STANDBY = "SETPOINT_LAPSED_TO_STANDBY"  # mode EXTERNAL, no live set-point, fallback STANDBY
-    SETPOINT_LAPSED_TO_SELF_CONSUMPTION = "SETPOINT_LAPSED_TO_SELF_CONSUMPTION"  # same, fallback SELF_CONSUMPTION
+    NO_SETPOINT_TO_STANDBY = "NO_SETPOINT_TO_STANDBY"  # mode EXTERNAL, no live set-point (none, or its TTL lapsed), fallback STANDBY
+    NO_SETPOINT_TO_SELF_CONSUMPTION = "NO_SETPOINT_TO_SELF_CONSUMPTION"  # same, fallback SELF_CONSUMPTION
 
 
 S, E = State, Event
@@ -38,18 +38,18 @@ TRANSITIONS: Mapping[tuple[State, Event], State] = MappingProxyType(
         (S.STANDBY, E.FAULT_DETECTED): S.FAULT,
         (S.STANDBY, E.MODE_LOCAL): S.SELF_CONSUMPTION,
         (S.STANDBY, E.SETPOINT_ACTIVE): S.EXTERNAL,
-        (S.STANDBY, E.SETPOINT_LAPSED_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
+        (S.STANDBY, E.NO_SETPOINT_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
         (S.SELF_CONSUMPTION, E.SHUTDOWN): S.STOP,
         (S.SELF_CONSUMPTION, E.FAULT_DETECTED): S.FAULT,
         (S.SELF_CONSUMPTION, E.MODE_IDLE): S.STANDBY,
         (S.SELF_CONSUMPTION, E.SETPOINT_ACTIVE): S.EXTERNAL,
-        (S.SELF_CONSUMPTION, E.SETPOINT_LAPSED_TO_STANDBY): S.STANDBY,
+        (S.SELF_CONSUMPTION, E.NO_SETPOINT_TO_STANDBY): S.STANDBY,
         (S.EXTERNAL, E.SHUTDOWN): S.STOP,
         (S.EXTERNAL, E.FAULT_DETECTED): S.FAULT,
         (S.EXTERNAL, E.MODE_IDLE): S.STANDBY,
         (S.EXTERNAL, E.MODE_LOCAL): S.SELF_CONSUMPTION,
-        (S.EXTERNAL, E.SETPOINT_LAPSED_TO_STANDBY): S.STANDBY,
-        (S.EXTERNAL, E.SETPOINT_LAPSED_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
+        (S.EXTERNAL, E.NO_SETPOINT_TO_STANDBY): S.STANDBY,
+        (S.EXTERNAL, E.NO_SETPOINT_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
         (S.FAULT, E.SHUTDOWN): S.STOP,
         (S.FAULT, E.CAUSES_CLEARED): S.STANDBY,
     }
@@ -101,8 +101,8 @@ def _mode_event(inputs: Inputs, cfg: MachineConfig) -> Event:
     if inputs.setpoint_active():
         return Event.SETPOINT_ACTIVE
     if cfg.external_fallback is State.SELF_CONSUMPTION:
-        return Event.SETPOINT_LAPSED_TO_SELF_CONSUMPTION
-    return Event.SETPOINT_LAPSED_TO_STANDBY
+        return Event.NO_SETPOINT_TO_SELF_CONSUMPTION
+    return Event.NO_SETPOINT_TO_STANDBY
 
 
 def classify(machine: MachineState, inputs: Inputs, causes: tuple[str, ...], cfg: MachineConfig) -> Event | None:
@@ -128,8 +128,9 @@ def _reason(event: Event, inputs: Inputs, causes: tuple[str, ...]) -> str:
         return f"mode_requested:{inputs.requested_mode.value}"
     if event is Event.SETPOINT_ACTIVE:
         return "external_setpoint"
-    if event in (Event.SETPOINT_LAPSED_TO_STANDBY, Event.SETPOINT_LAPSED_TO_SELF_CONSUMPTION):
-        return "setpoint_ttl_lapsed"
+    if event in (Event.NO_SETPOINT_TO_STANDBY, Event.NO_SETPOINT_TO_SELF_CONSUMPTION):
+        # EXTERNAL asked for with no set-point at all is not a lapse: say which it is
+        return "setpoint_missing" if inputs.external_setpoint is None else "setpoint_ttl_lapsed"
     if event is Event.CAUSES_CLEARED:
         return "causes_clear_for_recover_s"
     return event.value.lower()
@@ -164,6 +165,8 @@ def render_markdown() -> str:
         "`control.fault_timeout_s`), `bms_protection:<flag>`, `worker_dead:<name>`, `worker_stalled:<name>`.",
         "STOP, STANDBY and FAULT command 0 W. SELF_CONSUMPTION runs the law of the requested mode",
         "(grid balancing, CHARGE_ONLY, DISCHARGE_ONLY); EXTERNAL follows the set-point until its TTL lapses.",
+        "Mode EXTERNAL without a live set-point falls back to `control.external_fallback`; the reason logged",
+        "is `setpoint_ttl_lapsed` when its set-point's TTL ran out, `setpoint_missing` when it never had one.",
         "",
         "| state | event | next state |",
         "|---|---|---|",

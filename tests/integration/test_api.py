@@ -483,6 +483,13 @@ def test_mode_change_in_dry_run_says_so(ctx: EMSContext, clock: SimClock) -> Non
     assert r.status_code == 200 and "control.dry_run is true" in r.json()["note"]
 
 
+def test_mode_external_without_a_setpoint_says_setpoint_missing(ctx: EMSContext, clock: SimClock) -> None:
+    with running_api(api_config(control={"enabled": True, "dry_run": False}), ctx, clock) as api:
+        r = api.put("/api/v1/mode", "operator", json={"mode": "EXTERNAL"})
+    assert r.status_code == 200 and r.json()["requested_mode"] == "EXTERNAL"
+    assert "no set-point (setpoint_missing)" in r.json()["note"] and "STANDBY" in r.json()["note"]
+
+
 # ---- devices, metrics, openapi ------------------------------------------------------------------
 def test_devices_list_what_the_workers_report(api: RunningApi, ctx: EMSContext, clock: SimClock) -> None:
     ctx.health.register_device("meter", kind="modbus-tcp", where="127.0.0.1:5020/1", thread="modbus-meter")

@@ -25,14 +25,14 @@ EXPECTED = {
     (S.FAULT, E.CAUSES_CLEARED): S.STANDBY,
     (S.STANDBY, E.MODE_LOCAL): S.SELF_CONSUMPTION,
     (S.STANDBY, E.SETPOINT_ACTIVE): S.EXTERNAL,
-    (S.STANDBY, E.SETPOINT_LAPSED_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
+    (S.STANDBY, E.NO_SETPOINT_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
     (S.SELF_CONSUMPTION, E.MODE_IDLE): S.STANDBY,
     (S.SELF_CONSUMPTION, E.SETPOINT_ACTIVE): S.EXTERNAL,
-    (S.SELF_CONSUMPTION, E.SETPOINT_LAPSED_TO_STANDBY): S.STANDBY,
+    (S.SELF_CONSUMPTION, E.NO_SETPOINT_TO_STANDBY): S.STANDBY,
     (S.EXTERNAL, E.MODE_IDLE): S.STANDBY,
     (S.EXTERNAL, E.MODE_LOCAL): S.SELF_CONSUMPTION,
-    (S.EXTERNAL, E.SETPOINT_LAPSED_TO_STANDBY): S.STANDBY,
-    (S.EXTERNAL, E.SETPOINT_LAPSED_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
+    (S.EXTERNAL, E.NO_SETPOINT_TO_STANDBY): S.STANDBY,
+    (S.EXTERNAL, E.NO_SETPOINT_TO_SELF_CONSUMPTION): S.SELF_CONSUMPTION,
 }
 
 NOW = 100.0
@@ -63,9 +63,9 @@ def _scenario(state: State, event: Event) -> tuple[MachineState, Inputs, str]:
             inputs = make_inputs(now_s=NOW, mode=Mode.CHARGE_ONLY)
         case E.SETPOINT_ACTIVE:
             inputs = make_inputs(now_s=NOW, mode=Mode.EXTERNAL, setpoint=live_sp)
-        case E.SETPOINT_LAPSED_TO_STANDBY:
+        case E.NO_SETPOINT_TO_STANDBY:
             inputs = make_inputs(now_s=NOW, mode=Mode.EXTERNAL, setpoint=lapsed_sp)
-        case E.SETPOINT_LAPSED_TO_SELF_CONSUMPTION:
+        case E.NO_SETPOINT_TO_SELF_CONSUMPTION:
             inputs = make_inputs(now_s=NOW, mode=Mode.EXTERNAL, setpoint=None)
             fallback = "SELF_CONSUMPTION"
     return machine, inputs, fallback
@@ -94,7 +94,10 @@ def test_every_state_event_pair(state: State, event: Event) -> None:
 
 def test_every_pair_of_the_table_is_reached_by_its_guards() -> None:
     """Each transition in the code's table happens when its guards say so (no dead entries)."""
-    cfg_for = {"STANDBY": machine_cfg(recover_s=RECOVER_S), "SELF_CONSUMPTION": machine_cfg(recover_s=RECOVER_S, external_fallback="SELF_CONSUMPTION")}
+    cfg_for = {
+        "STANDBY": machine_cfg(recover_s=RECOVER_S),
+        "SELF_CONSUMPTION": machine_cfg(recover_s=RECOVER_S, external_fallback="SELF_CONSUMPTION"),
+    }
     for (state, event), nxt in TRANSITIONS.items():
         machine, inputs, fallback = _scenario(state, event)
         tr = step(machine, inputs, cfg_for[fallback])
@@ -150,9 +153,7 @@ def test_a_source_never_read_is_aged_from_process_start() -> None:
 
 def test_bms_protection_and_dead_worker_are_named_fault_causes() -> None:
     cfg = machine_cfg()
-    tr = step(
-        MachineState(S.EXTERNAL), make_inputs(protections=frozenset({"over_voltage"}), worker_faults=("worker_dead:modbus",)), cfg
-    )
+    tr = step(MachineState(S.EXTERNAL), make_inputs(protections=frozenset({"over_voltage"}), worker_faults=("worker_dead:modbus",)), cfg)
     assert tr.machine.state is S.FAULT
     assert tr.reason == "bms_protection:over_voltage,worker_dead:modbus"
 
@@ -182,6 +183,17 @@ def test_external_setpoint_ttl_lapse_falls_back_as_configured() -> None:
         assert step(m, make_inputs(now_s=129.9, mode=Mode.EXTERNAL, setpoint=sp), cfg).machine.state is S.EXTERNAL
         tr = step(m, make_inputs(now_s=130.0, mode=Mode.EXTERNAL, setpoint=sp), cfg)
         assert (tr.machine.state, tr.reason) == (expected, "setpoint_ttl_lapsed")
+
+
+def test_external_requested_without_a_setpoint_says_setpoint_missing_not_lapsed() -> None:
+    for fallback, expected in (("STANDBY", S.STANDBY), ("SELF_CONSUMPTION", S.SELF_CONSUMPTION)):
+        cfg = machine_cfg(external_fallback=fallback)
+        for start in (S.SELF_CONSUMPTION, S.EXTERNAL, S.STANDBY):
+            tr = step(MachineState(start), make_inputs(now_s=10.0, mode=Mode.EXTERNAL, setpoint=None), cfg)
+            if tr.changed:
+                assert (tr.machine.state, tr.reason) == (expected, "setpoint_missing")
+            else:
+                assert tr.machine.state is start is expected
 
 
 def test_docs_state_machine_table_is_current() -> None:
