@@ -16,12 +16,13 @@ threads as every other request. Here:
   while every worker thread is busy with slow requests.
 
 A request being served is never cut. Closing is waitress's own (`will_close`, done by the I/O loop).
+Connections live in real time whatever clock the control loop runs on, so these timers use a
+`SystemClock` of their own (`NET_CLOCK`), never the injected one (a test's frozen SimClock).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,12 @@ from typing import Any
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
 from waitress.task import ThreadedTaskDispatcher  # type: ignore[import-untyped]
 
-__all__ = ["FAST_PATHS", "Closed", "GuardedChannel", "LaneDispatcher", "enforce"]
+from ems.clock import Clock, SystemClock
+
+__all__ = ["FAST_PATHS", "NET_CLOCK", "Closed", "GuardedChannel", "LaneDispatcher", "enforce"]
 
 FAST_PATHS = frozenset({"/api/v1/health"})
+NET_CLOCK: Clock = SystemClock()
 
 
 class GuardedChannel(HTTPChannel):  # type: ignore[misc]
@@ -39,12 +43,12 @@ class GuardedChannel(HTTPChannel):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.seen_s = time.monotonic()  # last bytes from the client (or the accept)
+        self.seen_s = NET_CLOCK.monotonic()  # last bytes from the client (or the accept)
         self.began_s: float | None = None  # first byte of the request still being received
 
     def received(self, data: bytes) -> bool:
         if data:
-            now = time.monotonic()
+            now = NET_CLOCK.monotonic()
             self.seen_s = now
             if self.request is None:
                 self.began_s = now

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import resource
 import threading
-import time
 from typing import Any
 
 import structlog
 from waitress import create_server, wasyncore  # type: ignore[import-untyped]
 
 from api.app import create_app
-from api.guard import GuardedChannel, LaneDispatcher, enforce
+from api.guard import NET_CLOCK, GuardedChannel, LaneDispatcher, enforce
 from api.sources import ReadSource
 from config import EMSConfig
 from ems.clock import Clock
@@ -114,7 +113,7 @@ class ApiServer(threading.Thread):
                 try:
                     wasyncore.loop(timeout=self._poll_s, map=self._map, use_poll=srv.adj.asyncore_use_poll, count=1)
                     full = len(self._map) >= srv.adj.connection_limit  # waitress would stop accepting: make room now
-                    if (now := time.monotonic()) >= next_guard_s or full:
+                    if (now := NET_CLOCK.monotonic()) >= next_guard_s or full:
                         next_guard_s = now + _GUARD_EVERY_S
                         self._guard(now)
                 except Exception:
