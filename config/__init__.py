@@ -70,12 +70,100 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str]) -> EMSConfig:
     try:
         cfg = EMSConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError([_problem(err) for err in exc.errors()]) from exc
+        raise ConfigError(_every_problem(merged, exc, environ)) from exc
     resolved, problems = _resolve_secrets(cfg, environ, ())
     if problems:
         raise ConfigError(problems)
     assert isinstance(resolved, EMSConfig)
     return resolved
+
+
+_HIDDEN_ROUNDS = 4
+
+
+def _every_problem(merged: dict[str, Any], exc: ValidationError, environ: Mapping[str, str]) -> list[ConfigProblem]:
+    """Every problem at once. Pydantic runs a model's cross-checks (its model validators) only once its
+    fields are valid, and the root's (sections against each other) only once every section is, and the
+    secrets are resolved only after that: each fix would reveal the next problem. So validate again
+    without the values found bad (each key falls back to its default) until nothing new appears; a
+    problem found that way which names a removed key is left out (it may be the default's, not the
+    file's)."""
+    problems = [_problem(err) for err in exc.errors()]
+    seen = {str(p) for p in problems}
+    removed: set[str] = set()
+    data, errors = merged, exc.errors()
+    for _ in range(_HIDDEN_ROUNDS):
+        data, gone = _without_bad_values(data, errors)
+        if not gone:
+            break
+        removed |= gone
+        try:
+            cfg = EMSConfig.model_validate(data)
+        except ValidationError as again:
+            errors, found = again.errors(), [_problem(err) for err in again.errors()]
+        else:
+            errors, found = [], _resolve_secrets(cfg, environ, ())[1]
+        for p in found:
+            if str(p) not in seen and not _names_removed(p, removed):
+                seen.add(str(p))
+                problems.append(p)
+        if not errors:
+            break
+    for p in _raw_secret_problems(merged, environ, ()):  # cross-checks that still fail hid the secrets
+        if str(p) not in seen:
+            seen.add(str(p))
+            problems.append(p)
+    return problems
+
+
+def _raw_secret_problems(node: Any, environ: Mapping[str, str], path: tuple[str, ...]) -> list[ConfigProblem]:
+    """Secret references ({env: NAME} or {file: PATH}) anywhere in the raw config that do not resolve."""
+    if isinstance(node, list | tuple):
+        return [p for i, v in enumerate(node) for p in _raw_secret_problems(v, environ, (*path, str(i)))]
+    if not isinstance(node, dict):
+        return []
+    if node and set(node) <= {"env", "file"}:
+        try:
+            SecretRef.model_validate(node).resolve(dict(environ))
+        except (ValidationError, ValueError) as exc:
+            return [] if isinstance(exc, ValidationError) else [ConfigProblem(".".join(path), str(exc))]
+        return []
+    return [p for k, v in node.items() for p in _raw_secret_problems(v, environ, (*path, str(k)))]
+
+
+def _without_bad_values(data: dict[str, Any], errors: list[Any]) -> tuple[dict[str, Any], set[str]]:
+    """A copy of `data` without the values the errors point at (a whole list when the error is inside
+    one); returns it and the dotted keys removed. Sections (mappings) are never removed: an error on a
+    section is its own cross-check."""
+    out = _deep_copy(data)
+    gone: set[str] = set()
+    for err in errors:
+        node: Any = out
+        path: list[str] = []
+        for part in err["loc"]:
+            if isinstance(node, dict) and part in node:
+                child = node[part]
+                path.append(str(part))
+                if isinstance(child, list | tuple):
+                    del node[part]  # an element's error: drop the list, its default applies
+                    gone.add(".".join(path))
+                    break
+                if not isinstance(child, dict):
+                    del node[part]
+                    gone.add(".".join(path))
+                    break
+                node = child
+            else:
+                break  # a missing key, or a path pydantic made up (a union member): nothing to drop
+    return out, gone
+
+
+def _names_removed(p: ConfigProblem, removed: set[str]) -> bool:
+    for key in removed:
+        leaf = key.rsplit(".", 1)[-1]
+        if p.path == key or p.path.startswith(key + ".") or re.search(rf"\b{re.escape(leaf)}\b", p.reason):
+            return True
+    return False
 
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, Any], list[ConfigProblem]]:

@@ -184,3 +184,23 @@ def test_the_mqtt_uplink_needs_a_broker_its_own_password_and_tls() -> None:
     assert problems(
         {"uplink": {**base, "mqtt": {"host": "b", "password": {"env": "PW"}}, "commands": {"enabled": True}}, "store": store}, env
     ) == ["uplink.commands.enabled: the command queue needs uplink.transport https (not available over mqtt yet)"]
+
+
+def test_config_check_reports_every_problem_at_once_cross_checks_and_secrets_too() -> None:
+    # a section's cross-check (the SOC window) next to a bad field of the same section
+    assert problems({"control": {"soc_min_pct": 90, "soc_max_pct": 50, "gain": "abc"}}) == [
+        "control.gain: Input should be a valid number, unable to parse string as a number (got 'abc')",
+        "control.soc_min_pct: must be < control.soc_max_pct (got 90 >= 50)",
+    ]
+    # the root's cross-checks (sections against each other) and the secrets, next to a bad field elsewhere
+    assert problems(
+        {"can": {"enabled": True}, "api": {"port": "x", "tokens": [{"name": "a", "role": "operator", "secret": {"env": "NOPE"}}]}}
+    ) == [
+        "api.port: Input should be a valid integer, unable to parse string as an integer (got 'x')",
+        "control.required_sources: with can.enabled, add bms_voltage_v, bms_ccl_a, bms_dcl_a (a silent BMS must mean FAULT; see docs/can.md)",
+        "api.tokens.0.secret: environment variable NOPE is not set or empty",
+    ]
+    # a check that would only be about the default standing in for a bad value is not invented
+    assert problems({"control": {"soc_min_pct": 96, "soc_max_pct": "x"}}) == [
+        "control.soc_max_pct: Input should be a valid number, unable to parse string as a number (got 'x')"
+    ]
