@@ -82,6 +82,7 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
                 counters=ctx.counters,
                 clock=clock,
                 fault_timeout_s=cfg.control.fault_timeout_s,
+                polling=ctx.polling,
             )
         )
     if cfg.mqtt.enabled:
@@ -114,6 +115,10 @@ def build_services(cfg: EMSConfig, ctx: EMSContext, clock: Clock) -> list[Servic
         from interfaces.planner import build_planner
 
         services.append(build_planner(cfg, ctx, clock, store=store))
+    if cfg.api.enabled and cfg.modbus.enabled and cfg.modbus.ess.enabled:  # `emsctl commission` runs inside the EMS (the API starts it)
+        from interfaces.commission import build_commissioner
+
+        services.append(build_commissioner(cfg, ctx, clock))
     if cfg.api.enabled:  # last: it serves what the parts above produce
         from api.server import ApiServer
         from api.sources import StoreSource

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from api.auth import TokenTable
+from api.commission import COMMISSION_WRITES, commission_blueprint
 from api.deps import EXTENSION, ApiDeps, deps
 from api.export import export_blueprint
 from api.metrics import ApiMetrics
@@ -79,6 +80,7 @@ def create_app(cfg: EMSConfig, ctx: EMSContext, clock: Clock, store: ReadSource 
         read_blueprint(read_role, roles),
         write_blueprint(cfg.control.external_max_ttl_s, roles),
         export_blueprint(read_role, roles),
+        commission_blueprint(cfg, ctx, read_role, roles),
     )
     register(app, roles, "get", "/metrics", metrics_text, role=read_role, summary="Prometheus metrics",
              answers={200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
@@ -146,7 +148,7 @@ def _after(resp: Response) -> Response:
     d = deps()
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     d.metrics.requests.observe(request.method, endpoint, str(resp.status_code), max(0.0, d.clock.monotonic() - g.t0) if "t0" in g else None)
-    what = WRITES.get(request.endpoint or "")
+    what = WRITES.get(request.endpoint or "") or COMMISSION_WRITES.get(request.endpoint or "")
     if what is not None and not g.get("audited", False) and request.method != "OPTIONS":
         _audit_refused(d, what, resp)
     return resp

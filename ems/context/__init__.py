@@ -5,6 +5,8 @@
 - `commands`: the command channel from the controller to the ESS link;
 - `health`: per-device health and thread heartbeats;
 - `plans`: the planner's latest plan and state (the controller follows the active slot);
+- `polling`: bounded, expiring fast-poll requests the device links honour (commissioning);
+- `commission`: the commissioning board: a run requested over the API, its progress and report;
 - `events`: the event log; `counters`: named counters.
 
 The controller, each worker and the API are handed only the parts they use. `snapshot()` copies
@@ -20,10 +22,12 @@ from types import MappingProxyType
 
 from ems.clock import Clock
 from ems.context.commands import CommandChannel
+from ems.context.commission import CommissionBoard
 from ems.context.counters import Counters
 from ems.context.events import EventLog
 from ems.context.health import Health
 from ems.context.plan import PlanBoard, PlannerStatus
+from ems.context.polling import PollRequests
 from ems.context.readings import Readings, ReadingsWriter
 from ems.context.requests import AuditNotDurable, PricePush, RequestResult, Requests
 from ems.model import Mode, Quantity, Snapshot
@@ -32,12 +36,14 @@ from ems.plausibility import Window
 __all__ = [
     "AuditNotDurable",
     "CommandChannel",
+    "CommissionBoard",
     "Counters",
     "EMSContext",
     "EventLog",
     "Health",
     "PlanBoard",
     "PlannerStatus",
+    "PollRequests",
     "PricePush",
     "Readings",
     "ReadingsWriter",
@@ -71,6 +77,8 @@ class EMSContext:
         self.commands = CommandChannel()
         self.health = Health()
         self.plans = PlanBoard()
+        self.polling = PollRequests()
+        self.commission = CommissionBoard()
 
     def snapshot(self) -> Snapshot:
         measurements, flags = self.readings.snapshot()

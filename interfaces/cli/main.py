@@ -30,6 +30,7 @@ from interfaces.cli.client import (
     default_url,
     token_from,
 )
+from interfaces.cli.commission import add_parser as add_commission_parser
 
 __all__ = ["main"]
 
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("file", metavar="FILE")
     chk.add_argument("--env-file", metavar="PATH", help="also read KEY=VALUE lines from this file, as the service does (/etc/ems/ems.env)")
 
+    add_commission_parser(sub, [read])
     devs = sub.add_parser("devices", help="the supported device profiles: name, kind, vendor, control method, keep-alive, revert")
     devs.add_argument("--json", action="store_true", help="print JSON instead of text")
     mb = sub.add_parser("modbus", help="read-only Modbus TCP wiring checks")
@@ -185,7 +187,7 @@ def main(
         return int(exc.code or 0)
     io = _Io(out, err, bool(getattr(args, "json", False)))
     stop = stop or threading.Event()
-    streaming = bool(getattr(args, "follow", False)) or (args.cmd == "can" and args.can_cmd == "dump")
+    streaming = bool(getattr(args, "follow", False)) or (args.cmd == "can" and args.can_cmd == "dump") or args.cmd == "commission"
     try:
         with _ctrl_c_ends(streaming):
             return _dispatch(args, env, io, stop)
@@ -253,6 +255,10 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str], io: _Io, stop: t
 def _api_command(args: argparse.Namespace, api: ApiClient, io: _Io, stop: threading.Event) -> int:
     if args.cmd == "export":
         return _export(args, api, io)
+    if args.cmd == "commission":
+        from interfaces.cli.commission import commission
+
+        return commission(args, api, io.emit, stop, err=io.err, as_json=io.as_json)
     if args.cmd == "status":
         s = api.request("GET", "/status").body
         io.emit(s, lambda: render.status_text(s))

@@ -15,6 +15,8 @@ Each wake-up a link
    most once per point per `bad_value_log_interval_s` and skipped, so that source goes stale
    instead of wrong.
 Health is kept per device: a dead PV meter marks the PV meter failing, not the ESS or the meter.
+A device is polled every `poll_period_s`, or faster while a fast-poll request for it stands
+(ems/context/polling.py: bounded and expiring; commissioning asks for one), then at its own period again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pymodbus.exceptions import ModbusException
 
 from config.modbus import ModbusConfig, ModbusDeviceConfig, ReleaseOnStop, Transport
 from ems.clock import Clock
-from ems.context import CommandChannel, Counters, EventLog, Health, Readings, ReadingsWriter
+from ems.context import CommandChannel, Counters, EventLog, Health, PollRequests, Readings, ReadingsWriter
 from ems.model import Command, Quantity
 from interfaces.backoff import Backoff
 from interfaces.logs import LogGate
@@ -103,6 +105,7 @@ class ModbusLink(Worker):
         clock: Clock,
         commands: CommandChannel | None = None,
         fault_timeout_s: float = 3.0,
+        polling: PollRequests | None = None,
     ) -> None:
         super().__init__(
             name=name, health=health, clock=clock, period_s=min(d.cfg.poll_period_s for d in devices), devices=[d.name for d in devices]
@@ -117,14 +120,22 @@ class ModbusLink(Worker):
         self._written_seq = 0  # newest command written to the ESS
         self._fault_timeout_s = fault_timeout_s
         self._bad_values = LogGate(cfg.bad_value_log_interval_s)
+        self._polling = polling
         if self._commands is not None:
             self._commands.register_consumer()
         for d in devices:
             health.register_device(d.name, kind="modbus", where=d.link.where(), thread=name, actuator=d is self._ess)
 
     # ---- loop ---------------------------------------------------------------------------------
+    def _period_s(self, dev: _Device, now_s: float) -> float:
+        """The device's poll period now: its own, or a standing fast-poll request's if shorter."""
+        fast = None if self._polling is None else self._polling.period_s(dev.name, now_s=now_s)
+        return dev.cfg.poll_period_s if fast is None else min(fast, dev.cfg.poll_period_s)
+
     def wait_next(self) -> bool:
         now = self._clock.monotonic()
+        for d in self._devices:  # a fast poll that starts brings the next poll forward
+            d.next_poll_s = min(d.next_poll_s, now + self._period_s(d, now))
         due = min((d.next_poll_s if d.link.connected else d.backoff.next_at_s for d in self._devices), default=now + self.period_s)
         timeout = min(max(due - now, 0.0), _MAX_WAIT_S)
         if self._stop_event.is_set():
@@ -155,7 +166,8 @@ class ModbusLink(Worker):
             if dev.up:
                 self.succeeded(dev.name)  # a command the inverter took is a good unit of work too
         if self._clock.monotonic() >= dev.next_poll_s:
-            dev.next_poll_s = max(dev.next_poll_s + dev.cfg.poll_period_s, self._clock.monotonic())
+            now = self._clock.monotonic()
+            dev.next_poll_s = max(dev.next_poll_s + self._period_s(dev, now), now)
             values, rejected = dev.link.poll()
             at_s = self._clock.monotonic()
             if values:
@@ -310,6 +322,7 @@ def build_modbus_links(
     clock: Clock,
     fault_timeout_s: float = 3.0,
     names: Iterable[str] = ("ess", "meter", "pv"),
+    polling: PollRequests | None = None,
 ) -> list[ModbusLink]:
     """Claim each enabled device's readings and group the devices into links (threads)."""
     enabled = [(n, getattr(cfg, n)) for n in names if getattr(cfg, n).enabled]
@@ -336,6 +349,7 @@ def build_modbus_links(
             clock=clock,
             commands=commands,
             fault_timeout_s=fault_timeout_s,
+            polling=polling,
         )
         for key, devs in groups.items()
     ]
