@@ -82,7 +82,7 @@ def commission(
     started = api.request("POST", "/commission", body=body, write=True, ok=(202,)).body
     run = int(started["run"])
     if not as_json:
-        err.write(f"run {run}: {started.get('note') or 'started'}\n")
+        err.write(f"{started.get('note') or f'run {run} started'}\n")
         err.flush()
     view = _follow(api, run, stop, err, quiet=as_json)
     report = view.get("report") or {}
