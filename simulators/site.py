@@ -35,6 +35,7 @@ log = structlog.get_logger("simulators.site")
 T = TypeVar("T")
 _AC_V = 230.0
 _HZ = 50.0
+_ESS_LIFETIME_START_WH = 1_500_000.0  # the inverter's lifetime AC energy before the run: a SunSpec acc32 of 0 reads as not accumulated
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +353,8 @@ class Simulator:
             prm = p.params
             ess_w = p.ess_power_w
             charging, discharging = ess_w < -1.0, ess_w > 1.0
+            # ChaSt (models 124 and 802): 4 CHARGING, 3 DISCHARGING, 5 FULL, 2 EMPTY, 6 HOLDING
+            cha_st = 4.0 if charging else 3.0 if discharging else (5.0 if p.soc_pct >= 99.9 else 2.0 if p.soc_pct <= 0.1 else 6.0)
             self._set(
                 "ess",
                 {
@@ -360,17 +363,16 @@ class Simulator:
                     "ac_frequency_hz": _HZ,
                     "ess_power_w": ess_w,
                     "ac_power_w": ess_w,  # the battery inverter's AC output (+ feeding the site), where a profile shows it apart
-                    "ac_energy_wh": p.ess_discharged_wh,
+                    "ac_energy_wh": _ESS_LIFETIME_START_WH + p.ess_discharged_wh,
                     "ess_status": 4.0 if (charging or discharging) else 8.0,
                     "ess_max_charge_w": prm.inverter_max_charge_w,
                     "storage_control_mode": 0.0,
                     "charge_state_pct": p.soc_pct,
                     "battery_voltage_v": p.battery_voltage_v,
-                    "charge_status": 4.0
-                    if charging
-                    else 3.0
-                    if discharging
-                    else (5.0 if p.soc_pct >= 99.9 else 2.0 if p.soc_pct <= 0.1 else 6.0),
+                    "charge_status": cha_st,
+                    "charge_status_802": cha_st,
+                    "battery_capacity_ah": prm.capacity_wh / prm.nominal_voltage_v,  # 802 nameplate (AHRtg, WHRtg)
+                    "battery_capacity_wh": prm.capacity_wh,
                     "ess_max_charge_w_802": prm.inverter_max_charge_w,
                     "ess_max_discharge_w": prm.inverter_max_discharge_w,
                     "soc_pct": p.soc_pct,
