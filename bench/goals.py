@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.faults_report import fault_goals, fault_lines
+from bench.profiles_report import profile_goals, profile_lines
 from simulators import matrix as dyn
 
 __all__ = ["EMS_VARIANTS", "evaluate", "table"]
@@ -193,6 +194,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     goals += fault_goals(results.get("bench_faults", {}), _goal)
+    goals += profile_goals(results.get("bench_profiles", {}), _goal)
     return goals
 
 
@@ -282,6 +284,7 @@ def table(doc: dict[str, Any]) -> str:
             f"{_f(rep.get('within_5pct_pct'))} % of {rep.get('free_slots')} free slots within 5 % of the planned energy"
         )
     lines += fault_lines(res.get("bench_faults", {}))
+    lines += profile_lines(res.get("bench_profiles", {}))
     lines.append("")
     lines.append("GOALS")
     for g in doc.get("goals", []):
@@ -291,7 +294,7 @@ def table(doc: dict[str, Any]) -> str:
     extra = {
         n: r
         for n, r in res.items()
-        if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule", "bench_planner", "bench_faults")
+        if n not in ("bench_regulation", "bench_latency", "bench_loop", "bench_schedule", "bench_planner", "bench_faults", "bench_profiles")
         and "error" not in r
     }
     for name, r in extra.items():
