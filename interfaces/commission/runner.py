@@ -14,12 +14,12 @@ runs here, not in emsctl. A run, taken from the commissioning board (ems/context
    an operator's abort, when its client stops polling, when the EMS stops, or when the inverter does
    not follow; and always ends at 0 W with the mode as it was (unless another request took over);
 5. fits dead time, time constant, gain and ramp to each step (ems/stepfit.py), the meter's response
-   against the battery's (wiring, sign, phase), and publishes the report on the board.
+   against the battery's (wiring, sign, phase), and publishes the report on the board
+   (interfaces/commission/report.py; the recording: interfaces/commission/recorder.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 import threading
@@ -31,42 +31,25 @@ import structlog
 from config import EMSConfig
 from config.control import ControlConfig
 from ems.clock import Clock
-from ems.commission import (
-    Check,
-    CheckStatus,
-    CommissionParams,
-    Directions,
-    StepResult,
-    at_rest,
-    fit_dict,
-    plan_steps,
-    preflight,
-    refresh_period_s,
-    settled,
-    sign_checks,
-    suggested_config,
-    summarize,
-)
+from ems.commission import Check, CheckStatus, CommissionParams, Directions, at_rest, plan_steps, preflight, settled
 from ems.context import CommandChannel, EMSContext, EventLog, Health, Readings, Requests
 from ems.context.commission import CommissionBoard, CommissionRequest, RunState
 from ems.context.polling import PollRequests
 from ems.jsonable import jsonable
-from ems.model import Command, Mode, Quantity, Snapshot, State
+from ems.model import Mode, Quantity, Snapshot, State
 from ems.plausibility import Window
-from ems.stepfit import StepFit, fit_response
+from ems.stepfit import fit_response
+from interfaces.commission.recorder import SAME_W, Recorder, command_changes, slope
+from interfaces.commission.report import PRE_STEP_S, RunFacts, StepRecord, build_report, max_dead_s
 
-__all__ = ["Commissioner", "Parts", "Recorder", "build_commissioner", "command_changes", "params_from"]
+__all__ = ["Commissioner", "Parts", "build_commissioner", "params_from"]
 
 log = structlog.get_logger("interfaces.commission")
 Q = Quantity
 _TICK_S = 0.05  # the run's own pace (checks, TTL renewal, progress)
-_RECORD_S = 0.02  # the recorder's pace: faster than the fastest poll
-_RECORDED = (Q.ESS_POWER_W, Q.GRID_POWER_W, Q.BMS_CURRENT_A, Q.SOC_PCT)
 _FAST_POLLED = ("ess", "meter")  # the devices asked for a fast poll (whichever exist)
-_SAME_W = 0.5
 _EXTRA_HOLD_S = 0.5  # held this long past the settle criterion: tail samples for the fit
 _CHECK_EVERY_S = 0.5  # how often a held step's quick fit runs
-_PRE_STEP_S = 1.0  # samples before a step that its fit sees
 
 
 def params_from(raw: Mapping[str, object]) -> CommissionParams:
@@ -81,77 +64,6 @@ def params_from(raw: Mapping[str, object]) -> CommissionParams:
     if isinstance(d, str):
         over["directions"] = Directions(d)
     return CommissionParams(**{**asdict(base), **over})
-
-
-class Recorder(threading.Thread):
-    """Records every new reading of a few quantities (by receive time) and every published command."""
-
-    def __init__(self, readings: Readings, commands: CommandChannel, *, name: str = "commission-rec") -> None:
-        super().__init__(name=name, daemon=True)
-        self._readings = readings
-        self._commands = commands
-        self._lock = threading.Lock()
-        self._stop_event = threading.Event()
-        self._series: dict[Quantity, list[tuple[float, float]]] = {q: [] for q in _RECORDED}
-        self._last_at: dict[Quantity, float] = {}
-        self._cmds: list[Command] = []
-        self._written_seq: int | None = None
-
-    def run(self) -> None:
-        while not self._stop_event.wait(_RECORD_S):
-            self.sample()
-
-    def sample(self) -> None:
-        measurements, _flags = self._readings.snapshot()
-        status, written = self._commands.snapshot()
-        with self._lock:
-            for q in _RECORDED:
-                r = measurements.get(q)
-                if r is not None and r.at_s != self._last_at.get(q) and math.isfinite(r.value):
-                    self._last_at[q] = r.at_s
-                    self._series[q].append((r.at_s, r.value))
-            if status is not None and (not self._cmds or status.command.seq != self._cmds[-1].seq):
-                self._cmds.append(status.command)
-            self._written_seq = written
-
-    def stop(self, timeout_s: float = 1.0) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout_s)
-        self.sample()
-
-    def series(self, q: Quantity, *, since_s: float = -math.inf, until_s: float = math.inf) -> list[tuple[float, float]]:
-        with self._lock:
-            return [p for p in self._series[q] if since_s <= p[0] < until_s]
-
-    def commands(self) -> list[Command]:
-        with self._lock:
-            return list(self._cmds)
-
-    def written_seq(self) -> int | None:
-        with self._lock:
-            return self._written_seq
-
-
-def command_changes(
-    cmds: Sequence[Command], *, since_s: float = -math.inf, until_s: float = math.inf, rest_w: float = 0.0
-) -> list[tuple[float, float]]:
-    """The written command as (time, W): at rest (`rest_w`, settled since `since_s`), then each change before `until_s`."""
-    out: list[tuple[float, float]] = [(since_s if math.isfinite(since_s) else (cmds[0].at_s if cmds else 0.0), rest_w)]
-    for c in cmds:
-        if c.at_s >= until_s:
-            break
-        if c.at_s > since_s and abs(c.written_w - out[-1][1]) > _SAME_W:
-            out.append((c.at_s, c.written_w))
-    return out
-
-
-def _slope(points: Sequence[tuple[float, float]]) -> float:
-    """Least-squares slope of (t, v) points, per second."""
-    mean_t = statistics.fmean(t for t, _v in points)
-    mean_v = statistics.fmean(v for _t, v in points)
-    stt = sum((t - mean_t) ** 2 for t, _v in points)
-    return sum((t - mean_t) * (v - mean_v) for t, v in points) / stt if stt > 0 else 0.0
 
 
 class _Abort(Exception):
@@ -178,16 +90,6 @@ class Parts:
     site_id: str
 
 
-@dataclass(slots=True)
-class _Step:
-    index: int
-    from_w: float
-    to_w: float
-    at_s: float  # the command change (publish time)
-    end_s: float | None = None
-    ess_before_w: float = 0.0
-
-
 class _Run:
     """One run: the sequence, its checks and aborts, its report. Lives in the commissioning thread."""
 
@@ -202,7 +104,7 @@ class _Run:
         self.setpoint_w = 0.0
         self.setpoint_at_s = -math.inf
         self.phase = "starting"
-        self.steps: list[_Step] = []
+        self.steps: list[StepRecord] = []
         self.planned: tuple[float, ...] = ()
         self.notes: list[str] = []
         self.checks: list[Check] = []
@@ -235,7 +137,22 @@ class _Run:
             self.rec.stop()
         self.phase = "fitting"
         self._progress(force=True)
-        return state, self._report(state, reason, end)
+        ess_dev = self.p.snapshot().device("ess")
+        facts = RunFacts(
+            run=self.req.run,
+            who=self.req.who,
+            site_id=self.p.site_id,
+            profile=None if ess_dev is None else ess_dev.info.get("map"),
+            params=self.params,
+            planned=self.planned,
+            notes=tuple(self.notes),
+            checks=tuple(self.checks),
+            started_s=self.started_s,
+            started_at=self.started_wall.isoformat(timespec="seconds"),
+            ended_s=self.clock.monotonic(),
+            rest_s=self.rest_s,
+        )
+        return state, build_report(self.rec, self.steps, facts, state=state, reason=reason, end=end)
 
     def _sequence(self) -> None:
         self._hold_zero(at_start=True)
@@ -333,10 +250,10 @@ class _Run:
             recent = self.rec.series(Q.ESS_POWER_W, since_s=now - 1.5)
             cmds = self.rec.commands()
             level = cmds[-1].written_w if cmds else None
-            nonzero = [c.at_s for c in cmds if abs(c.written_w) > _SAME_W]
+            nonzero = [c.at_s for c in cmds if abs(c.written_w) > SAME_W]
             zero_since = nonzero[-1] if nonzero else (standby_since if standby_since is not None else t0)
             quiet = not at_start or now - zero_since >= self.params.quiet_s
-            if level is not None and abs(level) <= _SAME_W and quiet and at_rest(recent, now_s=now, tol_w=tol_w):
+            if level is not None and abs(level) <= SAME_W and quiet and at_rest(recent, now_s=now, tol_w=tol_w):
                 if at_start:
                     vals = [v for _t, v in recent]
                     self.noise_w = statistics.pstdev(vals) if len(vals) > 1 else 0.0
@@ -393,18 +310,16 @@ class _Run:
         level = self._written_level() or 0.0
         self.phase = f"step {i}/{n}: {level:+.0f} -> {target_w:+.0f} W"
         asked_s = self.clock.monotonic()
-        before = [v for t, v in self.rec.series(Q.ESS_POWER_W, since_s=asked_s - _PRE_STEP_S)]
+        before = [v for t, v in self.rec.series(Q.ESS_POWER_W, since_s=asked_s - PRE_STEP_S)]
         self._set(target_w, f"step {i}/{n} ({target_w:+.0f} W)")
         wait_s = 2.0 * self.p.control.period_s + 2.0
         changed_at: float | None = None
         while changed_at is None:
             self._tick()
-            changed_at = next(
-                (c.at_s for c in self.rec.commands() if c.at_s >= asked_s - 1e-9 and abs(c.written_w - level) > _SAME_W), None
-            )
+            changed_at = next((c.at_s for c in self.rec.commands() if c.at_s >= asked_s - 1e-9 and abs(c.written_w - level) > SAME_W), None)
             if changed_at is None and self.clock.monotonic() - asked_s > wait_s:
                 raise _Abort(f"the controller did not write step {i} within {wait_s:g} s")
-        step = _Step(i, level, target_w, changed_at, ess_before_w=statistics.fmean(before) if before else level)
+        step = StepRecord(i, level, target_w, changed_at, ess_before_w=statistics.fmean(before) if before else level)
         self.steps.append(step)
         settled_at: float | None = None
         checked_at = -math.inf
@@ -426,7 +341,7 @@ class _Run:
                 and held >= self.params.min_hold_s
                 and now - checked_at >= _CHECK_EVERY_S
                 and written is not None
-                and abs(written - target_w) <= _SAME_W
+                and abs(written - target_w) <= SAME_W
             ):
                 checked_at = now
                 if self._settled(step, now, since):
@@ -442,19 +357,16 @@ class _Run:
         """The command since the battery was found at rest at 0 W (the hold before the steps)."""
         return command_changes(self.rec.commands(), since_s=self.rest_s, until_s=until_s)
 
-    def _max_dead_s(self, step: _Step) -> float:
-        """The dead time a step's fit may find: less than the time since the step before it (see fit_response)."""
-        prev = next((s.at_s for s in reversed(self.steps) if s.at_s < step.at_s), None)
-        gap_s = math.inf if prev is None else step.at_s - prev - 0.5
-        return max(0.0, min(self.params.no_response_s, gap_s))
+    def _max_dead_s(self, step: StepRecord) -> float:
+        return max_dead_s(self.steps, step, limit_s=self.params.no_response_s)
 
-    def _settled(self, step: _Step, now_s: float, since: Sequence[tuple[float, float]]) -> bool:
+    def _settled(self, step: StepRecord, now_s: float, since: Sequence[tuple[float, float]]) -> bool:
         """The step's response has settled: a quick fit says the window lasts past dead time + 4 tau,
         explains the response, and the last second of samples agrees with the fitted final value; or,
         when the quick fit cannot tell, the trend of the last two seconds is flat (ems.commission.settled)."""
         change_w = step.to_w - step.from_w
         changes = self._changes()
-        samples = self.rec.series(Q.ESS_POWER_W, since_s=step.at_s - _PRE_STEP_S)
+        samples = self.rec.series(Q.ESS_POWER_W, since_s=step.at_s - PRE_STEP_S)
         fit = fit_response(changes, samples, max_dead_time_s=self._max_dead_s(step), quick=True)
         if fit is not None and fit.r2 >= 0.9 and fit.gain >= 0.2:
             final_w = fit.offset_w + fit.gain * changes[-1][1]
@@ -464,8 +376,8 @@ class _Run:
             mean_v = statistics.fmean(v for _t, v in last)
             near = abs(mean_v - final_w) <= 0.05 * abs(change_w) + 2.0 * self.noise_w
             # what is left to come, judged from the samples' own slope: about slope x tau for a first order
-            slope = _slope(last)
-            flat = abs(slope) * max(fit.tau_s, 0.1) <= 0.03 * abs(change_w) + 2.0 * self.noise_w
+            slope_w_per_s = slope(last)
+            flat = abs(slope_w_per_s) * max(fit.tau_s, 0.1) <= 0.03 * abs(change_w) + 2.0 * self.noise_w
             return fit.settled and near and flat
         return settled(since, before_w=step.ess_before_w, change_w=change_w, noise_w=self.noise_w, now_s=now_s)
 
@@ -515,101 +427,6 @@ class _Run:
             if self.clock.monotonic() - t0 > self.params.settle_zero_s:
                 return recent[-1][1] if recent else None
         return None
-
-    # ---- the report -----------------------------------------------------------------------------
-    def _fit(self, q: Quantity, step: _Step, until_s: float) -> StepFit | None:
-        changes = self._changes(until_s=until_s)
-        samples = self.rec.series(q, since_s=step.at_s - _PRE_STEP_S, until_s=until_s)
-        return fit_response(changes, samples, max_dead_time_s=self._max_dead_s(step))
-
-    def _mean(self, q: Quantity, since_s: float, until_s: float) -> float | None:
-        xs = [v for _t, v in self.rec.series(q, since_s=since_s, until_s=until_s)]
-        return statistics.fmean(xs) if xs else None
-
-    def _results(self) -> list[StepResult]:
-        out: list[StepResult] = []
-        for k, s in enumerate(self.steps):
-            nxt = self.steps[k + 1].at_s if k + 1 < len(self.steps) else None
-            until_s = nxt if nxt is not None else (s.end_s if s.end_s is not None else self.clock.monotonic())
-            if s.end_s is None:  # aborted during this step: no fit of a response that may have been cut short
-                out.append(StepResult(s.index, s.from_w, s.to_w, s.at_s, until_s - s.at_s, None, None))
-                continue
-            before = self._mean(Q.BMS_CURRENT_A, s.at_s - _PRE_STEP_S, s.at_s)
-            after = self._mean(Q.BMS_CURRENT_A, until_s - 1.0, until_s)
-            out.append(
-                StepResult(
-                    s.index,
-                    s.from_w,
-                    s.to_w,
-                    s.at_s,
-                    round(until_s - s.at_s, 2),
-                    self._fit(Q.ESS_POWER_W, s, until_s),
-                    self._fit(Q.GRID_POWER_W, s, until_s),
-                    None if before is None or after is None else round(after - before, 2),
-                    {
-                        q.value: len(self.rec.series(q, since_s=s.at_s - _PRE_STEP_S, until_s=until_s))
-                        for q in (Q.ESS_POWER_W, Q.GRID_POWER_W)
-                    },
-                )
-            )
-        return out
-
-    def _report(self, state: RunState, reason: str | None, end: Mapping[str, object]) -> dict[str, object]:
-        results = self._results()
-        grid = self.rec.series(Q.GRID_POWER_W)
-        ess = self.rec.series(Q.ESS_POWER_W)
-        summary = summarize(results, meter_refresh_s=refresh_period_s(grid))
-        keys, lines = suggested_config(summary) if state is RunState.DONE else ({}, ())
-        gaps = [b[0] - a[0] for a, b in itertools.pairwise(ess)]
-        ess_dev = self.p.snapshot().device("ess")
-        report: dict[str, object] = {
-            "run": self.req.run,
-            "who": self.req.who,
-            "site": self.p.site_id,
-            "profile": None if ess_dev is None else ess_dev.info.get("map"),
-            "result": state.value,
-            "reason": reason,
-            "started_at": self.started_wall.isoformat(timespec="seconds"),
-            "duration_s": round(self.clock.monotonic() - self.started_s, 1),
-            "params": jsonable(asdict(self.params)),
-            "steps_planned": list(self.planned),
-            "notes": list(self.notes),
-            "poll_period_s": round(statistics.median(gaps), 3) if gaps else None,
-            "checks": [jsonable(asdict(c)) for c in (*self.checks, *sign_checks(results))],
-            "steps": [_step_dict(r) for r in results],
-            **summary,
-            "suggested_config": keys,
-            "suggested_yaml": list(lines),
-            "end": dict(end),
-            "series": self._series(),
-        }
-        return report
-
-    def _series(self) -> dict[str, object]:
-        """The recorded samples (s since the run started, W), for plots and a second look."""
-        t0 = self.started_s
-
-        def pts(xs: Sequence[tuple[float, float]]) -> list[list[float]]:
-            return [[round(t - t0, 3), round(v, 1)] for t, v in xs]
-
-        return {
-            "t0": "run start",
-            "commands_w": pts([(c.at_s, c.written_w) for c in self.rec.commands()]),
-            **{q.value: pts(self.rec.series(q)) for q in (Q.ESS_POWER_W, Q.GRID_POWER_W)},
-        }
-
-
-def _step_dict(r: StepResult) -> dict[str, object]:
-    return {
-        "index": r.index,
-        "from_w": r.from_w,
-        "to_w": r.to_w,
-        "held_s": r.held_s,
-        "ess": fit_dict(r.ess),
-        "grid": fit_dict(r.grid),
-        "bms_current_change_a": r.bms_current_change_a,
-        "samples": dict(r.samples),
-    }
 
 
 class Commissioner(threading.Thread):
