@@ -80,7 +80,7 @@ def fault_lines(res: dict[str, Any]) -> list[str]:
     k9 = res.get("kill9_loop") or {}
     lines.append(
         f"  kill -9 x{k9.get('restarts')}: integrity ok {k9.get('integrity_ok')}, batches {k9.get('batches_created')} created / "
-        f"{k9.get('batches_delivered')} delivered, re-sends dropped {k9.get('receiver_duplicates_dropped')}, stored twice "
+        f"{k9.get('batches_delivered')} delivered ({k9.get('batches_pending_at_stop')} pending at the final stop), re-sends dropped {k9.get('receiver_duplicates_dropped')}, stored twice "
         f"{k9.get('stored_twice')}, audit rows lost {k9.get('audit_rows_lost')} of {k9.get('requests_accepted')}, samples lost per kill "
         f"{_g(k9, 'samples_lost_per_kill_s', 'min')}-{_g(k9, 'samples_lost_per_kill_s', 'max')} s after a request, "
         f"{k9.get('samples_lost_random_kill_s')} s at random moments (flush window 5 s)"
