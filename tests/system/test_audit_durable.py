@@ -119,7 +119,8 @@ def test_an_accepted_mqtt_command_is_in_the_database_when_the_process_is_killed_
                 operator.clear()
                 reason = f"mqtt-{i}-{uuid.uuid4().hex[:8]}"
                 operator.publish(f"ems/{SITE}/cmd/setpoint", {"power_w": 250.0, "ttl_s": 30, "reason": reason, "seq": 10 + i})
-                res = operator.wait_message(f"ems/{SITE}/cmd/result", lambda m: m.json().get("seq") == 10 + i, what="the command result")
+                seq = 10 + i
+                res = operator.wait_message(f"ems/{SITE}/cmd/result", lambda m, s=seq: m.json().get("seq") == s, what="the command result")
                 assert res.json()["status"] == "accepted", res.json()
                 _kill(ems)
             finally:
