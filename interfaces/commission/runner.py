@@ -103,6 +103,7 @@ class _Run:
         self.reason_prefix = f"commissioning run {req.run}"
         self.setpoint_w = 0.0
         self.setpoint_at_s = -math.inf
+        self._why = "hold 0 W"  # the reason of the standing set-point (renewed with it)
         self.phase = "starting"
         self.steps: list[StepRecord] = []
         self.planned: tuple[float, ...] = ()

@@ -28,7 +28,7 @@ from tests.helpers.site import site_configs
 pytestmark = pytest.mark.system
 
 TOKEN = "tok-commissioner-5b1e"
-TAU_S, DEAD_S = 1.0, 0.5  # the reference device's response in this test
+TAU_S, DEAD_S = 0.8, 0.4  # the reference device's response in this test
 
 
 def _profiles() -> list[str]:
