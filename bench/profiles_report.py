@@ -31,9 +31,10 @@ def profile_goals(res: dict[str, Any], goal: Any) -> list[dict[str, Any]]:
         rv = p.get("revert") or {}
         if rv.get("settable"):
             why = f"timer written {rv.get('revert_s'):g} s" if rv.get("revert_s") is not None else ""
-            if (rv.get("min_s") or 0.0) > ft:
+            if (rv.get("min_s") or 0.0) > ft and not rv.get("note"):
                 why += f"; the device accepts no less than {rv['min_s']:g} s"
-            out.append(goal(f"{name}: EMS SIGKILL -> inverter safe s", rv.get("kill_to_safe_s"), ft + 1.0, note=rv.get("error") or why))
+            note = rv.get("error") or (f"{why}; {rv['note']}" if rv.get("note") else why)
+            out.append(goal(f"{name}: EMS SIGKILL -> inverter safe s", rv.get("kill_to_safe_s"), ft + 1.0, note=note))
     return out
 
 
@@ -49,7 +50,8 @@ def profile_lines(res: dict[str, Any]) -> list[str]:
         lat = (p.get("latency_meter_hung") or {}).get("latency") or {}
         rv = p.get("revert") or {}
         if rv.get("settable"):
-            revert = f"set to {_s(rv.get('revert_s'), 0)} s -> {rv.get('reverts_to')}" + (f"; {rv['error']}" if rv.get("error") else "")
+            extra = rv.get("error") or rv.get("note")
+            revert = f"set to {_s(rv.get('revert_s'), 0)} s -> {rv.get('reverts_to')}" + (f"; {extra}" if extra else "")
         else:
             revert = str(rv.get("note") or "-")
         lines.append(
