@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import REPO_ROOT, emit, free_port, stats_ms
+from bench.common import REPO_ROOT, emit, free_port, lateness, stats_ms, wait_until
 
 PERIOD_S = 1.0
 SETTLE_S = 10.0
@@ -41,20 +41,6 @@ STEP_SETTLE_S = 5.0
 STEP_W = 2500.0  # real-time load step (half the simulated inverter's rating)
 STEP_WINDOW_S = 12.0
 STEP_BAND = 0.04  # settle band, share of the step (the profile's own load flicker is ~1 %)
-
-
-def _wait(pred: Any, timeout_s: float, pause_s: float = 0.05) -> Any:
-    ev = threading.Event()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-            if v:
-                return v
-        except (OSError, ValueError):
-            pass
-        ev.wait(pause_s)
-    return None
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -131,14 +117,14 @@ class _Rig:
 
     def start(self) -> None:
         self.sim = self._spawn(["-m", "simulators", "--config", str(self.tmp / "sim.yaml"), "--log-format", "json"], "sim.log")
-        if not _wait(self.sim_status, 20):
+        if not wait_until(self.sim_status, 20):
             raise RuntimeError(f"simulators did not start: {self.tail('sim.log')}")
         self.ems = self._spawn(
             ["-m", "bench._timed_main", "--config", str(self.tmp / "ems.yaml"), "--log-format", "json", "--log-level", "info"],
             "ems.log",
             {"EMS_BENCH_TIMING_FILE": str(self.timing_file)},
         )
-        if not _wait(lambda: self.sim_status()["setpoint_w"] != 0.0, 30):
+        if not wait_until(lambda: self.sim_status()["setpoint_w"] != 0.0, 30):
             raise RuntimeError(f"EMS never wrote a non-zero set-point: {self.tail('ems.log')}")
 
     def tail(self, name: str, n: int = 15) -> str:
@@ -162,16 +148,6 @@ class _Rig:
         return rc
 
 
-def _lateness(starts: list[float]) -> list[float]:
-    """Lateness of each cycle start against the best-fitting 1 s grid (earliest offset = 0)."""
-    if not starts:
-        return []
-    s0 = starts[0]
-    offsets = [s - round((s - s0) / PERIOD_S) * PERIOD_S for s in starts]
-    base = min(offsets)
-    return [o - base for o in offsets]
-
-
 def _overruns_between(log_path: Path, t0_wall: float, t1_wall: float) -> int:
     n = 0
     for line in log_path.read_text(errors="replace").splitlines():
@@ -189,7 +165,7 @@ def _overruns_between(log_path: Path, t0_wall: float, t1_wall: float) -> int:
 
 def _phase(starts: list[float], durations: list[float], t0: float, t1: float, gcs: list[list[float]] | None = None) -> dict[str, object]:
     idx = [i for i, s in enumerate(starts) if t0 <= s <= t1]
-    late = _lateness([starts[i] for i in idx])
+    late = lateness([starts[i] for i in idx])
     out: dict[str, object] = {"cycles": len(idx), "lateness": stats_ms(late), "cycle_work": stats_ms([durations[i] for i in idx])}
     if gcs is not None:  # cyclic-GC collections in the window (each holds the GIL): count and longest, per generation
         pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
@@ -292,7 +268,7 @@ def main() -> None:
             b0 = b1 = b0_wall = b1_wall = None
             if with_api:
                 base = f"http://127.0.0.1:{rig.ports['api']}"
-                _wait(lambda: urllib.request.urlopen(base + "/api/v1/health", timeout=2).status in (200, 503), 10)
+                wait_until(lambda: urllib.request.urlopen(base + "/api/v1/health", timeout=2).status in (200, 503), 10)
                 b0, b0_wall = time.monotonic(), time.time()
                 load = subprocess.run(
                     [sys.executable, "-m", "bench._api_load", "--base", base, "--duration", str(phase_s)],
@@ -308,7 +284,7 @@ def main() -> None:
             before_w = rig.sim_status()["setpoint_w"]
             f0 = time.monotonic()
             rig.ctl("meter silent on")
-            zero = _wait(lambda: rig.sim_status()["setpoint_w"] == 0.0, 30, pause_s=0.02)
+            zero = wait_until(lambda: rig.sim_status()["setpoint_w"] == 0.0, 30, pause_s=0.02)
             f1 = time.monotonic()
             rig.ctl("meter silent off")
             out["fault_reaction"] = {

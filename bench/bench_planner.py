@@ -34,26 +34,12 @@ from typing import Any
 
 import yaml
 
-from bench.common import REPO_ROOT, emit, free_port, stats_ms
+from bench.common import REPO_ROOT, emit, free_port, lateness, stats_ms, wait_until
 
 PERIOD_S = 1.0
 TOKEN = "bench-planner-operator-token"
 PUSH_EVERY_S = 3.0
 HISTORY_DAYS = 14
-
-
-def _wait(pred: Any, timeout_s: float, pause_s: float = 0.1) -> Any:
-    ev = threading.Event()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-            if v:
-                return v
-        except (OSError, ValueError):
-            pass
-        ev.wait(pause_s)
-    return None
 
 
 def _same_day_2023(day: datetime) -> datetime:
@@ -154,14 +140,14 @@ class _Rig:
 
     def start(self) -> None:
         self._spawn(["-m", "simulators", "--config", str(self.tmp / "sim.yaml"), "--log-format", "json"], "sim.log")
-        if not _wait(self.sim_status, 20):
+        if not wait_until(self.sim_status, 20, pause_s=0.1):
             raise RuntimeError(f"simulators did not start: {self.tail('sim.log')}")
         self.ems = self._spawn(
             ["-m", "bench._timed_main", "--config", str(self.tmp / "ems.yaml"), "--log-format", "json", "--log-level", "info"],
             "ems.log",
             {"EMS_BENCH_TIMING_FILE": str(self.timing), "EMS_BENCH_OPERATOR_TOKEN": TOKEN},
         )
-        if not _wait(lambda: any(e.get("event") == "plan_made" for e in self.events()), 60, pause_s=0.5):
+        if not wait_until(lambda: any(e.get("event") == "plan_made" for e in self.events()), 60, pause_s=0.5):
             raise RuntimeError(f"no plan within 60 s: {self.tail('ems.log')}")
 
     def events(self) -> list[dict[str, Any]]:
@@ -209,15 +195,6 @@ def _push(base: str, rows: list[tuple[int, float]], k: int) -> int:
 
 def _ts(ev: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(ev["timestamp"]).replace("Z", "+00:00")).timestamp()
-
-
-def _lateness(starts: list[float]) -> list[float]:
-    if not starts:
-        return []
-    s0 = starts[0]
-    offsets = [s - round((s - s0) / PERIOD_S) * PERIOD_S for s in starts]
-    base = min(offsets)
-    return [o - base for o in offsets]
 
 
 def real_process(phase_s: float) -> dict[str, Any]:
@@ -278,7 +255,7 @@ def real_process(phase_s: float) -> dict[str, Any]:
         overruns = [e for e in evs if e.get("event") == "cycle_overrun"]
         windows = [(_ts(e) - float(e.get("solve_s", 0.0)) - offset - 0.05, _ts(e) - offset + 0.05) for e in made]
         idx = [i for i, s in enumerate(starts) if mono0 <= s <= mono1]
-        late = _lateness([starts[i] for i in idx])
+        late = lateness([starts[i] for i in idx])
         late_at = {starts[i]: v for i, v in zip(idx, late, strict=True)}
         # cycles that overlap a re-plan, or start within one period after it ended
         near = [late_at[s] for s in late_at if any(a - PERIOD_S <= s <= b + PERIOD_S for a, b in windows)]

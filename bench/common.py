@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from simulators.kpi import percentile  # one nearest-rank percentile for replay KPIs and benchmarks
 
-__all__ = ["REPO_ROOT", "emit", "free_port", "percentile", "stats_ms"]
+__all__ = ["REPO_ROOT", "emit", "free_port", "lateness", "percentile", "stats_ms", "wait_until"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,3 +42,29 @@ def emit(result: Mapping[str, object]) -> None:
     """Print the one JSON object a bench script produces (the runner reads the last JSON line)."""
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float, pause_s: float = 0.05) -> Any:
+    """Poll `pred` until it returns something truthy (returned) or `timeout_s` passes (None).
+    OSError/ValueError from the predicate (a server not up yet, a half-written file) count as not yet."""
+    ev = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except (OSError, ValueError):
+            pass
+        ev.wait(pause_s)
+    return None
+
+
+def lateness(starts: list[float], period_s: float = 1.0) -> list[float]:
+    """Lateness of each cycle start against the best-fitting `period_s` grid (earliest offset = 0)."""
+    if not starts:
+        return []
+    s0 = starts[0]
+    offsets = [s - round((s - s0) / period_s) * period_s for s in starts]
+    base = min(offsets)
+    return [o - base for o in offsets]
