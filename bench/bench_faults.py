@@ -26,6 +26,7 @@ Figures (one JSON object on stdout):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -47,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import REPO_ROOT, emit, free_port, stats_ms
+from bench.common import REPO_ROOT, emit, free_port, stats_ms, wait_until
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 FAULT_TIMEOUT_S = 1.5
@@ -62,21 +63,7 @@ PROFILE = "t_s,load_w,pv_w\n0,1500,3000\n"  # 1.5 kW export: the battery charges
 TOKEN_ENV, TOKEN = "EMS_CAMPAIGN_TOKEN", "tok-campaign-" + secrets.token_hex(6)
 UP_TOKEN, UP_KEY = "campaign-uplink-token", "campaign-uplink-hmac-key"
 _POLL_S = 0.025
-
-
-def _wait(pred: Callable[[], Any], timeout_s: float, pause_s: float = _POLL_S) -> Any:
-    ev = threading.Event()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            v = pred()
-            if v:
-                return v
-        except (OSError, ValueError, KeyError, urllib.error.URLError):
-            pass
-        if time.monotonic() >= deadline:
-            return None
-        ev.wait(pause_s)
+_wait = functools.partial(wait_until, pause_s=_POLL_S)  # fault reactions are timed to 25 ms
 
 
 def _r(x: float | None, nd: int = 2) -> float | None:

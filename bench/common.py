@@ -45,19 +45,21 @@ def emit(result: Mapping[str, object]) -> None:
 
 
 def wait_until(pred: Callable[[], Any], timeout_s: float, pause_s: float = 0.05) -> Any:
-    """Poll `pred` until it returns something truthy (returned) or `timeout_s` passes (None).
-    OSError/ValueError from the predicate (a server not up yet, a half-written file) count as not yet."""
+    """Poll `pred` until it returns something truthy (returned) or `timeout_s` passes (None); the
+    predicate is tried once more at the deadline. OSError (URLError included), ValueError and KeyError
+    from the predicate (a server not up yet, a half-written file, a field not there yet) count as not yet."""
     ev = threading.Event()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         try:
             v = pred()
             if v:
                 return v
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError):
             pass
+        if time.monotonic() >= deadline:
+            return None
         ev.wait(pause_s)
-    return None
 
 
 def lateness(starts: list[float], period_s: float = 1.0) -> list[float]:
