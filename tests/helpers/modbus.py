@@ -1,5 +1,5 @@
 """Modbus test helpers: simulated register devices served from an asyncio loop in a thread, the EMS's
-Modbus links built and run as main.py runs them, a server that never answers, socat pty pairs."""
+whole simulated site served the same way, the EMS's Modbus links built and run as main.py runs them, a server that never answers, socat pty pairs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from ems.context import EMSContext
 from ems.model import DeviceHealth
 from interfaces.modbus.pointmap import load_map
 from interfaces.modbus.worker import ModbusLink, build_modbus_links
+from simulators.config import SimulatorConfig
 from simulators.modbus_server import DeviceServer, RegisterImage
+from simulators.site import Simulator
 from tests.helpers.common import wait_for
 
 T = TypeVar("T")
@@ -79,6 +81,30 @@ class SimDevice:
 
     def override(self, name: str, words: list[int] | None) -> None:
         self.loop.call(lambda: self.image.override(name, words))
+
+
+@contextmanager
+def serving(cfg: SimulatorConfig, *, plant_time: bool = True) -> Iterator[tuple[LoopThread, Simulator]]:
+    """The simulated site of `cfg` with its Modbus devices served on loopback from an event-loop thread for the
+    block (then stopped, the loop closed). `plant_time`: the devices' own timers (revert watchdogs) run on the
+    plant's simulated time, which the test steps, instead of real time."""
+    loop = LoopThread()
+    sim = Simulator(cfg, device_clock=(lambda: sim.plant.t_s) if plant_time else None)
+
+    async def start() -> None:
+        for dev in sim.devices.values():
+            await dev.start()
+
+    async def stop() -> None:
+        for dev in sim.devices.values():
+            await dev.stop()
+
+    try:
+        loop.run(start())
+        yield loop, sim
+    finally:
+        loop.run(stop())
+        loop.close()
 
 
 def build_links(cfg: ModbusConfig, ctx: EMSContext, clock: Clock) -> list[ModbusLink]:

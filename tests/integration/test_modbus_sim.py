@@ -17,12 +17,11 @@ from interfaces.modbus.link import DeviceLink
 from simulators.config import load_sim_config
 from simulators.site import Simulator
 from tests.helpers.common import free_port, wait_for
-from tests.helpers.modbus import LoopThread, device, info, running_links
+from tests.helpers.modbus import LoopThread, device, info, running_links, serving
 
 
 @pytest.fixture
 def running() -> Iterator[tuple[LoopThread, Simulator, DeviceLink, DeviceLink]]:
-    loop = LoopThread()
     ports = {"ess": free_port(), "meter": free_port()}
     cfg = load_sim_config(
         None,
@@ -37,31 +36,16 @@ def running() -> Iterator[tuple[LoopThread, Simulator, DeviceLink, DeviceLink]]:
             "control.enabled": False,
         },
     )
-    holder: list[Simulator] = []
-    sim = Simulator(cfg, device_clock=lambda: holder[0].plant.t_s)  # the test steps the plant: device timers follow it
-    holder.append(sim)
-
-    async def start() -> None:
-        for dev in sim.devices.values():
-            await dev.start()
-
-    loop.run(start())
-    ess = DeviceLink("ess", ModbusDeviceConfig(port=ports["ess"], device_id=1, map="auto", timeout_s=1.0))
-    meter = DeviceLink("meter", ModbusDeviceConfig(port=ports["meter"], device_id=2, map="sdm630", timeout_s=1.0))
-    ess.connect()
-    meter.connect()
-    try:
-        yield loop, sim, ess, meter
-    finally:
-        ess.close()
-        meter.close()
-
-        async def stop() -> None:
-            for dev in sim.devices.values():
-                await dev.stop()
-
-        loop.run(stop())
-        loop.close()
+    with serving(cfg) as (loop, sim):  # the test steps the plant: device timers follow it
+        ess = DeviceLink("ess", ModbusDeviceConfig(port=ports["ess"], device_id=1, map="auto", timeout_s=1.0))
+        meter = DeviceLink("meter", ModbusDeviceConfig(port=ports["meter"], device_id=2, map="sdm630", timeout_s=1.0))
+        ess.connect()
+        meter.connect()
+        try:
+            yield loop, sim, ess, meter
+        finally:
+            ess.close()
+            meter.close()
 
 
 def _command(ess: DeviceLink, *, setpoint_w: float, beat: int) -> None:
@@ -134,11 +118,9 @@ def test_rehearsal_commands(running: tuple[LoopThread, Simulator, DeviceLink, De
 def test_pv_meter_feeds_pv_power_positive_while_producing() -> None:
     """The optional PV meter: the simulator serves production as export (negative, as a wired SDM630
     shows it), the sdm630_pv map flips it, and the PV meter's Modbus link puts pv_power_w >= 0 in the context."""
-    loop = LoopThread()
     ports = {"ess": free_port(), "meter": free_port(), "pv": free_port()}
     over: dict[str, object] = {"plant.profile": "summer-sunny", "plant.start_time": "12:00", "control.enabled": False}
     over.update({f"{n}.port": p for n, p in ports.items()} | {"pv.enabled": True})
-    sim = Simulator(load_sim_config(None, over))
     clock = SystemClock()
     ctx = EMSContext(clock=clock)
     cfg = ModbusConfig.model_validate(
@@ -149,30 +131,17 @@ def test_pv_meter_feeds_pv_power_positive_while_producing() -> None:
             "pv": {"enabled": True, "port": ports["pv"], "poll_period_s": 0.2, "timeout_s": 0.5},
         }
     )
-
-    async def start() -> None:
-        for dev in sim.devices.values():
-            await dev.start()
-
-    async def stop() -> None:
-        for dev in sim.devices.values():
-            await dev.stop()
-
-    loop.run(start())
-    try:
-        with running_links(cfg, ctx, clock) as links:  # on exit: every link stopped, each thread ended
-            assert sorted(link.name for link in links) == ["modbus-ess", "modbus-meter", "modbus-pv"]
-            _step(loop, sim, 0.2)  # the plant publishes its values to the register images when it steps
-            pv_w = sim.view.pv_w
-            assert pv_w > 1000.0  # noon in summer
-            image = sim.images["pv"]
-            raw = struct.unpack(">f", struct.pack(">HH", *(image.read(image.address_of("pv_power_w"), 2) or [])))[0]
-            assert raw == pytest.approx(-pv_w, rel=1e-6)  # on the wire: export
-            reading = wait_for(lambda: ctx.snapshot().reading(Quantity.PV_POWER_W), timeout_s=10, what="pv_power_w in the context")
-            assert reading.value == pytest.approx(pv_w, rel=1e-6)  # in the EMS: production is +
-            assert reading.source == "pv" and device(ctx, "pv").thread == "modbus-pv"
-            assert wait_for(lambda: info(ctx, "pv"), timeout_s=5, what="pv meter status")["map"] == "sdm630_pv"
-            assert loop.run(sim.command("pv silent on")) == "ok pv silent=True"
-    finally:
-        loop.run(stop())
-        loop.close()
+    # on exit: every link stopped, each thread ended, the simulated devices stopped
+    with serving(load_sim_config(None, over), plant_time=False) as (loop, sim), running_links(cfg, ctx, clock) as links:
+        assert sorted(link.name for link in links) == ["modbus-ess", "modbus-meter", "modbus-pv"]
+        _step(loop, sim, 0.2)  # the plant publishes its values to the register images when it steps
+        pv_w = sim.view.pv_w
+        assert pv_w > 1000.0  # noon in summer
+        image = sim.images["pv"]
+        raw = struct.unpack(">f", struct.pack(">HH", *(image.read(image.address_of("pv_power_w"), 2) or [])))[0]
+        assert raw == pytest.approx(-pv_w, rel=1e-6)  # on the wire: export
+        reading = wait_for(lambda: ctx.snapshot().reading(Quantity.PV_POWER_W), timeout_s=10, what="pv_power_w in the context")
+        assert reading.value == pytest.approx(pv_w, rel=1e-6)  # in the EMS: production is +
+        assert reading.source == "pv" and device(ctx, "pv").thread == "modbus-pv"
+        assert wait_for(lambda: info(ctx, "pv"), timeout_s=5, what="pv meter status")["map"] == "sdm630_pv"
+        assert loop.run(sim.command("pv silent on")) == "ok pv silent=True"

@@ -31,7 +31,7 @@ from simulators.config import load_sim_config
 from simulators.site import Simulator
 from tests.helpers.common import free_port, wait_for
 from tests.helpers.context import publish
-from tests.helpers.modbus import LoopThread, running_links
+from tests.helpers.modbus import LoopThread, running_links, serving
 
 FAULT_TIMEOUT_S = 3.0
 LOAD_W = 800.0  # the flat test profile: 800 W load, no PV; a device's own mode covers it from the battery
@@ -229,21 +229,12 @@ def _sim_cfg(case: Case, tmp_path: Path, *, port: int, control: bool = False) ->
 
 @contextmanager
 def rig(case: Case, tmp_path: Path, *, release: bool = True) -> Iterator[Rig]:
-    loop = LoopThread()
     port = free_port()
-    holder: list[Simulator] = []
-    sim = Simulator(load_sim_config(None, _sim_cfg(case, tmp_path, port=port)), device_clock=lambda: holder[0].plant.t_s)
-    holder.append(sim)
+    with serving(load_sim_config(None, _sim_cfg(case, tmp_path, port=port))) as (loop, sim):
+        yield from _actuated(loop, sim, case, port, release=release)
 
-    async def start() -> None:
-        for dev in sim.devices.values():
-            await dev.start()
 
-    async def stop() -> None:
-        for dev in sim.devices.values():
-            await dev.stop()
-
-    loop.run(start())
+def _actuated(loop: LoopThread, sim: Simulator, case: Case, port: int, *, release: bool) -> Iterator[Rig]:
     link = DeviceLink("ess", EssDeviceConfig(port=port, device_id=case.unit, map=case.profile, timeout_s=1.0))
     spec = load_map(case.profile).control
     assert spec is not None
@@ -257,8 +248,6 @@ def rig(case: Case, tmp_path: Path, *, release: bool = True) -> Iterator[Rig]:
     finally:
         raw.close()  # type: ignore[no-untyped-call]
         link.close()
-        loop.run(stop())
-        loop.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

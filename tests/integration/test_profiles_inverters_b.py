@@ -29,7 +29,7 @@ from interfaces.modbus.pointmap import load_map
 from simulators.config import load_sim_config
 from simulators.site import Simulator
 from tests.helpers.common import free_port, wait_for
-from tests.helpers.modbus import LoopThread
+from tests.helpers.modbus import LoopThread, serving
 
 FC6, FC16 = 6, 16
 FAULT_TIMEOUT_S = 3.0
@@ -188,7 +188,6 @@ class Rig:
 @contextmanager
 def rig(case: Case, tmp_path: Path) -> Iterator[Rig]:
     (tmp_path / "flat.csv").write_text(f"t_s,load_w,pv_w\n0,{LOAD_W:g},0\n", encoding="utf-8")
-    loop = LoopThread()
     port = free_port()
     cfg = load_sim_config(
         None,
@@ -204,19 +203,11 @@ def rig(case: Case, tmp_path: Path) -> Iterator[Rig]:
             "control.enabled": False,
         },
     )
-    holder: list[Simulator] = []
-    sim = Simulator(cfg, device_clock=lambda: holder[0].plant.t_s)  # device timers run on the plant's time
-    holder.append(sim)
+    with serving(cfg) as (loop, sim):  # device timers run on the plant's time
+        yield from _actuated(loop, sim, case, port)
 
-    async def start() -> None:
-        for dev in sim.devices.values():
-            await dev.start()
 
-    async def stop() -> None:
-        for dev in sim.devices.values():
-            await dev.stop()
-
-    loop.run(start())
+def _actuated(loop: LoopThread, sim: Simulator, case: Case, port: int) -> Iterator[Rig]:
     link = DeviceLink("ess", ModbusDeviceConfig(port=port, device_id=case.unit, map=case.profile, timeout_s=1.0))
     spec = load_map(case.profile).control
     assert spec is not None
@@ -227,8 +218,6 @@ def rig(case: Case, tmp_path: Path) -> Iterator[Rig]:
         yield Rig(loop, sim, link, actuator, clock, port, case)
     finally:
         link.close()
-        loop.run(stop())
-        loop.close()
 
 
 def _external(r: Rig) -> bool:
