@@ -8,16 +8,13 @@ from typing import Any
 
 import requests
 
+from interfaces.sources import SourceError, request
+
 __all__ = ["ForecastError", "PowerPoint", "PvForecastFetch", "get_json", "slot_means"]
 
 
-class ForecastError(Exception):
+class ForecastError(SourceError):
     """A fetch failed: `reason` is one of http_error, rate_limited, auth, timeout, unreachable, malformed."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +31,8 @@ class PvForecastFetch:
 
 
 def get_json(session: requests.Session | None, url: str, *, timeout_s: float, params: dict[str, Any] | None = None) -> tuple[int, Any]:
-    s = session or requests.Session()
-    try:
-        r = s.get(url, params=params, timeout=timeout_s)
-    except requests.Timeout as exc:
-        raise ForecastError("timeout", f"{url}: no answer within {timeout_s:g} s") from exc
-    except requests.RequestException as exc:
-        raise ForecastError("unreachable", f"{url}: {type(exc).__name__}") from exc
-    finally:
-        if session is None:
-            s.close()
+    """The HTTP status and the JSON document; a non-JSON body is http_error after a failure status, malformed after 200."""
+    r = request(session, url, timeout_s=timeout_s, error=ForecastError, params=params)
     try:
         return r.status_code, r.json()
     except ValueError:

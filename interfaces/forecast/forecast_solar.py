@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from interfaces.forecast.common import ForecastError, PowerPoint, PvForecastFetch, get_json
-from interfaces.prices.common import PriceSourceError, parse_iso_utc
+from interfaces.sources import SourceError, parse_iso_utc
 
 __all__ = ["DEFAULT_URL", "fetch_forecast_solar", "parse_forecast_solar"]
 
@@ -41,7 +41,7 @@ def parse_forecast_solar(doc: Any) -> tuple[PowerPoint, ...]:
     for k, v in watts.items():
         try:
             samples.append((parse_iso_utc(str(k)), float(v)))
-        except (PriceSourceError, TypeError, ValueError) as exc:
+        except (SourceError, TypeError, ValueError) as exc:
             raise ForecastError("malformed", f"forecast.solar watts entry {k!r}: {v!r}") from exc
     samples.sort()
     out = []

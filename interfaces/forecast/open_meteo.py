@@ -17,7 +17,7 @@ from typing import Any, Literal
 import requests
 
 from interfaces.forecast.common import ForecastError, PowerPoint, PvForecastFetch, get_json
-from interfaces.prices.common import PriceSourceError, parse_iso_utc
+from interfaces.sources import SourceError, parse_iso_utc
 
 __all__ = ["DEFAULT_URL", "fetch_open_meteo", "parse_open_meteo"]
 
@@ -30,7 +30,7 @@ def _time(v: Any, offset_s: int) -> int:
         return int(v)
     try:
         return parse_iso_utc(f"{v}+00:00") - offset_s  # Open-Meteo iso8601 times are local, without offset
-    except PriceSourceError as exc:
+    except SourceError as exc:
         raise ForecastError("malformed", f"Open-Meteo time {v!r}") from exc
 
 
