@@ -75,15 +75,10 @@ def _pv_fetcher(cfg: PlannerConfig) -> PvFetcher | None:
 
 
 def build_planner(cfg: EMSConfig, ctx: EMSContext, clock: Clock, *, store: Store | None) -> PlannerWorker:
-    worker = PlannerWorker(
+    worker = PlannerWorker.on(
+        ctx,
         planner=cfg.planner,
         tariff=cfg.tariff,
-        readings=ctx.readings,
-        requests=ctx.requests,
-        plans=ctx.plans,
-        health=ctx.health,
-        events=ctx.events,
-        counters=ctx.counters,
         clock=clock,
         history=StoreHistory(cfg.store.path, slot_s=cfg.planner.slot_s),
         cache=None if store is None else StorePriceCache(store),

@@ -30,7 +30,7 @@ import requests
 from config.planner import PlannerConfig, PvSource
 from config.tariff import PriceSourceKind, TariffConfig
 from ems.clock import Clock
-from ems.context import Counters, EventLog, Health, PlanBoard, Readings, Requests
+from ems.context import Counters, EMSContext, EventLog, Health, PlanBoard, Readings, Requests
 from ems.forecast import LoadModel, PvModel, fit_load_model, fit_pv_model, forecast_load, forecast_pv
 from ems.model import Quantity
 from ems.plan import Plan, PlannerStatus, PlanStatus
@@ -133,6 +133,35 @@ class PlannerWorker(Worker):
         plans.set_status(PlannerStatus("starting", "planner thread starting", clock.monotonic()))
 
     # ---- the loop ------------------------------------------------------------------------------
+
+    @classmethod
+    def on(
+        cls,
+        ctx: EMSContext,
+        *,
+        planner: PlannerConfig,
+        tariff: TariffConfig,
+        clock: Clock,
+        history: History,
+        cache: PriceCache | None = None,
+        pv_fetch: PvFetcher | None = None,
+    ) -> PlannerWorker:
+        """A planner handed the parts of `ctx` it uses (main.py's services and the tests build it so)."""
+        return cls(
+            planner=planner,
+            tariff=tariff,
+            readings=ctx.readings,
+            requests=ctx.requests,
+            plans=ctx.plans,
+            health=ctx.health,
+            events=ctx.events,
+            counters=ctx.counters,
+            clock=clock,
+            history=history,
+            cache=cache,
+            pv_fetch=pv_fetch,
+        )
+
     def wait_next(self) -> bool:
         self._wake.wait(self.period_s)
         self._wake.clear()

@@ -114,17 +114,5 @@ def make_planner(
     clock = clock or SimClock(start_wall=START_WALL)
     ctx = EMSContext(clock=clock, start_mode=Mode.SELF_CONSUMPTION)
     feed(ctx, {Quantity.SOC_PCT: soc_pct}, source="bms")
-    worker = PlannerWorker(
-        planner=cfg.planner,
-        tariff=cfg.tariff,
-        readings=ctx.readings,
-        requests=ctx.requests,
-        plans=ctx.plans,
-        health=ctx.health,
-        events=ctx.events,
-        counters=ctx.counters,
-        clock=clock,
-        history=history or FakeHistory(),
-        cache=cache,
-    )
+    worker = PlannerWorker.on(ctx, planner=cfg.planner, tariff=cfg.tariff, clock=clock, history=history or FakeHistory(), cache=cache)
     return worker, ctx, clock
