@@ -8,8 +8,8 @@ from config import EMSConfig, parse_config
 from config.control import ControlConfig
 from ems.core import CoreConfig
 from ems.inputs import Inputs
-from ems.statemachine import MachineConfig
 from ems.model import BmsFlags, ExternalSetpoint, Mode, Quantity, Reading
+from ems.statemachine import MachineConfig
 
 Q = Quantity
 
