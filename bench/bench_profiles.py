@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import random
-import select
 import signal
 import socket
 import subprocess
@@ -42,6 +41,7 @@ from typing import Any
 import yaml
 
 from bench.common import REPO_ROOT, emit, free_port, stats_ms
+from simulators.black_hole import BlackHole
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ALL = os.environ.get("BENCH_PROFILES_ALL") == "1"  # also wait out revert timers longer than LONG_S (Huawei: 60 s)
@@ -62,50 +62,6 @@ def inverter_profiles() -> list[tuple[str, Any]]:
         if pmap.control is not None:
             out.append((name, pmap))
     return out
-
-
-# ---- a meter that hangs -----------------------------------------------------------------------
-class BlackHole:
-    """Accepts TCP connections on 127.0.0.1, reads what it is sent, never answers."""
-
-    def __init__(self) -> None:
-        self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._srv.bind(("127.0.0.1", 0))
-        self._srv.listen(8)
-        self.port = int(self._srv.getsockname()[1])
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        self.requests = 0
-        self._thread = threading.Thread(target=self._run, name="bench-black-hole", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([self._srv, *self._conns], [], [], 0.05)
-            except (OSError, ValueError):
-                continue
-            for s in ready:
-                if s is self._srv:
-                    with contextlib.suppress(OSError):
-                        self._conns.append(self._srv.accept()[0])
-                    continue
-                try:
-                    data = s.recv(4096)
-                except OSError:
-                    data = b""
-                if data:
-                    self.requests += 1
-                else:
-                    self._conns.remove(s)
-                    s.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for s in (*self._conns, self._srv):
-            with contextlib.suppress(OSError):
-                s.close()
 
 
 # ---- (a) latency ----------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from ems.clock import SystemClock
 from ems.context import EMSContext
 from ems.model import Mode, Quantity
 from interfaces.modbus.worker import BATTERY_QUANTITIES, ModbusLink
+from simulators.black_hole import BlackHole
 from tests.helpers.common import free_port, wait_for
 from tests.helpers.context import publish
-from tests.helpers.modbus import BlackHole, LoopThread, SimDevice, device, info, pty_pair, running_links
+from tests.helpers.modbus import LoopThread, SimDevice, device, info, pty_pair, running_links
 
 POLL_S = 0.2
 
