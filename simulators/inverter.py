@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from interfaces.modbus.control import ControlSpec, decode_command
+from interfaces.modbus.control import ControlSpec, command_point_names, decode_command
 from interfaces.modbus.pointmap import PointMap
 
 __all__ = ["InverterModel", "InverterState"]
@@ -45,7 +45,7 @@ class InverterModel:
         self.own_mode = "zero" if pmap.device.kind == "reference" else "self_consumption"
         self._rating_w = rating_w
         self._values: dict[str, float] = {}
-        self._command_points = self._command_names()
+        self._command_points = set(command_point_names(self.spec))
         self._handover = {(w.point, w.value) for w in self.spec.handover}  # all must be seen before commands count
         self._release = {(w.point, w.value) for w in self.spec.release}
         fixed = self.spec.revert.fixed_s
@@ -55,28 +55,6 @@ class InverterModel:
         self.setpoint_w = 0.0
         self.reverted = False
         self.reverts = 0
-
-    def _command_names(self) -> set[str]:
-        s = self.spec
-        names = {
-            s.setpoint,
-            s.magnitude,
-            s.charge_magnitude,
-            s.discharge_magnitude,
-            s.charge_rate,
-            s.discharge_rate,
-            s.charge_min,
-            s.charge_max,
-            s.discharge_min,
-            s.discharge_max,
-            s.heartbeat,
-            s.direction.point if s.direction else None,
-            s.mode.point if s.mode else None,
-            s.enable.point if s.enable else None,
-            *s.phases,
-            *(w.point for w in s.also),
-        }
-        return {n for n in names if n}
 
     def rating_w(self) -> float:
         return self._rating_w

@@ -35,6 +35,7 @@ __all__ = [
     "PointWrite",
     "RevertSpec",
     "WriteSpec",
+    "command_point_names",
     "command_points",
     "decode_command",
     "referenced_points",
@@ -173,8 +174,11 @@ class ControlSpec(Section):
         return self
 
 
-def referenced_points(spec: ControlSpec) -> tuple[str, ...]:
-    """Every point name the spec writes (for the map's consistency check)."""
+def command_point_names(spec: ControlSpec) -> tuple[str, ...]:
+    """The point names one set-point command may write: the set-point in whichever form the device takes
+    (signed, magnitude + direction, charge/discharge limits, per phase), its mode/enable words, the
+    heartbeat and the points written `also` with it. The simulated inverter treats a write to any of
+    them as a command."""
     names = [
         spec.setpoint,
         spec.magnitude,
@@ -190,9 +194,19 @@ def referenced_points(spec: ControlSpec) -> tuple[str, ...]:
         spec.direction.point if spec.direction else None,
         spec.mode.point if spec.mode else None,
         spec.enable.point if spec.enable else None,
-        spec.revert.point,
         *spec.phases,
-        *(w.point for w in (*spec.also, *spec.handover, *spec.release, *spec.revert.on_revert)),
+        *(w.point for w in spec.also),
+    ]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def referenced_points(spec: ControlSpec) -> tuple[str, ...]:
+    """Every point name the spec writes (for the map's consistency check): the command's, the revert
+    timer and the handover / release / on-revert writes."""
+    names = [
+        *command_point_names(spec),
+        spec.revert.point,
+        *(w.point for w in (*spec.handover, *spec.release, *spec.revert.on_revert)),
     ]
     return tuple(dict.fromkeys(n for n in names if n))
 
