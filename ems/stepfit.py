@@ -23,13 +23,15 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy (~11 MB) is imported by the first fit, in the commission thread, not at start-up
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
 
 __all__ = ["StepFit", "fit_response", "model_response"]
-
-Array = npt.NDArray[np.float64]
 
 _TAU_MIN_S = 0.02  # below this a lag is not measurable at commissioning poll rates
 _LEVELS = 5  # grid refinements
@@ -63,6 +65,8 @@ def model_response(
     ramp_w_per_s: float | None = None,
 ) -> Array:
     """The unit-gain model response (W, relative to rest) at `times_s` (for tests and plots)."""
+    import numpy as np
+
     t = np.asarray(times_s, dtype=np.float64)
     r = math.inf if ramp_w_per_s is None else ramp_w_per_s
     h = _responses(changes, t, np.array([dead_time_s]), np.array([max(tau_s, 1e-9)]), np.array([r]))
@@ -71,6 +75,8 @@ def model_response(
 
 def _responses(changes: Sequence[tuple[float, float]], t: Array, dead: Array, tau: Array, ramp: Array) -> Array:
     """Unit-gain responses, shape (parameter sets, samples), to every change after the first."""
+    import numpy as np
+
     h = np.zeros((dead.size, t.size))
     tau_c = tau[:, None]
     prev = changes[0][1]
@@ -92,6 +98,8 @@ def _responses(changes: Sequence[tuple[float, float]], t: Array, dead: Array, ta
 
 def _solve(h: Array, y: Array) -> tuple[Array, Array, Array]:
     """Per parameter set: (offset, gain, SSE) of y ~ offset + gain * h."""
+    import numpy as np
+
     hm = h.mean(axis=1)
     ym = y.mean()
     hc = h - hm[:, None]
@@ -126,6 +134,8 @@ def _search(
     points: int = _POINTS,
 ) -> _Best:
     """Grid search, refined `levels` times around the best point. `ramps`: (min, max) W/s of command to try, or None."""
+    import numpy as np
+
     dead_lo, dead_hi = 0.0, max_dead_s
     ltau_lo, ltau_hi = math.log(_TAU_MIN_S), math.log(max(max_tau_s, _TAU_MIN_S * 2))
     lr = None if ramps is None else (math.log(ramps[0]), math.log(ramps[1]))
@@ -170,6 +180,8 @@ def fit_response(
     `max_dead_time_s` must stay below the time between two changes of opposite sign: beyond it a
     response to the earlier change, delayed, fits as well as the later one with the gain's sign
     flipped. `quick`: a coarser search (no ramp), for deciding whether a step has settled."""
+    import numpy as np
+
     if len(changes) < 2 or len(samples) < 8:
         return None
     pts = sorted(samples)

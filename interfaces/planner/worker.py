@@ -41,7 +41,7 @@ from interfaces.backoff import Backoff
 from interfaces.forecast import ForecastError, PowerPoint, slot_means
 from interfaces.planner.inputs import cap_per_slot, hhmm, history_series, price_state
 from interfaces.planner.solver import captured_stdout, warm_up
-from interfaces.prices import PriceFetch, PriceSourceError, fetch_prices
+from interfaces.prices.fetch import PriceFetch, PriceSourceError, fetch_prices
 from interfaces.store.query import HistorySlot
 from interfaces.worker import Worker
 

@@ -13,10 +13,10 @@ import pytest
 
 from config.tariff import TariffConfig
 from ems.tariff import DayAheadState, day_ahead_state
-from interfaces.prices import PriceSourceError, fetch_prices
 from interfaces.prices.awattar import fetch_awattar
 from interfaces.prices.csv_file import read_price_csv
 from interfaces.prices.entsoe import fetch_entsoe
+from interfaces.prices.fetch import PriceSourceError, fetch_prices
 from interfaces.prices.octopus import fetch_octopus
 from interfaces.prices.tibber import fetch_tibber
 from tests.helpers.common import REPO_ROOT, free_port

@@ -9,7 +9,9 @@ import pytest
 from ems.limits import Allowed, LimitInputs, apply_limits, constraints, soc_latches
 from tests.helpers.core import control_cfg
 
-CFG = control_cfg(max_charge_w=3000, max_discharge_w=4000, soc_min_pct=10, soc_max_pct=90, soc_hysteresis_pct=2, force_charge_w=800).limits()
+CFG = control_cfg(
+    max_charge_w=3000, max_discharge_w=4000, soc_min_pct=10, soc_max_pct=90, soc_hysteresis_pct=2, force_charge_w=800
+).limits()
 
 
 def li(**kw: object) -> LimitInputs:
@@ -33,7 +35,9 @@ def test_each_protection_allows_zero_and_the_request_yields_to_them() -> None:
     i = li(bms_voltage_v=50.0, bms_ccl_a=0.0, bms_dcl_a=0.0, grid_w=5000.0, ess_w=0.0, prev_cmd_w=0.0, bms_force_charge=True)
     found = constraints(i, cfg)
     assert all(a.lo_w <= 0.0 <= a.hi_w for a in found if not a.request)
-    assert [a for a in found if a.request] == [Allowed(hi_w=-1000.0, hi_reason="bms_force_charge", request=True)]  # the default force_charge_w
+    assert [a for a in found if a.request] == [
+        Allowed(hi_w=-1000.0, hi_reason="bms_force_charge", request=True)
+    ]  # the default force_charge_w
     out, reasons = apply_limits(0.0, i, cfg)
     assert out == 0.0 and reasons == ("bms_ccl", "bms_force_charge", "max_import", "ramp")
 
