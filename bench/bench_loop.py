@@ -4,7 +4,7 @@
    duration, overruns; a phase without and a phase with API load from a second process
    (`bench._api_load`; only when the REST API part exists);
    plus real-time regulation (mean |grid| at the plant, 08:30) and +/-2500 W load steps (03:00,
-   calm load) per control law, each law in its own short rig;
+   calm load), the steps in their own short rig;
 5. fault reaction: the meter is silenced (requests never answered) and the time until the
    simulated inverter's set-point is 0 W is measured at the simulator;
 6. resources: RSS and CPU% of the EMS process over the no-load phase (from /proc).
@@ -13,7 +13,9 @@ The EMS config is `config/sim.yaml` (what `make run` uses: Modbus, CAN BMS, API,
 self-contained: free ports, the store in a temp dir, API tokens and MQTT off (no broker here).
 
 The EMS runs as `python -m bench._timed_main` (main.py plus a timer around Controller.cycle).
-Phases last 60 s (`BENCH_QUICK=1`: 15 s). Everything binds 127.0.0.1 on free ports.
+Phases last 30 s (`BENCH_LOOP_PHASE_S`; `BENCH_QUICK=1`: 15 s). The real-time regulation and load
+steps run the configured (default) law; `BENCH_ALL_LAWS=1` adds integrating and predictive, each in
+its own rig (about a minute each). Everything binds 127.0.0.1 on free ports.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 import yaml
 
 from bench.common import REPO_ROOT, emit, free_port, lateness, stats_ms, wait_until
+from config.control import ControlConfig
 
 PERIOD_S = 1.0
 SETTLE_S = 10.0
@@ -80,7 +83,7 @@ class _Rig:
         ems_cfg.setdefault("control", {})["summary_interval_s"] = 0.0
         if law is not None:
             ems_cfg["control"]["law"] = law
-        self.law = str(ems_cfg["control"].get("law", "integrating"))
+        self.law = str(ems_cfg["control"].get("law", ControlConfig.model_fields["law"].default.value))
         # the make-run config, made self-contained: API without tokens (reads are open) on a free port or
         # off, the store in the temp dir, no MQTT (no broker here)
         ems_cfg["api"] = {"enabled": True, "host": "127.0.0.1", "port": self.ports["api"]} if with_api else {"enabled": False}
@@ -237,7 +240,7 @@ def _api_available() -> bool:
 
 
 def main() -> None:
-    phase_s = float(os.environ.get("BENCH_LOOP_PHASE_S", "15" if os.environ.get("BENCH_QUICK") == "1" else "60"))
+    phase_s = float(os.environ.get("BENCH_LOOP_PHASE_S", "15" if os.environ.get("BENCH_QUICK") == "1" else "30"))
     with_api = _api_available()
     out: dict[str, Any] = {"phase_s": phase_s}
     with tempfile.TemporaryDirectory(prefix="ems-bench-") as d:
@@ -311,10 +314,11 @@ def main() -> None:
         elif "error" in out:
             out["ems_log_tail"] = rig.tail("ems.log")
     if "realtime_regulation" in out:
-        for law in ("integrating", "predictive"):
-            if law not in out["realtime_regulation"]:
-                out["realtime_regulation"][law] = _law_rig(law, window_s=min(phase_s, 45.0), steps=False)
-        out["realtime_load_steps"] = {law: _law_rig(law, window_s=None, steps=True) for law in ("integrating", "predictive")}
+        default_law = next(iter(out["realtime_regulation"]))
+        others = [law for law in ("integrating", "predictive") if law != default_law] if os.environ.get("BENCH_ALL_LAWS") == "1" else []
+        for law in others:
+            out["realtime_regulation"][law] = _law_rig(law, window_s=min(phase_s, 45.0), steps=False)
+        out["realtime_load_steps"] = {law: _law_rig(law, window_s=None, steps=True) for law in (default_law, *others)}
     emit(out)
 
 

@@ -9,8 +9,9 @@ of 24 h per profile.
 The dynamics matrix (`simulators/matrix.py`): every law against inverter time constants x dead
 times, a ramp, 50 W steps, a 2 s meter and a late meter, on the representative window of each
 shared profile (`BENCH_MATRIX_FULL=1`: whole days), plus the default law alone on the generated
-held-out day (`simulators/synth.py`), which nothing is tuned on. The matrix runs the default law;
-`BENCH_MATRIX_ALL_LAWS=1` adds integrating and predictive (the comparison behind the default).
+held-out day (`simulators/synth.py`), which nothing is tuned on. The days and the matrix run the
+default law (adaptive) beside the baselines; `BENCH_ALL_LAWS=1` adds integrating and predictive to
+both (the comparison behind the default; it roughly doubles this benchmark's time).
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ from simulators.profile import available_profiles, load_profile
 from simulators.replay import ReplayOptions, compare, live_config, step_response
 
 LAWS = ("ems:adaptive", "ems:integrating", "ems:predictive")
-CONTROLLERS = ("ideal", "bound_1hz", "naive", "pid", *LAWS)
+BASELINES = ("ideal", "bound_1hz", "naive", "pid")
+
+
+def _laws() -> tuple[str, ...]:
+    return LAWS if os.environ.get("BENCH_ALL_LAWS") == "1" else LAWS[:1]
 
 
 def _day(name: str) -> dict[str, object]:
     quick = os.environ.get("BENCH_QUICK") == "1"
     opts = ReplayOptions(start_s=36_000.0 if quick else 0.0, duration_s=7_200.0 if quick else None)
-    return compare(load_profile(name), live_config(), opts, CONTROLLERS)
+    return compare(load_profile(name), live_config(), opts, (*BASELINES, *_laws()))
 
 
 def main() -> None:
@@ -51,7 +56,7 @@ def main() -> None:
         law.value: step_response(cfg.model_copy(update={"law": law}), delayed, controllers=("naive", "pid", "ems")) for law in LawName
     }
     speed = {}
-    for ctl in LAWS:
+    for ctl in _laws():
         per_profile = [p["controllers"][ctl] for p in profiles.values()]  # type: ignore[index]
         speed[ctl] = {
             "cycles_per_s_min": min(int(r["cycles_per_s"]) for r in per_profile),
@@ -59,8 +64,7 @@ def main() -> None:
             "day_wall_s_max": max(float(r["wall_s"]) for r in per_profile),
         }
     window = None if os.environ.get("BENCH_MATRIX_FULL") == "1" else WINDOW
-    matrix_laws = LAWS if os.environ.get("BENCH_MATRIX_ALL_LAWS") == "1" else LAWS[:1]
-    matrix = run_matrix(controllers=matrix_laws, profiles=PROFILES, window=window)
+    matrix = run_matrix(controllers=_laws(), profiles=PROFILES, window=window)
     held_out = run_matrix(controllers=LAWS[:1], profiles=HELD_OUT, window=window)
     emit(
         {

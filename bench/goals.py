@@ -34,7 +34,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     goals: list[dict[str, Any]] = []
     reg = results.get("bench_regulation", {})
     for profile, res in (_get(reg, "profiles") or {}).items():
-        for ems in EMS_VARIANTS:
+        for ems in (v for v in EMS_VARIANTS if v in (_get(res, "ratios") or {})):  # the laws this run replayed
             r = _get(res, "ratios", ems) or {}
             excess = r.get("excess_grid_error_w")
             goals.append(
@@ -210,8 +210,9 @@ def table(doc: dict[str, Any]) -> str:
     res = doc.get("benchmarks", {})
     lines: list[str] = []
     reg = res.get("bench_regulation", {})
-    ctls = ("ideal", "bound_1hz", "naive", "pid", *EMS_VARIANTS)
     if "profiles" in reg:
+        replayed = set().union(*(_get(p, "controllers") or {} for p in reg["profiles"].values()))
+        ctls = [c for c in ("ideal", "bound_1hz", "naive", "pid", *EMS_VARIANTS) if c in replayed]
         lines.append("REGULATION  mean |grid error| W (import+export kWh)" + ("  [quick: 2 h]" if reg.get("quick") else "  [24 h]"))
         lines.append(f"{'profile':14}" + "".join(f"{c:>22}" for c in ctls))
         for profile, p in reg["profiles"].items():
