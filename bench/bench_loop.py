@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from bench.common import REPO_ROOT, emit, free_port, lateness, stats_ms, wait_until
-from config.control import ControlConfig
+from config.control import ControlConfig, LawName
 
 PERIOD_S = 1.0
 SETTLE_S = 10.0
@@ -314,11 +314,10 @@ def main() -> None:
         elif "error" in out:
             out["ems_log_tail"] = rig.tail("ems.log")
     if "realtime_regulation" in out:
-        default_law = next(iter(out["realtime_regulation"]))
-        others = [law for law in ("integrating", "predictive") if law != default_law] if os.environ.get("BENCH_ALL_LAWS") == "1" else []
+        others = [law.value for law in LawName if law.value != rig.law] if os.environ.get("BENCH_ALL_LAWS") == "1" else []
         for law in others:
             out["realtime_regulation"][law] = _law_rig(law, window_s=min(phase_s, 45.0), steps=False)
-        out["realtime_load_steps"] = {law: _law_rig(law, window_s=None, steps=True) for law in (default_law, *others)}
+        out["realtime_load_steps"] = {law: _law_rig(law, window_s=None, steps=True) for law in (rig.law, *others)}
     emit(out)
 
 
